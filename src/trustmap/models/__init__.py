@@ -1,0 +1,65 @@
+"""Model adapters: ``load_model`` turns a torch module, a Keras model or file, or an ONNX
+file into a :class:`Model` that trustmap can explain."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import ModelLoadError
+from .base import Capture, LayerInfo, Model, check_array
+from .keras_model import KerasModel, import_keras, is_keras_model, load_keras_file
+from .onnx_model import BLACK_BOX_METHODS, OnnxModel
+from .torch_model import TorchModel
+
+__all__ = ["load_model", "Model", "TorchModel", "KerasModel", "OnnxModel", "LayerInfo", "Capture",
+           "BLACK_BOX_METHODS", "check_array", "import_keras"]
+
+
+def load_model(obj, *, safe_mode: bool = True, custom_objects: dict | None = None, **options) -> Model:
+    """Wrap a model (or load a model file) for trustmap.
+
+    Parameters
+    ----------
+    obj : torch.nn.Module | keras.Model | Model | str | Path
+        A model object, or a path: ``.keras`` / ``.h5`` (Keras, loaded on the torch backend with
+        ``compile=False``), ``.onnx`` (onnxruntime, forward only), or a trustmap zoo model
+        (``.safetensors`` with its ``.json`` config beside it).
+    safe_mode : bool
+        Keras files: refuse layers whose code would run on load (Lambda). Opt out only for
+        files you trust.
+    **options
+        Passed to the adapter: ``output`` ('auto' | 'logits' | 'probs' | 'sigmoid'),
+        ``max_batch``, ``name``; torch: ``input_shape``, ``dtype``, ``device``; ONNX: ``channels_last``.
+    """
+    if isinstance(obj, Model):
+        return obj
+    if isinstance(obj, (str, os.PathLike)):
+        path = Path(obj)
+        suffix = path.suffix.lower()
+        if suffix in (".keras", ".h5", ".hdf5"):
+            return KerasModel(load_keras_file(path, safe_mode=safe_mode, custom_objects=custom_objects), **options)
+        if suffix == ".onnx":
+            return OnnxModel(path, **options)
+        if suffix == ".safetensors" or (path.is_dir() and (path / "model.safetensors").exists()):
+            from ..zoo import load as zoo_load
+
+            module = zoo_load(path)
+            return TorchModel(module, input_shape=getattr(module, "input_shape", None), **options)
+        if suffix in (".pt", ".pth"):
+            raise ModelLoadError("a .pt/.pth file holds weights without the architecture", parameter="obj",
+                                 expected="an nn.Module, .keras, .h5, .onnx or .safetensors model", got=str(path),
+                                 fix="build the module, load_state_dict(torch.load(path, weights_only=True)), "
+                                     "and pass the module")
+        raise ModelLoadError("unknown model file type", parameter="obj",
+                             expected=".keras, .h5, .onnx or .safetensors", got=str(path),
+                             fix="save the model in one of those formats")
+    if is_keras_model(obj):
+        return KerasModel(obj, **options)
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        return TorchModel(obj, **options)
+    raise ModelLoadError("cannot use this object as a model", parameter="obj",
+                         expected="a torch.nn.Module, keras.Model, or a model file path",
+                         got=type(obj).__name__, fix="pass the model object or its file")

@@ -1,0 +1,372 @@
+"""The adapter interface every model kind implements.
+
+Inside trustmap a model is called on internal tensors ``(N, C, *spatial)`` and returns
+``(N, K)`` scores with ``K >= 2`` classes. ``logits_t`` is the pre-softmax score (a fused
+final softmax or sigmoid is stripped where the adapter can reach the pre-activation;
+otherwise the logits are recovered as ``log p`` (softmax) or ``log(p / (1 - p))``
+(sigmoid), which give the same probabilities). A single-output sigmoid model is a
+two-class model whose logits are ``[0, z]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import DataError, LayerError, TargetError, UnsupportedError
+from ..layout import Layout, resolve_layout
+
+__all__ = ["Model", "LayerInfo", "Capture", "OUTPUT_KINDS", "DEFAULT_BUDGET_BYTES"]
+
+OUTPUT_KINDS = ("auto", "logits", "probs", "sigmoid")
+DEFAULT_BUDGET_BYTES = 256 * 2**20
+ACTIVATION_NAMES = ("relu", "leakyrelu", "elu", "gelu", "silu", "tanh", "sigmoid", "activation", "relu6",
+                    "selu", "softplus", "mish", "hardswish", "prelu")
+CONV_NAMES = ("conv",)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A layer: its name (what ``capture`` takes), its class, and its output shape for one sample."""
+
+    name: str
+    kind: str
+    output_shape: tuple | None
+
+    def __str__(self) -> str:
+        return f"{self.name:<30} {self.kind:<24} {self.output_shape}"
+
+
+class Capture:
+    """Holds the activation of one layer during a forward pass, in ``(N, K, *spatial)`` order."""
+
+    def __init__(self, layer: str, edit: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.layer = layer
+        self.edit = edit
+        self.activation: torch.Tensor | None = None
+
+    def _store(self, act: torch.Tensor) -> torch.Tensor:
+        """Record the activation; apply ``edit`` if set; return what the network continues with."""
+        self.activation = act
+        if self.edit is not None:
+            act = self.edit(act)
+        return act
+
+
+def _log_probs(p: torch.Tensor) -> torch.Tensor:
+    return torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
+
+
+def sigmoid_logit(p: torch.Tensor) -> torch.Tensor:
+    eps = torch.finfo(p.dtype).eps
+    p = p.clamp(eps, 1 - eps)
+    return torch.log(p) - torch.log1p(-p)
+
+
+class Model:
+    """A classifier seen through trustmap: internal layout, logits and probabilities, layers.
+
+    Subclasses implement ``_forward`` (raw outputs in internal layout), ``_pre_activation``
+    (logits where reachable), ``layers``, ``capture`` and ``fingerprint``.
+    """
+
+    framework: str = "?"
+    differentiable: bool = True
+
+    def __init__(self, *, rank: int, channels: int, spatial: Sequence[int | None] | None,
+                 output: str = "auto", max_batch: int | None = None,
+                 budget_bytes: int = DEFAULT_BUDGET_BYTES, name: str | None = None) -> None:
+        if output not in OUTPUT_KINDS:
+            from ..errors import InputError
+
+            raise InputError("unknown output kind", parameter="output", expected=" or ".join(OUTPUT_KINDS),
+                             got=output, fix="say what the model returns: output='logits' or output='probs'")
+        self.rank = int(rank)
+        self.channels = int(channels)
+        self.spatial = None if spatial is None else tuple(None if s is None else int(s) for s in spatial)
+        self.output = output
+        self.max_batch = max_batch
+        self.budget_bytes = int(budget_bytes)
+        self.name = name or type(self).__name__
+        self._n_classes: int | None = None
+        self._freeze_depth = 0
+
+    # ---- to implement -------------------------------------------------------------
+    def _raw(self, t: torch.Tensor) -> torch.Tensor:
+        """The scores the model computes before any final activation we strip, ``(N, K)``."""
+        raise NotImplementedError
+
+    def layers(self) -> list[LayerInfo]:
+        raise NotImplementedError
+
+    def default_layer(self) -> str:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def capture(self, layer: str | None = None, edit=None) -> Iterator[Capture]:
+        raise UnsupportedError(f"{self.framework} models expose no layers", parameter="layer",
+                               fix="use a method that needs no layer (occlusion, lime, kernelshap)")
+        yield  # pragma: no cover
+
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def _frozen(self) -> Iterator[None]:
+        yield
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    # ---- shared -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator["Model"]:
+        """Evaluation mode, no parameter gradients; everything restored on exit (also on error)."""
+        self._freeze_depth += 1
+        try:
+            if self._freeze_depth == 1:
+                with self._frozen():
+                    yield self
+            else:
+                yield self
+        finally:
+            self._freeze_depth -= 1
+
+    def logits_t(self, t: torch.Tensor) -> torch.Tensor:
+        """Pre-softmax scores ``(N, K)`` for an internal tensor; differentiable where the model is."""
+        out = self._raw(t)
+        if out.ndim == 1:
+            out = out[:, None]
+        kind = self._output_kind(out)
+        if kind == "probs":
+            out = _log_probs(out)
+        elif kind == "sigmoid":
+            out = sigmoid_logit(out)
+        if out.shape[1] == 1:  # one sigmoid/logit unit: a two-class model with logits [0, z]
+            out = torch.cat([torch.zeros_like(out), out], dim=1)
+        return out
+
+    def probs_t(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits_t(t), dim=1)
+
+    def _output_kind(self, out: torch.Tensor) -> str:
+        """What ``_raw`` returns: 'logits', 'probs' (softmax) or 'sigmoid'."""
+        if self.output != "auto":
+            return self.output
+        detected = "logits"
+        with torch.no_grad():
+            o = out.detach()
+            in_unit = bool(((o >= 0) & (o <= 1)).all())
+            if o.shape[1] == 1 and in_unit and o.numel() > 1 and bool(((o > 0) & (o < 1)).all()):
+                detected = "sigmoid"
+            elif o.shape[1] > 1 and in_unit and bool(torch.allclose(o.sum(1), torch.ones_like(o[:, 0]), atol=1e-4)):
+                detected = "probs"
+        if detected != "logits":
+            warnings.warn(
+                f"{self.name}: the model's outputs look like {'probabilities' if detected == 'probs' else 'sigmoid outputs'}; "
+                "logits are recovered from them. Pass output='logits' if that is wrong, or strip the final "
+                "activation to give gradient methods the true pre-softmax score.", stacklevel=3)
+        self.output = detected
+        return detected
+
+    # ---- input handling ------------------------------------------------------------
+    def resolve(self, x, layout=None, parameter: str = "x") -> Layout:
+        return resolve_layout(tuple(x.shape), rank=self.rank, channels=self.channels, spatial=self.spatial,
+                              layout=layout, parameter=parameter)
+
+    def to_internal(self, x, layout=None, parameter: str = "x") -> tuple[torch.Tensor, Layout]:
+        """Validate the caller's array and return ``((N, C, *spatial) tensor, its Layout)``."""
+        x = check_array(x, parameter)
+        lay = self.resolve(x, layout, parameter)
+        t = lay.to_internal(x)
+        if not isinstance(t, torch.Tensor):
+            t = torch.from_numpy(np.ascontiguousarray(t))
+        t = t.to(device=self.device, dtype=self.dtype)
+        if self.spatial is None or None in self.spatial:
+            self.spatial = tuple(t.shape[2:])
+        return t.contiguous(), lay
+
+    def batch_size(self, sample_numel: int, factor: float = 64.0) -> int:
+        """How many samples one forward chunk takes under the memory budget."""
+        if self.max_batch is not None:
+            return max(1, int(self.max_batch))
+        per = max(1, sample_numel) * 4 * factor
+        return int(max(1, min(4096, self.budget_bytes // per)))
+
+    def chunks(self, n: int, sample_numel: int, factor: float = 64.0) -> Iterator[slice]:
+        b = self.batch_size(sample_numel, factor)
+        for i in range(0, n, b):
+            yield slice(i, min(n, i + b))
+
+    def _batched(self, fn: Callable[[torch.Tensor], torch.Tensor], x, layout, batch_size) -> np.ndarray:
+        t, _ = self.to_internal(x, layout)
+        if batch_size is not None:
+            b = max(1, int(batch_size))
+            slices = [slice(i, min(len(t), i + b)) for i in range(0, len(t), b)]
+        else:
+            slices = list(self.chunks(len(t), t[0].numel()))
+        outs = []
+        with self.frozen(), torch.inference_mode():
+            for s in slices:
+                outs.append(fn(t[s]).detach().cpu())
+        return torch.cat(outs).numpy()
+
+    def logits(self, x, layout=None, batch_size: int | None = None) -> np.ndarray:
+        """Pre-softmax scores ``(N, K)`` for the caller's array (numpy), batched under the budget."""
+        return self._batched(self.logits_t, x, layout, batch_size)
+
+    def probs(self, x, layout=None, batch_size: int | None = None) -> np.ndarray:
+        """Class probabilities ``(N, K)`` for the caller's array (numpy)."""
+        return self._batched(self.probs_t, x, layout, batch_size)
+
+    def predict(self, x, layout=None, batch_size: int | None = None) -> np.ndarray:
+        """Predicted class per sample ``(N,)``."""
+        return self.logits(x, layout, batch_size).argmax(1)
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes K (a single sigmoid output counts as two)."""
+        if self._n_classes is None:
+            if self.spatial is None or None in self.spatial:
+                raise UnsupportedError("the number of classes is not known before the model has seen data",
+                                       parameter="input_shape", fix="pass input_shape=(C, *spatial) to load_model")
+            probe = torch.zeros((2, self.channels, *self.spatial), dtype=self.dtype, device=self.device)
+            with self.frozen(), torch.inference_mode():
+                self._n_classes = int(self.logits_t(probe).shape[1])
+        return self._n_classes
+
+    def resolve_targets(self, target, x_internal: torch.Tensor | None = None, n: int | None = None,
+                        logits: torch.Tensor | np.ndarray | None = None) -> np.ndarray:
+        """``None`` (predicted class), an int, or one int per sample -> int array ``(N,)``."""
+        n = n if n is not None else len(x_internal)
+        k = self.n_classes
+        if target is None:
+            if logits is None:
+                with self.frozen(), torch.inference_mode():
+                    logits = torch.cat([self.logits_t(x_internal[s]) for s in self.chunks(n, x_internal[0].numel())])
+            logits = logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
+            return logits.argmax(1).astype(np.int64)
+        arr = np.asarray(target)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or
+                                       (np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0))):
+            raise TargetError("target must be None, an int, or one int per sample", parameter="target",
+                              expected="None, int, or int array", got=repr(target)[:80],
+                              fix="pass class indices, e.g. target=3 or target=y")
+        arr = arr.astype(np.int64).reshape(-1)
+        if arr.size == 1:
+            arr = np.full(n, int(arr[0]), dtype=np.int64)
+        if arr.size != n:
+            raise TargetError("one target per sample is needed", parameter="target",
+                              expected=f"{n} targets", got=f"{arr.size} targets",
+                              fix="pass None, a single int, or an array as long as the batch")
+        bad = (arr < 0) | (arr >= k)
+        if bad.any():
+            raise TargetError("target out of range", parameter="target", expected=f"classes 0..{k - 1}",
+                              got=int(arr[bad][0]), fix=f"pick a class index below {k}")
+        return arr
+
+    def _unknown_layer(self, layer: str, names: list[str]) -> LayerError:
+        close = [n for n in names if layer.lower() in n.lower() or n.lower() in layer.lower()][:5]
+        return LayerError("no layer of that name", parameter="layer", expected="one of " + ", ".join(names[:40]),
+                          got=layer, fix=("did you mean " + " or ".join(close) + "?") if close else
+                          "call model.layers() to list the names")
+
+    def __repr__(self) -> str:
+        sp = "x".join("?" if s is None else str(s) for s in (self.spatial or ("?",)))
+        return f"<{type(self).__name__} {self.name!r}: {self.channels} channel(s) x {sp}, output={self.output}>"
+
+
+def check_array(x, parameter: str = "x"):
+    """Numeric, finite, non-empty; returns a numpy array or a float tensor."""
+    if isinstance(x, torch.Tensor):
+        if x.dtype in (torch.bool,) or x.is_complex():
+            raise DataError("tensor dtype is not real-valued", parameter=parameter, expected="a float tensor",
+                            got=str(x.dtype), fix="convert with x.float()")
+        x = x.detach()
+        if not x.is_floating_point():
+            x = x.float()
+        xs = x
+        finite = torch.isfinite(xs)
+        n_bad = int((~finite).sum())
+        first = tuple(int(i) for i in torch.nonzero(~finite)[0]) if n_bad else None
+    else:
+        if isinstance(x, (list, tuple)):
+            try:
+                x = np.asarray(x)
+            except ValueError as exc:
+                raise DataError("ragged input", parameter=parameter, expected="a rectangular array",
+                                got="sequences of different lengths", fix="pad or crop to one length") from exc
+        if not isinstance(x, np.ndarray):
+            raise DataError("input is not an array", parameter=parameter, expected="a numpy array or torch tensor",
+                            got=type(x).__name__, fix="convert with np.asarray(x)")
+        if x.dtype == object or x.dtype.kind not in "biuf":
+            raise DataError("array dtype is not numeric", parameter=parameter, expected="a float or int array",
+                            got=str(x.dtype), fix="convert with x.astype(np.float32)")
+        if x.dtype.kind != "f":
+            x = x.astype(np.float32)
+        finite = np.isfinite(x)
+        n_bad = int((~finite).sum())
+        first = tuple(int(i) for i in np.argwhere(~finite)[0]) if n_bad else None
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise DataError("empty batch", parameter=parameter, expected="at least one sample",
+                        got=f"shape {tuple(x.shape)}", fix="pass a non-empty array")
+    if n_bad:
+        raise DataError(f"{n_bad} NaN or Inf value(s), the first at index {first}", parameter=parameter,
+                        expected="finite values", got="NaN/Inf",
+                        fix="impute or drop those samples (e.g. np.nan_to_num) before explaining")
+    return x
+
+
+def hash_tensors(named: Iterator[tuple[str, Any]]) -> str:
+    h = hashlib.sha256()
+    for name, value in named:
+        a = value.detach().cpu().contiguous() if isinstance(value, torch.Tensor) else np.asarray(value)
+        a = a.numpy() if isinstance(a, torch.Tensor) else a
+        h.update(name.encode())
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def pick_default_layer(order: list[tuple[str, str, tuple | None]]) -> str | None:
+    """Last convolution (followed by its BatchNorm/activation when they come right after it).
+
+    ``order`` lists (name, class name, output shape) in execution order.
+    """
+    last = None
+    for i, (name, kind, _shape) in enumerate(order):
+        if any(c in kind.lower() for c in CONV_NAMES) and "transpose" not in kind.lower():
+            last = i
+    if last is None:
+        # no convolution: the last layer that still has spatial axes
+        spatial = [i for i, (_, _, s) in enumerate(order) if s is not None and len(s) >= 2]
+        return order[spatial[-1]][0] if spatial else None
+    j = last
+    shape = order[last][2]
+    for i in range(last + 1, len(order)):
+        kind = order[i][1].lower()
+        if order[i][2] != shape:
+            break
+        if "norm" in kind:
+            continue
+        if any(a == kind or kind.startswith(a) for a in ACTIVATION_NAMES):
+            j = i
+            continue
+        break
+    return order[j][0]
+
+
+def ceil_div(a: int, b: int) -> int:
+    return int(math.ceil(a / b))
