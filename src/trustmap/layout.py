@@ -159,12 +159,17 @@ def resolve_layout(
             fix="check the array's axes, or pass the layout the array really has",
         )
     if not fits:
-        if len(shape) not in (rank + 1, rank + 2):
-            fix = (
-                "add a batch axis, e.g. x[None]"
-                if len(shape) in (rank, rank + 1) and len(shape) >= 1
-                else "reshape the data to one of the expected shapes"
+        one_sample = any(_fits(Layout(n), (1, *shape), rank, channels, spatial) for n in _names(rank))
+        if one_sample:
+            raise ShapeError(
+                "array looks like a single sample without a batch axis",
+                parameter=parameter,
+                expected=expected_shapes,
+                got=f"shape {shape}",
+                fix="add a batch axis, e.g. x[None]",
             )
+        if len(shape) not in (rank + 1, rank + 2):
+            fix = "reshape the data to one of the expected shapes"
             raise ShapeError(
                 f"array has the wrong rank for a {rank}D model",
                 parameter=parameter,

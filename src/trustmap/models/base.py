@@ -118,6 +118,10 @@ class Model:
     def fingerprint(self) -> str:
         raise NotImplementedError
 
+    def _class_hint(self) -> int | None:
+        """The class count read from the architecture, when no probe input can be built."""
+        return None
+
     @contextlib.contextmanager
     def _frozen(self) -> Iterator[None]:
         yield
@@ -240,6 +244,9 @@ class Model:
         """Number of classes K (a single sigmoid output counts as two)."""
         if self._n_classes is None:
             if self.spatial is None or None in self.spatial:
+                hint = self._class_hint()
+                if hint is not None:
+                    return hint
                 raise UnsupportedError("the number of classes is not known before the model has seen data",
                                        parameter="input_shape", fix="pass input_shape=(C, *spatial) to load_model")
             probe = torch.zeros((2, self.channels, *self.spatial), dtype=self.dtype, device=self.device)

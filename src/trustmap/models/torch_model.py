@@ -176,5 +176,11 @@ class TorchModel(Model):
             raise self._unknown_layer("<last convolution>", [o[0] for o in order])
         return name
 
+    def _class_hint(self) -> int | None:
+        linears = [m for m in self._body.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            return None
+        return max(2, int(linears[-1].out_features))
+
     def fingerprint(self) -> str:
         return hash_tensors(iter(sorted(self.module.state_dict().items())))
