@@ -1,8 +1,30 @@
-"""trustmap: which parts of a signal or image a fitted CNN classifier relies on, and how much they matter."""
+"""trustmap: which parts of a signal or image a fitted CNN classifier relies on, and how much they matter.
+
+Public names: :func:`load_model`, :class:`Model`, :class:`Attribution`, :class:`TrustmapError`,
+:class:`Localizer`, and the submodules ``datasets``, ``zoo``, ``metrics``, ``plot``, ``layout``,
+``errors`` (imported on first use, so ``import trustmap`` stays light).
+"""
+
+from __future__ import annotations
+
+import importlib
 
 from .attribution import Attribution
 from .errors import TrustmapError
 from .models import Model, load_model
 
 __version__ = "0.1.0"
-__all__ = ["Attribution", "Model", "TrustmapError", "load_model", "__version__"]
+__all__ = ["Attribution", "Localizer", "Model", "TrustmapError", "load_model", "__version__",
+           "datasets", "zoo", "metrics", "plot", "layout", "errors", "workflows"]
+
+_SUBMODULES = {"datasets", "zoo", "metrics", "plot", "layout", "errors", "workflows", "data"}
+_LAZY = {"Localizer": ("localizer", "Localizer")}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module 'trustmap' has no attribute {name!r}")

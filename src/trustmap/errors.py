@@ -21,6 +21,7 @@ __all__ = [
     "BackendError",
     "NotFittedError",
     "RunDirError",
+    "MissingFileError",
 ]
 
 
@@ -106,3 +107,7 @@ class NotFittedError(TrustmapError, AttributeError):
 
 class RunDirError(TrustmapError, FileNotFoundError):
     """A run directory is missing a file, or a file in it is corrupt."""
+
+
+class MissingFileError(TrustmapError, FileNotFoundError):
+    """A file the caller named (a data file, say) does not exist."""

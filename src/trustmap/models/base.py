@@ -172,14 +172,14 @@ class Model:
         detected = "logits"
         with torch.no_grad():
             o = out.detach()
+            # rows of K >= 2 non-negative scores summing to one are softmax outputs; a single output
+            # cannot be told apart from a logit, so it is taken as a logit (pass output='sigmoid')
             in_unit = bool(((o >= 0) & (o <= 1)).all())
-            if o.shape[1] == 1 and in_unit and o.numel() > 1 and bool(((o > 0) & (o < 1)).all()):
-                detected = "sigmoid"
-            elif o.shape[1] > 1 and in_unit and bool(torch.allclose(o.sum(1), torch.ones_like(o[:, 0]), atol=1e-4)):
+            if o.shape[1] > 1 and in_unit and bool(torch.allclose(o.sum(1), torch.ones_like(o[:, 0]), atol=1e-4)):
                 detected = "probs"
         if detected != "logits":
             warnings.warn(
-                f"{self.name}: the model's outputs look like {'probabilities' if detected == 'probs' else 'sigmoid outputs'}; "
+                f"{self.name}: the model's outputs look like probabilities; "
                 "logits are recovered from them. Pass output='logits' if that is wrong, or strip the final "
                 "activation to give gradient methods the true pre-softmax score.", stacklevel=3)
         self.output = detected

@@ -1,0 +1,37 @@
+# trustmap: `make demo` sets everything up and runs the main job; `make test` runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+BENCH  := .venv-bench
+# torch is pinned to the CPU wheel: every install passes the constraints file.
+PIP     = $(VENV)/bin/python -m pip install -c constraints.txt
+export OMP_NUM_THREADS := 1
+export MPLBACKEND := Agg
+
+.PHONY: install demo test bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(PIP) -q -e ".[all,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/trustmap demo
+
+test: install
+	$(VENV)/bin/python -m pytest -q
+
+# Peers (captum, lime, quantus, grad-cam) live in their own environment, never in .venv.
+$(BENCH)/.installed: pyproject.toml benchmarks/constraints.txt benchmarks/requirements.txt
+	test -x $(BENCH)/bin/python || $(PYTHON) -m venv $(BENCH)
+	$(BENCH)/bin/python -m pip install -q --upgrade pip
+	$(BENCH)/bin/python -m pip install -q -c benchmarks/constraints.txt -e ".[all]" -r benchmarks/requirements.txt
+	touch $@
+
+bench: $(BENCH)/.installed
+	$(BENCH)/bin/python benchmarks/run.py --out benchmarks/RESULTS.md
+
+clean:
+	rm -rf $(VENV) $(BENCH) runs build *.egg-info src/*.egg-info
