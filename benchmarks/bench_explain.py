@@ -1,0 +1,219 @@
+"""Speed of the gradient and CAM explainers: ratio to the physical floor, beside Captum and
+pytorch-grad-cam, in one run.
+
+Run it in the peer environment (it needs captum and grad-cam; trustmap is taken from src/)::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src .venv-bench/bin/python benchmarks/bench_explain.py \
+        --out benchmarks/results_explain.md
+
+The floor of each method is the batched work it cannot avoid (benchmarks/harness.py):
+one forward+backward pass (saliency, guided backprop, Grad-CAM, Grad-CAM++), fifty
+forward+backward passes (integrated gradients, 50 steps), K forward passes (Score-CAM,
+Ablation-CAM; K = channels of the explained layer), all at batch 1000. Every method gets the
+same explicit targets (the predicted classes) and 1000 inputs. Models have random weights
+(timing does not depend on training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import platform
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from harness import floor_backward, floor_forward, timeit  # noqa: E402
+
+import trustmap  # noqa: E402
+from trustmap.explain import explain  # noqa: E402
+from trustmap.zoo.models import ecg_fcn, mnist1d_cnn, mnist2d_cnn  # noqa: E402
+
+MODELS = {
+    "mnist1d_cnn": (lambda: mnist1d_cnn(), (1, 40)),
+    "ecg_fcn": (lambda: ecg_fcn(in_channels=12, length=250, n_classes=2), (12, 250)),
+    "mnist2d_cnn": (lambda: mnist2d_cnn(), (1, 28, 28)),
+}
+METHODS = ("saliency", "guided_backprop", "gradcam", "gradcam_pp", "integrated_gradients", "scorecam",
+           "ablationcam")
+
+
+def measure(fn, cheap_below: float = 3.0) -> float:
+    """Wall time of fn(): a single run when it is slow, else the best of 1 + 3 runs."""
+    with _quiet():
+        t0 = time.perf_counter()
+        fn()
+        first = time.perf_counter() - t0
+        if first >= cheap_below:
+            return first
+        return min(first, timeit(fn, repeats=3, warmup=0))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence progress bars (pytorch-grad-cam's tqdm) and warnings while timing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+
+
+def _peer(name, fn):
+    try:
+        with _quiet():
+            fn()  # it has to work before it is timed
+    except Exception as exc:  # record why a peer cannot do it
+        msg = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:110]
+        return None, msg
+    return measure(fn), ""
+
+
+def peers_for(method, module, layer_module, x, y, rank):
+    """{implementation: callable} of the peers that offer ``method``."""
+    out = {}
+    try:
+        import captum.attr as ca
+    except ImportError:
+        ca = None
+    try:
+        import pytorch_grad_cam as pgc
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except ImportError:
+        pgc = None
+    yt = torch.as_tensor(y)
+    if ca is not None:
+        if method == "saliency":
+            out["captum Saliency"] = lambda: ca.Saliency(module).attribute(x, target=yt, abs=True)
+        elif method == "guided_backprop":
+            out["captum GuidedBackprop"] = lambda: ca.GuidedBackprop(module).attribute(x, target=yt)
+        elif method == "gradcam":
+            def captum_gradcam():
+                a = ca.LayerGradCam(module, layer_module).attribute(x, target=yt, relu_attributions=True)
+                return ca.LayerAttribution.interpolate(a, tuple(x.shape[2:]),
+                                                       interpolate_mode="linear" if rank == 1 else "bilinear")
+
+            out["captum LayerGradCam"] = captum_gradcam
+        elif method == "integrated_gradients":
+            out["captum IntegratedGradients"] = lambda: ca.IntegratedGradients(module).attribute(
+                x, baselines=0.0, target=yt, n_steps=50, internal_batch_size=1000)
+    if pgc is not None:
+        cls = {"gradcam": "GradCAM", "gradcam_pp": "GradCAMPlusPlus", "scorecam": "ScoreCAM",
+               "ablationcam": "AblationCAM"}.get(method)
+        if cls is not None:
+            def run_pgc(cls=cls):
+                targets = [ClassifierOutputTarget(int(c)) for c in y]
+                with getattr(pgc, cls)(model=module, target_layers=[layer_module]) as cam:
+                    return cam(input_tensor=x, targets=targets)
+
+            out[f"pytorch-grad-cam {cls}"] = run_pgc
+    return out
+
+
+def bench_model(name, n, methods, rows):
+    build, shape = MODELS[name]
+    torch.manual_seed(0)
+    module = build().eval()
+    model = trustmap.load_model(module)
+    x = torch.randn(n, *shape)
+    rank = len(shape) - 1
+    with torch.no_grad():
+        y = module(x).argmax(1).numpy() if module(x[:2]).shape[1] > 1 else np.zeros(n, dtype=np.int64)
+    layer = model.default_layer()
+    layer_module = dict(module.named_modules())[layer]
+    with model.capture(layer) as cap, torch.no_grad():
+        model.logits_t(x[:1])
+    k = int(cap.activation.shape[1])
+    floors = {}
+
+    def floor(kind):
+        if kind not in floors:
+            fn = {"fb1": floor_backward(model, x, 1), "fb50": floor_backward(model, x, 50),
+                  "fK": floor_forward(model, x, k)}[kind]
+            floors[kind] = measure(fn)
+            print(f"  floor {kind}: {floors[kind]:.3f}s", flush=True)
+        return floors[kind]
+
+    floor_of = {"saliency": ("fb1", "1 fwd+bwd"), "guided_backprop": ("fb1", "1 fwd+bwd"),
+                "gradcam": ("fb1", "1 fwd+bwd"), "gradcam_pp": ("fb1", "1 fwd+bwd"),
+                "integrated_gradients": ("fb50", "50 fwd+bwd"), "scorecam": ("fK", f"{k} fwd"),
+                "ablationcam": ("fK", f"{k} fwd")}
+    params = {"integrated_gradients": {"n_steps": 50}}
+    for method in methods:
+        kind, label = floor_of[method]
+        f = floor(kind)
+        impls = {"trustmap": lambda method=method: explain(model, x, method, target=y, **params.get(method, {}))}
+        impls.update(peers_for(method, module, layer_module, x, y, rank))
+        for impl, fn in impls.items():
+            if impl == "trustmap":
+                t, note = measure(fn), ""
+            else:
+                t, note = _peer(impl, fn)
+            rows.append(dict(model=name, method=method, impl=impl, time=t, floor=f, floor_label=label, note=note))
+            shown = "fails" if t is None else f"{t:.3f}s = {t / f:.2f}x floor"
+            print(f"  {method:22s} {impl:34s} {shown} {note}", flush=True)
+    return layer, k
+
+
+def markdown(rows, meta) -> str:
+    lines = ["## Explainers: gradient and CAM methods (issue 3)", "",
+             f"`benchmarks/bench_explain.py`, {meta['n']} inputs per model, one thread (OMP_NUM_THREADS=1), "
+             f"{meta['machine']}; torch {meta['torch']}, captum {meta['captum']}, grad-cam {meta['grad_cam']}. "
+             "Ratio = wall time / the method's physical floor measured in the same run (batched passes at "
+             "batch 1000, benchmarks/harness.py). Same explicit targets for every implementation.", "",
+             "| model | method | implementation | time (s) | floor | floor (s) | ratio to floor |",
+             "|---|---|---|---:|---|---:|---:|"]
+    for r in rows:
+        t = "fails" if r["time"] is None else f"{r['time']:.3f}"
+        ratio = "—" if r["time"] is None else f"{r['time'] / r['floor']:.2f}×"
+        impl = r["impl"] + (f" ({r['note']})" if r["note"] else "")
+        lines.append(f"| {r['model']} | {r['method']} | {impl} | {t} | {r['floor_label']} | {r['floor']:.3f} | {ratio} |")
+    lines += ["", "Layers: " + ", ".join(f"{m}: `{l}` (K = {k})" for m, (l, k) in meta["layers"].items()), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--out", default=None, help="write the markdown results here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    rows, layers = [], {}
+    methods = [m for m in args.methods.split(",") if m]
+    for name in args.models.split(","):
+        print(name, flush=True)
+        try:
+            layers[name] = bench_model(name, args.n, methods, rows)
+        except Exception:
+            traceback.print_exc()
+            raise
+    versions = {}
+    for mod in ("captum", "grad-cam"):
+        try:
+            from importlib.metadata import version
+
+            versions[mod] = version(mod)
+        except Exception:
+            versions[mod] = "not installed"
+    meta = {"n": args.n, "torch": torch.__version__, "captum": versions["captum"], "grad_cam": versions["grad-cam"],
+            "machine": f"{platform.machine()} {platform.processor() or ''} ({os.cpu_count()} cores)".strip(),
+            "layers": layers}
+    text = markdown(rows, meta)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

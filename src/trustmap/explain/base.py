@@ -1,0 +1,242 @@
+"""The explainer base class and the plumbing every method shares.
+
+An explainer is configuration plus one method: ``__init__`` stores its parameters (no
+``**kwargs``, no work) and :meth:`Explainer.explain` computes. The shared steps live here:
+wrapping the model (:func:`trustmap.load_model`), converting the caller's array to the
+internal ``(N, C, *spatial)`` layout, resolving targets, freezing the model, batching under
+the model's memory budget, recording provenance, and converting the maps back to the
+caller's layout.
+
+Gradient-based methods differentiate the **pre-softmax score** ``Model.logits_t`` of the
+target class. A final softmax/sigmoid that the adapter can reach (the last layer of an
+``nn.Sequential``, a Keras layer's fused activation or a trailing ``Softmax`` layer) is stripped,
+so the score is the true logit. Where it cannot be stripped (a model that only returns
+probabilities) the adapter's logit is ``log p`` (``log(p / (1 - p))`` for one sigmoid unit), and
+gradient methods then explain the log-probability of the target class.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import inspect
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+import torch
+
+from .. import _io
+from ..attribution import Attribution
+from ..errors import InputError, UnsupportedError
+from ..models import BLACK_BOX_METHODS, Model, load_model
+
+__all__ = ["Explainer", "pick_scores", "input_gradient", "sample_seeds", "per_sample_normal", "row_chunks",
+           "chunk_rows", "check_choice", "check_number", "CPU_ROWS"]
+
+#: rows per model call on the CPU. Per-sample throughput of CNNs is best at moderate batches: on the
+#: benchmark models (MNIST-1D CNN, 12-lead FCN, MNIST CNN) 64-256 rows ran 1.2-1.8x faster per sample
+#: than 1000 rows (benchmarks/bench_explain.py). The memory budget (Model.batch_size) still applies.
+CPU_ROWS = 256
+
+
+class Explainer:
+    """Base class. Subclasses set ``name`` and implement :meth:`_compute`.
+
+    ``_compute(model, t, targets)`` gets the frozen :class:`~trustmap.models.Model`, the input
+    as an internal tensor ``(N, C, *spatial)`` and the targets (an int64 tensor ``(N,)``, or
+    ``None`` to mean "the predicted class", which the method resolves from its own forward
+    pass), and returns ``(maps (N, C, *spatial) tensor, targets (N,) array, extras dict)``.
+    """
+
+    name: ClassVar[str] = "?"
+    needs_gradients: ClassVar[bool] = True
+    #: whether _compute resolves ``target=None`` itself from its own forward pass (saves one pass)
+    resolves_own_targets: ClassVar[bool] = False
+
+    # ---- configuration ---------------------------------------------------------------
+    @property
+    def params(self) -> dict[str, Any]:
+        """The parameters ``__init__`` took, as a JSON-ready dict."""
+        sig = inspect.signature(type(self).__init__)
+        return {k: _io.to_jsonable(getattr(self, k)) for k in sig.parameters if k != "self"}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+    # ---- the one public method -----------------------------------------------------------
+    def explain(self, model, x, target=None, layout=None) -> Attribution:
+        """Explain ``x`` for ``target`` and return an :class:`~trustmap.Attribution`.
+
+        Parameters
+        ----------
+        model : Model, torch.nn.Module, keras.Model or path
+            Anything :func:`trustmap.load_model` takes.
+        x : array or tensor
+            A batch in any layout the model accepts (``(N, L)``, ``(N, L, C)``, ``(N, C, L)``,
+            ``(N, H, W)``, ``(N, H, W, C)``, ``(N, C, H, W)``).
+        target : None, int, or one int per sample
+            ``None`` explains each sample's predicted class.
+        layout : str, optional
+            The layout name of ``x`` when its shape is ambiguous.
+
+        Returns
+        -------
+        Attribution
+            ``maps`` with the shape and layout of ``x``.
+        """
+        self._validate()
+        m = load_model(model)
+        if self.needs_gradients and not m.differentiable:
+            raise UnsupportedError(f"{self.name} needs gradients or layer access, which {m.framework} models "
+                                   "do not give", parameter="method",
+                                   expected="a forward-only method: " + ", ".join(BLACK_BOX_METHODS),
+                                   got=self.name,
+                                   fix="use one of those methods, or load the PyTorch/Keras model instead")
+        t, lay = m.to_internal(x, layout)
+        with m.frozen():
+            tg = self._targets(m, target, t)
+            maps, targets, extras = self._compute(m, t, tg)
+        maps_np = maps.detach().cpu().numpy()
+        if maps_np.shape != tuple(t.shape):  # pragma: no cover - an internal contract
+            raise RuntimeError(f"{self.name} returned maps of shape {maps_np.shape} for input {tuple(t.shape)}")
+        x_np = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        provenance = {
+            "model": {"name": m.name, "framework": m.framework, "fingerprint": m.fingerprint()},
+            "data_sha256": _io.fingerprint_array(x_np),
+            "n": int(len(t)),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        if "seed" in self.params:
+            provenance["seed"] = self.params["seed"]
+        return Attribution(np.ascontiguousarray(lay.from_internal(maps_np)), np.asarray(targets, dtype=np.int64),
+                           self.name, self.params, lay.name, extras, provenance)
+
+    def _validate(self) -> None:
+        """Check the stored parameters (called on entry to :meth:`explain`)."""
+
+    def _targets(self, model: Model, target, t: torch.Tensor) -> torch.Tensor | None:
+        """Resolved targets as a tensor, or ``None`` when the method picks the predicted class itself."""
+        if target is None and self.resolves_own_targets:
+            return None
+        return torch.as_tensor(model.resolve_targets(target, t), device=t.device)
+
+    def _compute(self, model: Model, t: torch.Tensor, targets: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, np.ndarray, dict]:
+        raise NotImplementedError
+
+
+# ---- helpers ---------------------------------------------------------------------------
+def pick_scores(logits: torch.Tensor, targets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The target class's score per row, and the targets (the argmax where ``targets`` is None)."""
+    if targets is None:
+        targets = logits.detach().argmax(1)
+    return logits.gather(1, targets.view(-1, 1).to(logits.device)).view(-1), targets
+
+
+def input_gradient(model: Model, x: torch.Tensor, targets: torch.Tensor | None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """d logit[target] / d x for a batch of internal rows, and the targets used."""
+    xi = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        scores, tg = pick_scores(model.logits_t(xi), targets)
+        (grad,) = torch.autograd.grad(scores.sum(), xi)
+    return grad, tg
+
+
+def chunk_rows(model: Model, t: torch.Tensor) -> int:
+    """Rows per model call for inputs like ``t``: the model's memory budget (or its ``max_batch``),
+    capped at :data:`CPU_ROWS` on the CPU where smaller batches run faster."""
+    rows = model.batch_size(t[0].numel())
+    if model.max_batch is None and t.device.type == "cpu":
+        rows = min(rows, CPU_ROWS)
+    return max(1, rows)
+
+
+def row_chunks(n_rows: int, batch: int) -> Iterator[slice]:
+    batch = max(1, int(batch))
+    for i in range(0, n_rows, batch):
+        yield slice(i, min(n_rows, i + batch))
+
+
+def sample_seeds(t: torch.Tensor, seed: int) -> list[int]:
+    """One seed per sample, from ``seed`` and the sample's bytes.
+
+    Random draws made from these seeds are the same whether a sample is explained alone or
+    in a batch (batch invariance), and the same on every run (determinism).
+    """
+    arr = t.detach().cpu().contiguous().numpy()
+    out = []
+    for row in arr:
+        h = hashlib.sha256(str(int(seed)).encode())
+        h.update(row.tobytes())
+        out.append(int.from_bytes(h.digest()[:8], "little") & ((1 << 63) - 1))
+    return out
+
+
+def per_sample_normal(seeds: list[int], idx: np.ndarray, shape: tuple[int, ...], draws: int,
+                      draw_idx: np.ndarray, dtype, device) -> torch.Tensor:
+    """Standard normal noise for rows (sample ``idx[r]``, draw ``draw_idx[r]``) of a plan where every
+    sample has ``draws`` draws of ``shape``; each sample's draws come from its own seed."""
+    out = torch.empty((len(idx), *shape), dtype=dtype, device=device)
+    gen = torch.Generator(device="cpu")
+    for s in np.unique(idx):
+        rows = np.nonzero(idx == s)[0]
+        gen.manual_seed(seeds[int(s)])
+        noise = torch.randn((draws, *shape), generator=gen, dtype=torch.float64)
+        out[torch.as_tensor(rows, device=device)] = noise[torch.as_tensor(draw_idx[rows])].to(dtype=dtype,
+                                                                                                device=device)
+    return out
+
+
+def check_choice(value, choices, parameter: str, fix: str | None = None):
+    if value not in choices:
+        raise InputError("unknown option", parameter=parameter, expected="one of " + ", ".join(map(repr, choices)),
+                         got=value, fix=fix or f"pass {parameter}={choices[0]!r}")
+    return value
+
+
+def check_number(value, parameter: str, *, minimum=None, maximum=None, integer: bool = False,
+                 open_min: bool = False):
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if ok and integer:
+        ok = float(value) == int(value)
+    if ok and minimum is not None:
+        ok = value > minimum if open_min else value >= minimum
+    if ok and maximum is not None:
+        ok = value <= maximum
+    if not ok:
+        rng = []
+        if minimum is not None:
+            rng.append(("> " if open_min else ">= ") + str(minimum))
+        if maximum is not None:
+            rng.append("<= " + str(maximum))
+        kind = "an integer" if integer else "a number"
+        raise InputError("invalid value", parameter=parameter, expected=f"{kind} {' and '.join(rng)}".strip(),
+                         got=value, fix=f"pass a valid {parameter}")
+    return int(value) if integer else float(value)
+
+
+def spatial_blur(t: torch.Tensor, sigma: float | tuple[float, ...]) -> torch.Tensor:
+    """Gaussian blur of ``(N, C, *spatial)`` along the spatial axes (reflect padding), separable."""
+    nsp = t.ndim - 2
+    sigmas = (sigma,) * nsp if np.isscalar(sigma) else tuple(sigma)
+    out = t
+    for ax, s in enumerate(sigmas):
+        if s <= 0:
+            continue
+        size = out.shape[2 + ax]
+        radius = int(min(max(1, round(3 * s)), size - 1)) if size > 1 else 0
+        if radius == 0:
+            continue
+        k = torch.arange(-radius, radius + 1, dtype=t.dtype, device=t.device)
+        k = torch.exp(-0.5 * (k / s) ** 2)
+        k = k / k.sum()
+        moved = torch.movedim(out, 2 + ax, -1)
+        shp = moved.shape
+        flat = moved.reshape(-1, 1, shp[-1])
+        padded = torch.nn.functional.pad(flat, (radius, radius), mode="reflect")
+        conv = torch.nn.functional.conv1d(padded, k.view(1, 1, -1))
+        out = torch.movedim(conv.reshape(shp), -1, 2 + ax)
+    return out
+

@@ -1,0 +1,76 @@
+"""Method names -> explainer classes. Feeds ``trustmap.explain``, the CLI's choices and the
+conformance tests."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Callable, TypeVar
+
+from ..errors import InputError, UnsupportedError
+
+__all__ = ["REGISTRY", "register", "get_explainer", "list_methods"]
+
+REGISTRY: dict[str, type] = {}
+
+T = TypeVar("T", bound=type)
+
+
+def register(name: str) -> Callable[[T], T]:
+    """Class decorator: make an :class:`~trustmap.explain.base.Explainer` available as ``name``."""
+
+    def deco(cls: T) -> T:
+        if name in REGISTRY and REGISTRY[name] is not cls:
+            raise ValueError(f"explainer name {name!r} is already registered")  # programming error
+        REGISTRY[name] = cls
+        cls.name = name
+        return cls
+
+    return deco
+
+
+def list_methods() -> list[str]:
+    """The registered method names, sorted."""
+    _load_all()
+    return sorted(REGISTRY)
+
+
+_MODULES = ("gradients", "cam", "actmax", "perturbation", "lime")
+
+
+def _load_all() -> None:
+    """Import the method modules (registration happens on import); modules not written yet are skipped."""
+    import importlib
+
+    for mod in _MODULES:
+        full = f"{__package__}.{mod}"
+        try:
+            importlib.import_module(full)
+        except ModuleNotFoundError as exc:
+            if exc.name != full:
+                raise
+
+
+def get_explainer(method: str, **params):
+    """An explainer instance for ``method`` with ``params``; errors name what is accepted."""
+    _load_all()
+    if not isinstance(method, str) or method not in REGISTRY:
+        from ..models import BLACK_BOX_METHODS
+
+        close = difflib.get_close_matches(str(method), list(REGISTRY), n=3)
+        if isinstance(method, str) and method in BLACK_BOX_METHODS:
+            raise UnsupportedError("this perturbation method is not available in trustmap.explain yet",
+                                   parameter="method", expected="one of " + ", ".join(sorted(REGISTRY)),
+                                   got=method, fix="pick a registered method")
+        raise InputError("unknown explanation method", parameter="method",
+                         expected="one of " + ", ".join(sorted(REGISTRY)), got=method,
+                         fix=("did you mean " + " or ".join(map(repr, close)) + "?") if close
+                         else "call trustmap.explain.list_methods() to see the names")
+    cls = REGISTRY[method]
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = [k for k in params if k not in accepted]
+    if unknown:
+        raise InputError(f"{method} does not take the parameter(s) {', '.join(unknown)}", parameter=unknown[0],
+                         expected=("one of " + ", ".join(accepted)) if accepted else "no parameters",
+                         got=unknown[0], fix=f"see help(trustmap.explain.REGISTRY[{method!r}])")
+    return cls(**params)
