@@ -1,0 +1,219 @@
+"""The mask network of the TRUST localizer.
+
+``g`` maps an input ``(N, C, *spatial)`` to mask logits ``(N, M, *spatial)`` (``M = C`` for a
+mask per channel, ``M = 1`` for one mask shared by all channels). The mask is
+
+    δ_τ(x) = tanh(relu(τ · softmax(BN(g(x)))))
+
+where the softmax runs over every mask entry (``budget='total'``) or over space separately
+for each mask channel (``budget='per_channel'``). Every entry is < 1 and the entries sum to
+at most τ (per channel for ``'per_channel'``). With ``sink=True`` the softmax gets one extra
+learned entry per budget group whose share is discarded, so the mask can spend less than τ
+when nothing needs removing.
+
+Because every τ uses the *same* softmax, the masks are nested: τ ≤ τ' implies δ_τ(x) ≤ δ_τ'(x)
+entry by entry, so one network gives the whole τ path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import InputError
+
+__all__ = ["MaskNet", "UNetBackbone", "PaperBackbone", "default_backbone", "paper_backbone", "masks_from_probs",
+           "apply_mask", "blur"]
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_CONVT = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+_BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+def _coords(x: torch.Tensor) -> torch.Tensor:
+    """Coordinate channels in [-1, 1], one per spatial axis: ``(N, rank, *spatial)``."""
+    spatial = x.shape[2:]
+    axes = [torch.linspace(-1.0, 1.0, s, dtype=x.dtype, device=x.device) for s in spatial]
+    grids = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack(grids).unsqueeze(0).expand(x.shape[0], -1, *spatial)
+
+
+class UNetBackbone(nn.Module):
+    """The default ``g``: a small rank-generic conv encoder–decoder (two down/up levels with skips).
+
+    Coordinate channels are appended to the input so the network can tell *where* a feature is
+    (a bump shared by every sample at one place and a class bump elsewhere look alike locally).
+    Works for any length / image size (the decoder interpolates back to the skip's exact size).
+    """
+
+    def __init__(self, rank: int, in_channels: int, out_channels: int, width: int = 16, kernel: int = 5,
+                 coords: bool = True) -> None:
+        super().__init__()
+        if rank not in _CONV:
+            raise InputError("unsupported rank", parameter="rank", expected="1, 2 or 3", got=rank,
+                             fix="pass signals (N, C, L) or images (N, C, H, W)")
+        conv = _CONV[rank]
+        k, p, w = kernel, kernel // 2, int(width)
+        self.rank, self.coords = rank, bool(coords)
+        c0 = in_channels + (rank if coords else 0)
+        self.enc0 = nn.Sequential(conv(c0, w, k, padding=p), nn.ReLU(), conv(w, w, k, padding=p), nn.ReLU())
+        self.enc1 = nn.Sequential(conv(w, 2 * w, k, stride=2, padding=p), nn.ReLU(),
+                                  conv(2 * w, 2 * w, k, padding=p), nn.ReLU())
+        self.enc2 = nn.Sequential(conv(2 * w, 2 * w, k, stride=2, padding=p), nn.ReLU(),
+                                  conv(2 * w, 2 * w, k, padding=p), nn.ReLU())
+        self.dec1 = nn.Sequential(conv(4 * w, 2 * w, k, padding=p), nn.ReLU())
+        self.dec0 = nn.Sequential(conv(3 * w, w, k, padding=p), nn.ReLU())
+        self.out = conv(w, out_channels, k, padding=p)
+        self.mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[rank]
+
+    def _up(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(t, size=like.shape[2:], mode=self.mode, align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([x, _coords(x)], 1) if self.coords else x
+        e0 = self.enc0(h)
+        e1 = self.enc1(e0)
+        e2 = self.enc2(e1)
+        d1 = self.dec1(torch.cat([self._up(e2, e1), e1], 1))
+        d0 = self.dec0(torch.cat([self._up(d1, e0), e0], 1))
+        return self.out(d0)
+
+
+class PaperBackbone(nn.Sequential):
+    """The localizer of dnn-locate's ECG example, rank-generic: Conv 32 → Dropout(0.2) → Conv 16 →
+    ConvT 16 → Dropout(0.2) → ConvT 32 → ConvT ``out_channels`` (kernel 5, stride 1, 'same',
+    ReLU between, a linear last layer)."""
+
+    def __init__(self, rank: int, in_channels: int, out_channels: int, dropout: float = 0.2) -> None:
+        conv, convt, drop = _CONV[rank], _CONVT[rank], nn.Dropout  # element-wise, as Keras' Dropout
+        super().__init__(
+            conv(in_channels, 32, 5, padding=2), nn.ReLU(), drop(dropout),
+            conv(32, 16, 5, padding=2), nn.ReLU(),
+            convt(16, 16, 5, padding=2), nn.ReLU(), drop(dropout),
+            convt(16, 32, 5, padding=2), nn.ReLU(),
+            convt(32, out_channels, 5, padding=2),
+        )
+
+
+def default_backbone(rank: int, in_channels: int, out_channels: int, width: int = 16) -> nn.Module:
+    return UNetBackbone(rank, in_channels, out_channels, width=width)
+
+
+def paper_backbone(rank: int, in_channels: int, out_channels: int) -> nn.Module:
+    return PaperBackbone(rank, in_channels, out_channels)
+
+
+def masks_from_probs(p: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
+    """δ = tanh(relu(τ·p)) for softmax weights ``p`` ``(N, M, *spatial)`` and τ scalar or ``(N,)``."""
+    if isinstance(tau, torch.Tensor) and tau.ndim == 1:
+        tau = tau.reshape((-1,) + (1,) * (p.ndim - 1))
+    return torch.tanh(torch.relu(tau * p))
+
+
+class MaskNet(nn.Module):
+    """``g`` + BatchNorm + softmax: ``logits(x)`` gives ``z = BN(g(x))`` once, ``masks(z, τ)`` the mask
+    ``δ_τ = tanh(relu(τ · softmax(z)))`` for any τ (``forward(x, τ)`` does both).
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        ``(N, C, *spatial) -> (N, M, *spatial)`` logits.
+    mask_channels : int
+        ``M``: ``C`` (a mask per channel) or 1 (shared).
+    budget : 'total' | 'per_channel'
+        The softmax runs over all ``M x spatial`` entries, or over space for each mask channel.
+    sink : bool
+        Add one learned logit per budget group whose softmax share is thrown away.
+    entries : int, optional
+        Mask entries per budget group (sets the sink's starting value, ``log(entries)``).
+
+    Every τ uses the same softmax weights, so the masks are nested: τ ≤ τ' ⇒ δ_τ ≤ δ_τ'.
+    (A learned τ-dependent softmax temperature was tried and dropped: it let the masks of large
+    τ flatten into a faint floor over the whole input, which spoiled their localization.)
+    """
+
+    def __init__(self, backbone: nn.Module, rank: int, mask_channels: int, budget: str = "total",
+                 sink: bool = True, entries: int | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.rank = int(rank)
+        self.mask_channels = int(mask_channels)
+        self.budget = budget
+        self.bn = _BN[min(self.rank, 3)](self.mask_channels)
+        groups = 1 if budget == "total" else self.mask_channels
+        self.groups = groups
+        # the sink starts with the weight of all the entries of a flat map together: a mask with no
+        # clear peak spends about half of tau, a peaked one can take (nearly) all of it
+        start = math.log(max(1, int(entries))) if entries else 0.0
+        self.sink = nn.Parameter(torch.full((groups,), start)) if sink else None
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.backbone(x)
+        if z.shape[1] != self.mask_channels or z.shape[2:] != x.shape[2:]:
+            raise InputError("the backbone's output does not have the mask's shape", parameter="backbone",
+                             expected=f"(N, {self.mask_channels}, {', '.join(map(str, x.shape[2:]))})",
+                             got=f"{tuple(z.shape)}",
+                             fix="make the backbone return one logit map per mask channel at the input's size")
+        return self.bn(z)
+
+    def probs(self, z: torch.Tensor) -> torch.Tensor:
+        """Softmax weights ``p`` (``z``'s shape): over each budget group, the sink's share dropped."""
+        n = z.shape[0]
+        flat = z.reshape(n, self.groups, -1)
+        if self.sink is not None:
+            flat = torch.cat([flat, self.sink.reshape(1, self.groups, 1).expand(n, self.groups, 1)], dim=2)
+            p = torch.softmax(flat, dim=2)[..., :-1]
+        else:
+            p = torch.softmax(flat, dim=2)
+        return p.reshape(z.shape)
+
+    def masks(self, z: torch.Tensor, tau) -> torch.Tensor:
+        """δ_τ from the logits ``z``."""
+        return masks_from_probs(self.probs(z), tau)
+
+    def forward(self, x: torch.Tensor, tau) -> torch.Tensor:
+        return self.masks(self.logits(x), tau)
+
+
+def _gauss_kernel(sigma: float, dtype, device) -> torch.Tensor:
+    r = max(1, int(round(3 * sigma)))
+    k = torch.arange(-r, r + 1, dtype=dtype, device=device)
+    k = torch.exp(-0.5 * (k / sigma) ** 2)
+    return k / k.sum()
+
+
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur along every spatial axis (reflect padding), any rank."""
+    n, c = x.shape[:2]
+    k = _gauss_kernel(sigma, x.dtype, x.device)
+    r = (len(k) - 1) // 2
+    out = x
+    for ax in range(2, x.ndim):
+        size = out.shape[ax]
+        moved = out.movedim(ax, -1).reshape(-1, 1, size)
+        rr = min(r, size - 1)
+        kk = k if rr == r else _gauss_kernel(sigma, x.dtype, x.device)[r - rr: r + rr + 1]
+        kk = kk / kk.sum()
+        padded = F.pad(moved, (rr, rr), mode="reflect") if rr > 0 else moved
+        moved = F.conv1d(padded, kk.reshape(1, 1, -1))
+        shape = list(out.movedim(ax, -1).shape)
+        out = moved.reshape(shape).movedim(-1, ax)
+    return out
+
+
+def apply_mask(x: torch.Tensor, delta: torch.Tensor, base: torch.Tensor | None) -> torch.Tensor:
+    """x ⊙ (1 − δ) + δ ⊙ base (``base=None`` means zero, the paper's choice)."""
+    if base is None:
+        return x * (1 - delta)
+    return x + delta * (base - x)
+
+
+def check_sizes(spatial: Sequence[int]) -> None:
+    if any(int(s) < 4 for s in spatial):
+        raise InputError("inputs are too small for the localizer", parameter="X",
+                         expected="every spatial size >= 4", got=tuple(spatial),
+                         fix="use longer signals / larger images")

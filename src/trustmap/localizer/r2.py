@@ -1,0 +1,258 @@
+"""The generalized partial R² of the TRUST localizer, its confidence interval, and the 'auto' target.
+
+For a frozen classifier f, per-sample risks on clean inputs ``c_i`` and on masked inputs ``m_i``
+(0/1 errors for ``metric='acc'``, cross-entropy for ``metric='loss'``)::
+
+    R² = 1 - mean(c) / mean(m)
+
+The interval is a paired bootstrap over samples (percentile) or the delta method; the samples'
+clean and masked risks are resampled together, so their correlation is respected.
+
+The 'auto' target is the R² the classifier would have if its predictions carried no information
+about the labels: ``1 - mean(c) / chance`` where ``chance`` is the risk with permuted labels. The
+paper draws one random permutation; here ``chance`` is its exact expectation over all
+permutations (``1 - sum_k pi_k q_k`` for accuracy, with label and prediction frequencies ``pi``
+and ``q``; ``mean_i sum_k pi_k (-log p_k(x_i))`` for the loss), which removes that noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["R2Estimate", "R2Path", "per_sample_risk", "chance_risk", "permutation_risk", "boot_means", "boot_quantiles", "above_chance",
+           "r2_summary", "target_gap", "isotonic", "r2_value"]
+
+METRICS = ("acc", "loss")
+
+
+@dataclass(frozen=True)
+class R2Estimate:
+    """An R² with its confidence interval (``low``, ``high``) at ``level``."""
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+    metric: str
+    method: str
+    n: int
+    clean_risk: float
+    masked_risk: float
+    tau: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __iter__(self):  # estimate, low, high = r2
+        return iter((self.estimate, self.low, self.high))
+
+    def __float__(self) -> float:
+        return float(self.estimate)
+
+    def __str__(self) -> str:
+        return (f"R² = {self.estimate:.3f} [{self.low:.3f}, {self.high:.3f}] "
+                f"({int(round(self.level * 100))}% {self.method}, {self.metric}, n={self.n})")
+
+
+@dataclass
+class R2Path:
+    """R² along the τ path on one split: monotone (isotonic) estimates and bounds, the raw ones beside."""
+
+    tau: np.ndarray
+    estimate: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    raw_estimate: np.ndarray
+    raw_low: np.ndarray
+    raw_high: np.ndarray
+    split: str
+    n: int
+    level: float
+    metric: str
+    target: float | None = None
+
+    def __len__(self) -> int:
+        return int(len(self.tau))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in asdict(self).items():
+            out[k] = v.tolist() if isinstance(v, np.ndarray) else v
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "R2Path":
+        arrays = ("tau", "estimate", "low", "high", "raw_estimate", "raw_low", "raw_high")
+        kw = {k: (np.asarray(v, dtype=np.float64) if k in arrays else v) for k, v in d.items()}
+        return cls(**kw)
+
+    def plot(self, **kwargs):
+        from .plots import plot_r2_path
+
+        return plot_r2_path(self, **kwargs)
+
+
+def per_sample_risk(logits: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
+    """0/1 error (``'acc'``) or cross-entropy (``'loss'``) per sample, ``(N,)`` float64."""
+    if metric == "acc":
+        return (logits.argmax(1) != y).to(torch.float64)
+    return torch.nn.functional.cross_entropy(logits.to(torch.float64), y, reduction="none")
+
+
+def _chance_rows(y: np.ndarray, clean_logits: np.ndarray, metric: str, n_classes: int) -> np.ndarray:
+    """Rows whose means give the chance risk: label indicators, then prediction indicators
+    (``'acc'``) or per-class negative log-likelihoods (``'loss'``): ``(2K, N)``."""
+    y_hot = np.eye(n_classes)[y].T
+    if metric == "acc":
+        other = np.eye(n_classes)[clean_logits.argmax(1)].T
+    else:
+        other = -(clean_logits - _logsumexp(clean_logits)).T
+    return np.concatenate([y_hot, other])
+
+
+def _chance_from_means(means: np.ndarray, metric: str, n_classes: int) -> np.ndarray:
+    pi, other = means[:n_classes], means[n_classes:]
+    return 1.0 - (pi * other).sum(0) if metric == "acc" else (pi * other).sum(0)
+
+
+def chance_risk(y: np.ndarray, clean_logits: np.ndarray, metric: str, n_classes: int) -> float:
+    """Expected risk under a random permutation of the labels (exact): ``1 - sum_k pi_k q_k`` for
+    ``'acc'``, ``mean_i sum_k pi_k (-log p_k(x_i))`` for ``'loss'``."""
+    rows = _chance_rows(np.asarray(y), np.asarray(clean_logits, dtype=np.float64), metric, n_classes)
+    return float(_chance_from_means(rows.mean(1), metric, n_classes))
+
+
+def permutation_risk(y: np.ndarray, clean_logits: np.ndarray, metric: str, rng: np.random.Generator) -> float:
+    """The paper's version: the risk on one random permutation of the labels."""
+    yp = rng.permutation(y)
+    t = torch.from_numpy(clean_logits)
+    return float(per_sample_risk(t, torch.from_numpy(yp), metric).mean())
+
+
+def _logsumexp(a: np.ndarray) -> np.ndarray:
+    m = a.max(1, keepdims=True)
+    return m + np.log(np.exp(a - m).sum(1, keepdims=True))
+
+
+def boot_means(rows: np.ndarray, n_boot: int, seed: int, chunk_bytes: int = 32 * 2**20) -> np.ndarray:
+    """Bootstrap means of each row of ``rows`` ``(R, N)``: ``(R, n_boot)``.
+
+    The resampling counts (multinomial, one draw of N indices per replicate) are made in chunks of
+    replicates, so memory stays small for large N; the same ``seed`` gives the same replicates
+    for every row, so rows stay paired.
+    """
+    rows = np.atleast_2d(np.asarray(rows, dtype=np.float64))
+    n = rows.shape[1]
+    rng = np.random.default_rng(seed)
+    step = max(1, min(int(n_boot), chunk_bytes // max(1, 8 * n)))
+    out = np.empty((rows.shape[0], int(n_boot)))
+    for b0 in range(0, int(n_boot), step):
+        b = min(step, int(n_boot) - b0)
+        idx = rng.integers(0, n, size=(b, n))
+        flat = (idx + (np.arange(b) * n)[:, None]).ravel()
+        w = np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+        out[:, b0:b0 + b] = rows @ w.T / n
+    return out
+
+
+def r2_value(clean_mean, masked_mean):
+    """1 - c/m elementwise; 0 where the masked risk is 0 (nothing was removed)."""
+    c = np.asarray(clean_mean, dtype=np.float64)
+    m = np.asarray(masked_mean, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(m > 0, 1.0 - c / np.where(m > 0, m, 1.0), 0.0)
+    return out
+
+
+def r2_summary(clean: np.ndarray, masked: np.ndarray, *, level: float = 0.95, method: str = "bootstrap",
+               n_boot: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
+    """Point estimates and two-sided intervals of R² for ``masked`` risks ``(T, N)`` (or ``(N,)``).
+
+    Returns ``estimate``, ``low``, ``high`` (``(T,)``), plus ``clean`` and ``masked`` mean risks.
+    """
+    masked = np.atleast_2d(np.asarray(masked, dtype=np.float64))
+    clean = np.asarray(clean, dtype=np.float64)
+    n = clean.shape[0]
+    a = clean.mean()
+    b = masked.mean(1)
+    est = r2_value(a, b)
+    alpha = 1.0 - level
+    if method == "bootstrap":
+        means = boot_means(np.concatenate([clean[None], masked]), n_boot, seed)
+        r_star = r2_value(means[:1], means[1:])
+        low = np.quantile(r_star, alpha / 2, axis=1)
+        high = np.quantile(r_star, 1 - alpha / 2, axis=1)
+    elif method == "delta":
+        from statistics import NormalDist
+
+        z = NormalDist().inv_cdf(1 - alpha / 2)
+        vc = clean.var(ddof=1) if n > 1 else 0.0
+        vm = masked.var(1, ddof=1) if n > 1 else np.zeros_like(b)
+        cov = ((clean - a)[None, :] * (masked - b[:, None])).sum(1) / max(n - 1, 1)
+        safe_b = np.where(b > 0, b, np.inf)
+        var = (vc / safe_b ** 2 + a ** 2 * vm / safe_b ** 4 - 2 * a * cov / safe_b ** 3) / n
+        se = np.sqrt(np.maximum(var, 0.0))
+        low, high = est - z * se, est + z * se
+    else:  # pragma: no cover - validated by the caller
+        raise ValueError(method)
+    low = np.minimum(low, est)
+    high = np.maximum(high, est)
+    return {"estimate": est, "low": low, "high": high, "clean": np.full_like(b, a), "masked": b}
+
+
+def target_gap(masked: np.ndarray, y: np.ndarray, clean_logits: np.ndarray, metric: str, n_classes: int,
+               level: float, n_boot: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
+    """Masked risk minus chance risk, ``G = mean(m) - chance``, with a paired bootstrap interval.
+
+    With clean risk ``c > 0``, ``R² >= 'auto' target`` exactly when ``G >= 0``; unlike the R²
+    difference, ``G`` stays informative when the classifier makes no error (``c = 0``). Label and
+    prediction frequencies are resampled with the risks, so the target's own noise is counted.
+    """
+    masked = np.atleast_2d(np.asarray(masked, dtype=np.float64))
+    crow = _chance_rows(np.asarray(y), np.asarray(clean_logits, dtype=np.float64), metric, n_classes)
+    chance = float(_chance_from_means(crow.mean(1), metric, n_classes))
+    est = masked.mean(1) - chance
+    t = len(masked)
+    means = boot_means(np.concatenate([masked, crow]), n_boot, seed)
+    g_star = means[:t] - _chance_from_means(means[t:], metric, n_classes)[None, :]
+    alpha = 1.0 - level
+    return {"estimate": est, "low": np.quantile(g_star, alpha / 2, axis=1),
+            "high": np.quantile(g_star, 1 - alpha / 2, axis=1), "chance": chance}
+
+
+def boot_quantiles(rows: np.ndarray, level: float, n_boot: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided bootstrap percentile interval of each row's mean: ``(low, high)``."""
+    means = boot_means(rows, n_boot, seed)
+    alpha = 1.0 - level
+    return np.quantile(means, alpha / 2, axis=1), np.quantile(means, 1 - alpha / 2, axis=1)
+
+
+def above_chance(clean_err: np.ndarray, y: np.ndarray, clean_logits: np.ndarray, n_classes: int, level: float,
+                 n_boot: int = 500, seed: int = 0) -> tuple[float, float, float]:
+    """(error, chance error, one-sided lower bound of chance - error) for the accuracy check."""
+    crow = _chance_rows(np.asarray(y), np.asarray(clean_logits, dtype=np.float64), "acc", n_classes)
+    err = float(np.mean(clean_err))
+    chance = float(_chance_from_means(crow.mean(1), "acc", n_classes))
+    means = boot_means(np.concatenate([np.asarray(clean_err, dtype=np.float64)[None], crow]), n_boot, seed)
+    diff = _chance_from_means(means[1:], "acc", n_classes) - means[0]
+    return err, chance, float(np.quantile(diff, 1 - level))
+
+
+def isotonic(values: np.ndarray) -> np.ndarray:
+    """Least-squares non-decreasing fit (pool adjacent violators), equal weights."""
+    v = np.asarray(values, dtype=np.float64)
+    blocks: list[list[float]] = []  # [mean, count]
+    for x in v:
+        blocks.append([float(x), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            m2, c2 = blocks.pop()
+            m1, c1 = blocks.pop()
+            blocks.append([(m1 * c1 + m2 * c2) / (c1 + c2), c1 + c2])
+    out = []
+    for m, c in blocks:
+        out.extend([m] * int(c))
+    return np.asarray(out)
