@@ -1,0 +1,469 @@
+"""Score several explanations of one model on the same inputs, with uncertainty.
+
+:func:`evaluate_explanations` (``trustmap.evaluate``) runs the chosen metrics for every map set
+under one masking convention (:mod:`trustmap.metrics.masking`) and returns an
+:class:`ExplanationScores` table:
+
+* **Cells**: the metric's value for a method with a percentile bootstrap confidence interval
+  over samples (``n_boot`` resamples; the same resamples for every method and metric, so
+  intervals of differences are paired). Means ignore samples where a metric is undefined (NaN).
+  The R² cell is a ratio of mean risks, resampled as a ratio.
+* **Paired comparisons**: for every metric and every pair of methods, the difference with its
+  paired bootstrap interval and a two-sided **paired permutation test** (``n_perm`` random
+  swaps of the two methods' values within each sample; for means this is the sign-flip test
+  of the per-sample differences, for R² the masked risks are swapped). The p-values of one
+  metric's pairs are corrected for multiple comparisons by **Holm–Bonferroni** (family-wise
+  error ``alpha`` per metric); ``significant`` means the Holm-adjusted p-value is below ``alpha``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import _io
+from ..attribution import Attribution
+from ..errors import InputError
+from ..models import load_model
+from .masking import MetricResult, check_frac, make_masking
+
+__all__ = ["evaluate_explanations", "ExplanationScores", "METRICS", "DEFAULT_METRICS", "LOCALIZATION_METRICS",
+           "holm", "paired_permutation_pvalue"]
+
+#: metric name -> (higher is better, what it needs: 'model', 'labels', 'mask', 'rerun')
+METRICS: dict[str, tuple[bool, tuple[str, ...]]] = {
+    "average_drop": (False, ("model",)),
+    "increase_in_confidence": (True, ("model",)),
+    "deletion": (False, ("model",)),
+    "insertion": (True, ("model",)),
+    "faithfulness_correlation": (True, ("model",)),
+    "r2": (True, ("model", "labels")),
+    "pointing_game": (True, ("mask",)),
+    "mass_inside": (True, ("mask",)),
+    "topk_iou": (True, ("mask",)),
+    "auprc": (True, ("mask",)),
+    "randomization_spearman": (False, ("model", "rerun")),
+    "randomization_ssim": (False, ("model", "rerun")),
+}
+DEFAULT_METRICS = ("average_drop", "increase_in_confidence", "deletion", "insertion", "faithfulness_correlation", "r2")
+LOCALIZATION_METRICS = ("pointing_game", "mass_inside", "topk_iou", "auprc")
+
+_FORMAT = "trustmap.explanation_scores/1"
+
+
+# ---- statistics ----------------------------------------------------------------------------------
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaN stays NaN."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    q = p[ok]
+    m = len(q)
+    if m == 0:
+        return out
+    order = np.argsort(q, kind="stable")
+    adj = np.maximum.accumulate((m - np.arange(m)) * q[order])
+    res = np.empty(m)
+    res[order] = np.minimum(adj, 1.0)
+    out[ok] = res
+    return out
+
+
+def _boot_counts(n: int, n_boot: int, seed: int, chunk_bytes: int = 32 * 2**20):
+    """Multinomial resampling counts ``(b, n)`` in chunks (one draw of ``n`` indices per replicate)."""
+    rng = np.random.default_rng(seed)
+    step = max(1, min(int(n_boot), chunk_bytes // max(1, 8 * n)))
+    for b0 in range(0, int(n_boot), step):
+        b = min(step, int(n_boot) - b0)
+        idx = rng.integers(0, n, size=(b, n))
+        flat = (idx + (np.arange(b) * n)[:, None]).ravel()
+        yield b0, np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+
+
+def _boot_sums(rows: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Resampled sums of each row of ``rows`` ``(R, N)``: ``(R, n_boot)``; the same replicates for every
+    row and every call with this ``seed`` and ``N`` (so all methods and metrics are paired)."""
+    rows = np.atleast_2d(rows)
+    out = np.empty((rows.shape[0], int(n_boot)))
+    for b0, w in _boot_counts(rows.shape[1], n_boot, seed):
+        out[:, b0:b0 + len(w)] = rows @ w.T
+    return out
+
+
+def paired_permutation_pvalue(a: np.ndarray, b: np.ndarray, *, n_perm: int = 10000, seed: int = 0,
+                              clean: np.ndarray | None = None) -> float:
+    """Two-sided p-value of a paired permutation test between per-sample values ``a`` and ``b``.
+
+    Under the null the two methods' values are exchangeable within each sample: each sample's
+    pair is swapped with probability 1/2. The statistic is the difference of the means (samples
+    where either is NaN are dropped); with ``clean`` (clean risks) it is the difference of the
+    R² values ``1 - mean(clean) / mean(masked)``. ``p = (1 + #{|T*| >= |T|}) / (1 + n_perm)``;
+    exact (all ``2^n`` swaps) when ``2^n <= n_perm``.
+    """
+    from ..localizer.r2 import r2_value
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if clean is not None:
+        ok &= np.isfinite(clean)
+    a, b = a[ok], b[ok]
+    n = len(a)
+    if n == 0:
+        return math.nan
+    d = b - a  # a swap moves d from b to a
+
+    def stat(shift: np.ndarray) -> np.ndarray:
+        if clean is None:
+            return ((a.sum() + shift) - (b.sum() - shift)) / n
+        c = float(np.asarray(clean)[ok].mean())
+        return r2_value(c, (a.sum() + shift) / n) - r2_value(c, (b.sum() - shift) / n)
+
+    t0 = float(stat(np.zeros(1))[0])
+    tol = 1e-12 * max(1.0, abs(t0))
+    if 2 ** n <= n_perm:
+        swaps = ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1).astype(np.float64)
+        t = stat(swaps @ d)
+        return float(np.mean(np.abs(t) >= abs(t0) - tol))
+    rng = np.random.default_rng(seed)
+    count, done = 0, 0
+    step = max(1, min(int(n_perm), (32 * 2**20) // max(1, 8 * n)))
+    while done < n_perm:
+        k = min(step, n_perm - done)
+        swaps = rng.integers(0, 2, size=(k, n)).astype(np.float64)
+        count += int((np.abs(stat(swaps @ d)) >= abs(t0) - tol).sum())
+        done += k
+    return (1 + count) / (1 + n_perm)
+
+
+# ---- the table -----------------------------------------------------------------------------------
+@dataclass
+class ExplanationScores:
+    """Metric values per method with bootstrap intervals, and paired comparisons.
+
+    ``cells[method][metric]`` holds ``value``, ``low``, ``high``, ``n`` (samples that count);
+    ``comparisons`` lists, per metric and pair of methods, the difference ``a - b`` with its
+    interval, the permutation p-value, the Holm-adjusted p-value, ``significant`` and ``better``
+    (the better method when significant, else ``None``). ``results`` keeps every
+    :class:`MetricResult` (per-sample values and curves).
+    """
+
+    methods: list[str]
+    metrics: list[str]
+    cells: dict[str, dict[str, dict[str, Any]]]
+    comparisons: list[dict[str, Any]]
+    settings: dict[str, Any]
+    results: dict[str, dict[str, MetricResult]] = field(default_factory=dict, repr=False)
+
+    def value(self, method: str, metric: str) -> float:
+        return float(self.cells[method][metric]["value"])
+
+    def interval(self, method: str, metric: str) -> tuple[float, float]:
+        c = self.cells[method][metric]
+        return float(c["low"]), float(c["high"])
+
+    def comparison(self, metric: str, a: str, b: str) -> dict[str, Any]:
+        """The comparison of ``a`` and ``b`` on ``metric`` (difference as ``a - b``)."""
+        for c in self.comparisons:
+            if c["metric"] == metric and {c["a"], c["b"]} == {a, b}:
+                if c["a"] == a:
+                    return dict(c)
+                out = dict(c)
+                out.update(a=a, b=b, diff=-c["diff"], low=-c["high"], high=-c["low"])
+                return out
+        raise InputError("no such comparison", parameter="metric/a/b",
+                         expected=f"a metric of {self.metrics} and two of {self.methods}", got=(metric, a, b),
+                         fix="check the names")
+
+    def to_dict(self, per_sample: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"format": _FORMAT, "methods": self.methods, "metrics": self.metrics,
+                               "higher_is_better": {m: METRICS[m][0] for m in self.metrics},
+                               "cells": self.cells, "comparisons": self.comparisons, "settings": self.settings}
+        if per_sample:
+            out["per_sample"] = {meth: {met: r.per_sample for met, r in rs.items()} for meth, rs in self.results.items()}
+        return _io.to_jsonable(out)
+
+    def to_markdown(self, digits: int = 3) -> str:
+        lvl = int(round(100 * self.settings.get("level", 0.95)))
+        arrows = {m: ("↑" if METRICS[m][0] else "↓") for m in self.metrics}
+        head = "| method | " + " | ".join(f"{m} {arrows[m]}" for m in self.metrics) + " |"
+        lines = [f"Values with {lvl}% bootstrap intervals over samples (↑ higher is better, ↓ lower).", "",
+                 head, "|---" * (len(self.metrics) + 1) + "|"]
+        for meth in self.methods:
+            row = []
+            for met in self.metrics:
+                c = self.cells[meth][met]
+                if c["value"] is None or not math.isfinite(c["value"]):
+                    row.append("n/a")
+                else:
+                    row.append(f"{c['value']:.{digits}g} [{c['low']:.{digits}g}, {c['high']:.{digits}g}]")
+            lines.append(f"| {meth} | " + " | ".join(row) + " |")
+        sig = [c for c in self.comparisons if c["significant"]]
+        lines += ["", f"Paired comparisons: {self.settings['test']}; {self.settings['correction']}, "
+                      f"alpha = {self.settings['alpha']:g}. {len(sig)} of {len(self.comparisons)} differences "
+                      "are significant" + (":" if sig else ".")]
+        if sig:
+            lines += ["", "| metric | better | than | difference | interval | p (Holm) |", "|---|---|---|---|---|---|"]
+            for c in sig:
+                worse = c["b"] if c["better"] == c["a"] else c["a"]
+                d = c["diff"] if c["better"] == c["a"] else -c["diff"]
+                lo, hi = (c["low"], c["high"]) if c["better"] == c["a"] else (-c["high"], -c["low"])
+                lines.append(f"| {c['metric']} | {c['better']} | {worse} | {d:+.{digits}g} | "
+                             f"[{lo:.{digits}g}, {hi:.{digits}g}] | {c['p_holm']:.2g} |")
+        notes = self.settings.get("notes") or []
+        if notes:
+            lines += [""] + [f"- {n}" for n in notes]
+        return "\n".join(lines) + "\n"
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+    def save(self, path: str | os.PathLike, per_sample: bool = True) -> list[Path]:
+        """Write ``path`` (JSON; ``.json`` added when missing) and the markdown table beside it (``.md``)."""
+        path = Path(path)
+        if path.suffix != ".json":
+            path = path.with_name(path.name + ".json")
+        files = [_io.write_json(path, self.to_dict(per_sample=per_sample))]
+        files.append(_io.write_text(path.with_suffix(".md"), self.to_markdown()))
+        return files
+
+
+# ---- the runner ------------------------------------------------------------------------------------
+def _as_dict(attributions) -> dict[str, Any]:
+    if isinstance(attributions, dict):
+        items = list(attributions.items())
+    elif isinstance(attributions, Attribution):
+        items = [(attributions.method, attributions)]
+    elif isinstance(attributions, (list, tuple)) and all(isinstance(a, Attribution) for a in attributions):
+        items = [(a.method, a) for a in attributions]
+    else:
+        raise InputError("attributions must name their maps", parameter="attributions",
+                         expected="a dict {name: Attribution or array} or a list of Attributions",
+                         got=type(attributions).__name__, fix="e.g. attributions={'gradcam': attr}")
+    names = [str(k) for k, _ in items]
+    if len(set(names)) != len(names) or not names:
+        raise InputError("attribution names must be unique and there must be at least one", parameter="attributions",
+                         expected="distinct names", got=names, fix="pass a dict with distinct keys")
+    return dict(zip(names, [v for _, v in items]))
+
+
+def _metrics(metrics, have_labels: bool, have_mask: bool) -> list[str]:
+    if metrics is None:
+        out = [m for m in DEFAULT_METRICS if m != "r2" or have_labels]
+        return out + (list(LOCALIZATION_METRICS) if have_mask else [])
+    if isinstance(metrics, str):
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    out = []
+    for m in metrics:
+        if m not in METRICS:
+            import difflib
+
+            close = difflib.get_close_matches(str(m), list(METRICS), n=2)
+            raise InputError("unknown metric", parameter="metrics", expected="one of " + ", ".join(METRICS), got=m,
+                             fix=("did you mean " + " or ".join(map(repr, close)) + "?") if close
+                             else "pick names from trustmap.metrics.METRICS")
+        if "labels" in METRICS[m][1] and not have_labels:
+            raise InputError(f"metric {m!r} needs labels", parameter="y", expected="the true labels", got=None,
+                             fix="pass y, or drop the metric")
+        if "mask" in METRICS[m][1] and not have_mask:
+            raise InputError(f"metric {m!r} needs a ground-truth region", parameter="mask",
+                             expected="a region mask with X's shape", got=None,
+                             fix="pass mask= (e.g. dataset.mask for a synthetic task), or drop the metric")
+        if m not in out:
+            out.append(m)
+    if not out:
+        raise InputError("no metric chosen", parameter="metrics", expected="one or more of " + ", ".join(METRICS),
+                         got=metrics, fix="pass metrics=None for the defaults")
+    return out
+
+
+def _r2_budget(attrs: dict[str, Any], r2_tau, r2_frac) -> tuple[float | None, float | None, str]:
+    if r2_tau is not None and r2_frac is not None:
+        raise InputError("give r2_tau or r2_frac, not both", parameter="r2_tau/r2_frac", expected="one of them",
+                         got=(r2_tau, r2_frac), fix="drop one")
+    if r2_tau is not None:
+        return float(r2_tau), None, "r2_tau given"
+    if r2_frac is not None:
+        return None, check_frac(r2_frac, "r2_frac"), "r2_frac given"
+    for name, a in attrs.items():
+        if isinstance(a, Attribution) and a.method == "trust" and "tau" in a.extras:
+            return float(a.extras["tau"]), None, f"the localizer's budget (tau of {name!r})"
+    return None, 0.1, "default: 10% of the entries"
+
+
+def _rerun_similarity(model, X, attr, layout, normalize, seed) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample Spearman and SSIM of the maps after randomizing every layer at once."""
+    from .sanity import _explainer_fn, _kit, _run, _similarity
+    from .masking import Masking
+
+    m = load_model(model)
+    t, lay = m.to_internal(X, layout)
+    fn, _ = _explainer_fn(attr, None)
+    layers, make_copy = _kit(m, t[:1])
+    rm = make_copy(m, layers, seed)
+    ref = np.asarray(attr.internal(), dtype=np.float64)
+    maps = _run(fn, rm, X, attr.targets, lay, t.shape)
+    return _similarity(ref, maps, Masking(normalize=normalize))
+
+
+def evaluate_explanations(model, X, y=None, attributions=None, metrics: Sequence[str] | str | None = None, *,
+                          mask=None, frac: float = 0.3, steps: int | str = "auto", r2_tau: float | None = None,
+                          r2_frac: float | None = None, r_metric: str = "acc", n_runs: int = 100,
+                          subset: float = 0.1, layout=None, masking=None, baseline: Any = "zero",
+                          normalize: str | None = None, budget: str = "total", channels: str = "each",
+                          reference=None, n_boot: int = 2000, level: float = 0.95, n_perm: int = 10000,
+                          alpha: float = 0.05, seed: int = 0) -> ExplanationScores:
+    """Score explanations of ``model`` on ``X`` with intervals and paired comparisons.
+
+    Parameters
+    ----------
+    model : anything :func:`trustmap.load_model` takes.
+    X : the inputs the maps explain (any layout the model accepts).
+    y : true labels (needed for ``'r2'``); optional otherwise.
+    attributions : ``{name: Attribution or array shaped like X}`` (or a list of Attributions).
+    metrics : names from :data:`METRICS` (a list or a comma-separated string); default: the
+        faithfulness metrics (+ ``'r2'`` when ``y`` is given, + localization when ``mask`` is).
+    mask : ground-truth region (the maps' shape, or without the channel axis) for localization.
+    frac : share of the map kept for ``average_drop`` / ``increase_in_confidence`` (seed: 0.3).
+    steps : deletion/insertion steps (``'auto'``: one entry per step, at most 100).
+    r2_tau, r2_frac : budget for ``'r2'``; default: the τ of a localizer's Attribution among
+        ``attributions`` (method ``'trust'``), else 10 % of the entries.
+    n_runs, subset : random subsets for the faithfulness correlation.
+    baseline, normalize, budget, channels, reference, masking : the masking convention
+        (:mod:`trustmap.metrics.masking`), the same for every metric.
+    n_boot, level : bootstrap resamples and interval level.
+    n_perm, alpha : permutations per paired test, family-wise error per metric (Holm).
+    seed : tie-breaking, random subsets, bootstrap and permutations.
+    """
+    from . import faithfulness as F
+    from . import localization as L
+
+    attrs = _as_dict(attributions if attributions is not None else {})
+    mk = make_masking(masking, baseline=baseline, normalize=normalize, budget=budget, channels=channels, seed=seed)
+    chosen = _metrics(metrics, y is not None, mask is not None)
+    frac = check_frac(frac)
+    for name, v in (("n_boot", n_boot), ("n_perm", n_perm)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 100:
+            raise InputError(f"{name} must be an int >= 100", parameter=name, expected="an int >= 100", got=v,
+                             fix=f"e.g. {name}=2000")
+    for name, v in (("level", level), ("alpha", alpha)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < float(v) < 1:
+            raise InputError(f"{name} must be in (0, 1)", parameter=name, expected="a number in (0, 1)", got=v,
+                             fix="e.g. level=0.95, alpha=0.05")
+    m = load_model(model)
+    m.to_internal(X, layout)  # validate X once, early
+    tau, r2f, r2_source = _r2_budget(attrs, r2_tau, r2_frac) if "r2" in chosen else (None, None, "")
+    common = dict(layout=layout, masking=mk, reference=reference)
+    results: dict[str, dict[str, MetricResult]] = {}
+    notes: list[str] = []
+    for name, a in attrs.items():
+        res: dict[str, MetricResult] = {}
+        if "average_drop" in chosen or "increase_in_confidence" in chosen:
+            d, i = F.drop_increase(m, X, a, frac=frac, **common)
+            res["average_drop"], res["increase_in_confidence"] = d, i
+        if "deletion" in chosen:
+            res["deletion"] = F.deletion(m, X, a, steps=steps, **common)
+        if "insertion" in chosen:
+            res["insertion"] = F.insertion(m, X, a, steps=steps, **common)
+        if "faithfulness_correlation" in chosen:
+            res["faithfulness_correlation"] = F.faithfulness_correlation(m, X, a, n_runs=n_runs, subset=subset,
+                                                                         **common)
+        if "r2" in chosen:
+            res["r2"] = F.r2_at_budget(m, X, y, a, tau=tau, frac=r2f, r_metric=r_metric, level=level, n_boot=n_boot,
+                                       **common)
+        loc_kw = dict(layout=(a.layout if isinstance(a, Attribution) else _caller_layout(m, X, layout)),
+                      masking=mk)
+        for met, fn in (("pointing_game", L.pointing_game), ("mass_inside", L.mass_inside),
+                        ("topk_iou", L.topk_iou), ("auprc", L.auprc)):
+            if met in chosen:
+                res[met] = fn(a, mask, **loc_kw)
+        for met in ("randomization_spearman", "randomization_ssim"):
+            if met in chosen and "randomization_spearman" not in res:
+                n = len(X)
+                if isinstance(a, Attribution) and a.method not in ("trust", "edge_detector"):
+                    sp, ss = _rerun_similarity(m, X, a, layout, mk.normalize, seed)
+                else:
+                    sp = ss = np.full(n, np.nan)
+                    notes.append(f"{name}: randomization metrics need a re-runnable method (registered explainer)")
+                res["randomization_spearman"] = MetricResult("randomization_spearman", float(np.nanmean(sp))
+                                                             if np.isfinite(sp).any() else math.nan, sp, False,
+                                                             {"test": "all layers randomized"}, mk.record())
+                res["randomization_ssim"] = MetricResult("randomization_ssim", float(np.nanmean(ss))
+                                                         if np.isfinite(ss).any() else math.nan, ss, False,
+                                                         {"test": "all layers randomized"}, mk.record())
+        results[name] = {k: v for k, v in res.items() if k in chosen}
+    methods = list(attrs)
+    cells, comparisons = _statistics(methods, chosen, results, n_boot, level, n_perm, alpha, seed)
+    masking_rec = next(iter(next(iter(results.values())).values())).masking if results and chosen else mk.record()
+    settings = {"frac": frac, "steps": steps, "r2_tau": tau, "r2_frac": r2f, "r2_budget": r2_source,
+                "r_metric": r_metric, "n_runs": n_runs, "subset": subset, "masking": masking_rec, "n": int(len(X)),
+                "n_boot": int(n_boot), "level": float(level), "n_perm": int(n_perm), "alpha": float(alpha),
+                "seed": int(seed), "bootstrap": "percentile, paired (the same resamples for all methods)",
+                "test": "paired permutation test (values swapped within samples)",
+                "correction": "Holm-Bonferroni over the method pairs of each metric",
+                "model": {"name": m.name, "framework": m.framework}, "notes": sorted(set(notes))}
+    return ExplanationScores(methods, chosen, cells, comparisons, settings, results)
+
+
+def _caller_layout(m, X, layout) -> str:
+    return m.resolve(X, layout).name
+
+
+def _statistics(methods, metrics, results, n_boot, level, n_perm, alpha, seed):
+    from ..localizer.r2 import r2_value
+
+    q = (1 - level) / 2
+    cells: dict[str, dict[str, dict[str, Any]]] = {meth: {} for meth in methods}
+    comparisons: list[dict[str, Any]] = []
+    for met in metrics:
+        higher = METRICS[met][0]
+        boots: dict[str, np.ndarray] = {}
+        for meth in methods:
+            r = results[meth][met]
+            if met == "r2":
+                c, mr = r.extras["clean_risk"], r.extras["masked_risk"]
+                n = len(c)
+                sums = _boot_sums(np.vstack([c, mr]), n_boot, seed)
+                boot = r2_value(sums[0] / n, sums[1] / n)
+                cnt = n
+            else:
+                v = np.asarray(r.per_sample, dtype=np.float64)
+                ok = np.isfinite(v)
+                sums = _boot_sums(np.vstack([np.where(ok, v, 0.0), ok.astype(np.float64)]), n_boot, seed)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    boot = np.where(sums[1] > 0, sums[0] / np.where(sums[1] > 0, sums[1], 1), np.nan)
+                cnt = int(ok.sum())
+            boots[meth] = boot
+            val = float(r.value)
+            if math.isfinite(val) and np.isfinite(boot).any():
+                lo, hi = float(np.nanquantile(boot, q)), float(np.nanquantile(boot, 1 - q))
+            else:
+                lo = hi = math.nan
+            cells[meth][met] = {"value": val, "low": lo, "high": hi, "n": cnt, "higher_is_better": higher}
+        pairs = [(a, b) for i, a in enumerate(methods) for b in methods[i + 1:]]
+        rows = []
+        for a, b in pairs:
+            ra, rb = results[a][met], results[b][met]
+            diff = cells[a][met]["value"] - cells[b][met]["value"]
+            d_boot = boots[a] - boots[b]
+            if met == "r2":
+                p = paired_permutation_pvalue(ra.extras["masked_risk"], rb.extras["masked_risk"], n_perm=n_perm,
+                                              seed=seed, clean=ra.extras["clean_risk"])
+            else:
+                p = paired_permutation_pvalue(ra.per_sample, rb.per_sample, n_perm=n_perm, seed=seed)
+            fin = np.isfinite(d_boot)
+            lo = float(np.quantile(d_boot[fin], q)) if fin.any() else math.nan
+            hi = float(np.quantile(d_boot[fin], 1 - q)) if fin.any() else math.nan
+            rows.append({"metric": met, "a": a, "b": b, "diff": float(diff), "low": lo, "high": hi, "p": p})
+        adj = holm([r["p"] for r in rows])
+        for r, pa in zip(rows, adj):
+            sig = bool(np.isfinite(pa) and pa < alpha)
+            r["p_holm"] = float(pa)
+            r["significant"] = sig
+            r["better"] = (r["a"] if (r["diff"] > 0) == higher else r["b"]) if sig and r["diff"] != 0 else None
+            comparisons.append(r)
+    return cells, comparisons

@@ -1,0 +1,186 @@
+"""``run_evaluate_explanations``: score a folder of saved explanations (the CLI's
+``trustmap evaluate --explanations DIR``).
+
+Every ``*.npz`` in the folder that is a saved :class:`~trustmap.Attribution` (``trustmap explain``
+writes ``<method>.npz``; ``trustmap locate`` writes ``masks.npz``) is scored on the data it was
+made for. Files written to ``out_dir`` (atomically):
+
+===================  ===========================================================================
+``scores.json``      the table (values, intervals, paired comparisons, settings, per-sample values)
+``scores.md``        the same as a markdown table
+``curves.png``       mean deletion / insertion curves per method (when computed and matplotlib is there)
+===================  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import _io
+from ..attribution import Attribution
+from ..errors import DataError, InputError, MissingFileError
+
+__all__ = ["run_evaluate_explanations", "load_explanations"]
+
+
+def load_explanations(explanations_dir: str | os.PathLike) -> dict[str, Attribution]:
+    """The Attributions saved in a folder, by name (the file's stem; a localizer's ``masks`` is
+    named by its method, ``trust``). Other ``.npz`` files are skipped."""
+    d = Path(explanations_dir)
+    if not d.is_dir():
+        raise MissingFileError("explanations folder not found", parameter="explanations_dir",
+                               expected="a folder with <method>.npz files (trustmap explain --out DIR)", got=str(d),
+                               fix="check the path, or run trustmap explain first")
+    out: dict[str, Attribution] = {}
+    for p in sorted(d.glob("*.npz")):
+        record = p.with_suffix(".json")
+        if not record.exists():
+            continue
+        try:
+            fmt = _io.read_json(record).get("format")
+        except Exception:  # an unreadable record: not ours
+            continue
+        if fmt != "trustmap.attribution/1":
+            continue
+        a = Attribution.load(p)
+        name = a.method if p.stem == "masks" else p.stem
+        if name in out:
+            name = p.stem
+        out[name] = a
+    if not out:
+        raise MissingFileError("no saved explanations in the folder", parameter="explanations_dir",
+                               expected="<method>.npz files with their .json records", got=str(d),
+                               fix="run trustmap explain --out DIR (or Attribution.save) first")
+    return out
+
+
+def _load_data(data, split: str, layout: str | None):
+    from .. import datasets
+
+    if isinstance(data, datasets.Dataset):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        if isinstance(data, str) and data in datasets.NAMES and not Path(data).exists():
+            return datasets.load(data, split=split)
+        return datasets.read(data, layout=layout)
+    if isinstance(data, tuple) and len(data) == 2:
+        X, y = data
+        return datasets.from_arrays(np.asarray(X), None if y is None else np.asarray(y), layout=layout)
+    raise InputError("cannot read the data", parameter="data",
+                     expected="a built-in dataset name, a data file, a Dataset or an (X, y) pair",
+                     got=type(data).__name__, fix="e.g. data='mnist1d' or data='test.npz'")
+
+
+def _match_samples(X: np.ndarray, attrs: dict[str, Attribution]) -> int:
+    """How many leading samples of ``X`` the explanations cover (checked by their data fingerprints)."""
+    counts = {len(a) for a in attrs.values()}
+    if len(counts) != 1:
+        raise DataError("the saved explanations cover different numbers of samples", parameter="explanations_dir",
+                        expected="one count for all", got={k: len(a) for k, a in attrs.items()},
+                        fix="explain the same samples with every method")
+    n = counts.pop()
+    if n > len(X):
+        raise DataError("the explanations cover more samples than the data have", parameter="data",
+                        expected=f"at least {n} samples", got=len(X), fix="pass the data that was explained")
+    head = np.ascontiguousarray(X[:n])
+    prints = {_io.fingerprint_array(head), _io.fingerprint_array(head.astype(np.float32))}
+    for name, a in attrs.items():
+        fp = a.provenance.get("data_sha256")
+        if fp is not None and fp not in prints:
+            raise DataError(f"explanation {name!r} was made for other inputs", parameter="data",
+                            expected=f"the data explained (the first {n} samples)", got="a different data fingerprint",
+                            fix="pass the same data (and split) given to trustmap explain")
+    return n
+
+
+def run_evaluate_explanations(model, data, explanations_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                              metrics: Sequence[str] | str | None = None, *, split: str = "test",
+                              layout: str | None = None, mask=None, frac: float = 0.3, baseline: Any = "zero",
+                              normalize: str | None = None, steps: int | str = "auto", r2_tau: float | None = None,
+                              n_boot: int = 2000, level: float = 0.95, n_perm: int = 10000, alpha: float = 0.05,
+                              seed: int = 0, safe_mode: bool = True, plots: bool = True) -> dict[str, Any]:
+    """Score every saved explanation in ``explanations_dir`` and write the table to ``out_dir``.
+
+    Parameters
+    ----------
+    model : a model object or file (anything :func:`trustmap.load_model` takes).
+    data : a built-in dataset name (its ``split``), a data file, a Dataset or an ``(X, y)`` pair: the
+        inputs that were explained (the explanations may cover its first samples only; their data
+        fingerprints are checked).
+    explanations_dir : folder of saved Attributions (``trustmap explain --out DIR``).
+    out_dir : where ``scores.json``, ``scores.md`` (and ``curves.png``) go; ``None`` writes nothing.
+    metrics : names (list or comma-separated); default as :func:`evaluate_explanations` (localization
+        metrics join when the data carry a ground-truth region, e.g. the synthetic datasets).
+    mask : a region mask (array or ``.npy`` file) overriding the data's own.
+    frac, baseline, normalize, steps, r2_tau, n_boot, level, n_perm, alpha, seed : see
+        :func:`trustmap.metrics.evaluate_explanations`.
+
+    Returns
+    -------
+    dict with ``scores`` (the :class:`ExplanationScores`), ``methods``, ``n`` (samples scored),
+    ``files`` (paths written) and ``markdown``.
+    """
+    from ..models import load_model
+    from .evaluate import evaluate_explanations
+
+    attrs = load_explanations(explanations_dir)
+    m = load_model(model, safe_mode=safe_mode)
+    ds = _load_data(data, split, layout)
+    n = _match_samples(ds.X, attrs)
+    X = ds.X[:n]
+    y = None if ds.y is None else np.asarray(ds.y)[:n]
+    region = mask
+    if isinstance(region, (str, os.PathLike)):
+        p = Path(region)
+        if not p.exists():
+            raise MissingFileError("mask file not found", parameter="mask", expected="an .npy file", got=str(p),
+                                   fix="check the path")
+        region = np.load(p, allow_pickle=False)
+    if region is None and ds.mask is not None:
+        region = ds.mask
+    if region is not None:
+        region = np.asarray(region)[:n] if len(np.asarray(region)) >= n else region
+    scores = evaluate_explanations(m, X, y, attrs, metrics, mask=region, frac=frac, steps=steps, r2_tau=r2_tau,
+                                   layout=ds.layout, baseline=baseline, normalize=normalize, n_boot=n_boot,
+                                   level=level, n_perm=n_perm, alpha=alpha, seed=seed)
+    files: list[Path] = []
+    if out_dir is not None:
+        out = Path(out_dir)
+        files += scores.save(out / "scores.json")
+        if plots and any(k in scores.metrics for k in ("deletion", "insertion")):
+            path = _curves_png(scores, out / "curves.png")
+            if path is not None:
+                files.append(path)
+    return {"scores": scores, "methods": scores.methods, "n": int(n), "files": [str(f) for f in files],
+            "markdown": scores.to_markdown()}
+
+
+def _curves_png(scores, path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - optional
+        warnings.warn("matplotlib is not installed; curves.png not written", stacklevel=3)
+        return None
+    kinds = [k for k in ("deletion", "insertion") if k in scores.metrics]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 3.6), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        for meth in scores.methods:
+            r = scores.results[meth][kind]
+            ax.plot(r.extras["fractions"], r.extras["mean_curve"], label=f"{meth} (AUC {r.value:.3f})")
+        ax.set_xlabel(f"fraction {'removed' if kind == 'deletion' else 'inserted'}")
+        ax.set_ylabel("target score")
+        ax.set_title(kind)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with _io.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
