@@ -1,0 +1,373 @@
+"""Surrogate-model explainers on interpretable features: LIME and KernelSHAP.
+
+Both switch features (segments, superpixels, a caller's labels; see
+:mod:`trustmap.explain.segments`) on and off, score the perturbed inputs and fit a weighted linear
+model per sample. The work is batched across samples: the perturbations of many samples form one
+list of rows, every model call takes a chunk of rows bounded by the model's memory budget, and the
+weighted least-squares / ridge problems of a group of samples are solved at once
+(``torch.linalg`` on ``(B, F, F)`` systems, float64). Each sample's random draws come from
+``seed`` and the sample's own values (:func:`~trustmap.explain.base.sample_seeds`), so a sample
+gets the same result alone or in a batch, on every run.
+
+Forward rows per sample: exactly ``n_samples`` (the unperturbed input counts as one; KernelSHAP's
+all-off input as another).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .base import Explainer, check_choice, check_number, chunk_rows, row_chunks, sample_seeds
+from .registry import register
+from .segments import (SCORES, SEGMENTATIONS, check_baseline_param, full_scores, progress_bar, resolve_baseline,
+                       scores_of, segment)
+
+__all__ = ["Lime", "KernelShap", "weighted_lstsq", "SPREADS"]
+
+SPREADS = ("copy", "split")
+#: float64 entries of the design matrices of one group of samples solved together (~8 MiB)
+GROUP_ELEMENTS = 2 ** 20
+
+
+def weighted_lstsq(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: float = 0.0, intercept: bool = True
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched weighted ridge / least squares.
+
+    Minimizes ``Σ_s w[b,s] (y[b,s] − c[b] − X[b,s]·β[b])² + alpha |β[b]|²`` for every ``b`` (the
+    intercept ``c`` unpenalized, as scikit-learn's ``Ridge(alpha).fit(X, y, sample_weight=w)``).
+    ``X`` is ``(B, S, F)``, ``y`` and ``w`` ``(B, S)``. Rank-deficient systems get the minimum-norm
+    solution (pseudo-inverse). Returns ``β (B, F)`` and ``c (B,)`` (zeros without intercept).
+    """
+    X, y, w = X.double(), y.double(), w.double()
+    if intercept:
+        sw = w.sum(1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+        xm = (w[:, None, :] @ X)[:, 0] / sw
+        ym = (w * y).sum(1, keepdim=True) / sw
+        Xc, yc = X - xm[:, None], y - ym
+    else:
+        Xc, yc = X, y
+    wXc = Xc * w[..., None]
+    A = Xc.transpose(1, 2) @ wXc  # (B, F, F); bmm, no (B, S, F, F) intermediate
+    if alpha > 0:
+        A = A + alpha * torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    rhs = (wXc.transpose(1, 2) @ yc[..., None])[..., 0]
+    if alpha > 0:  # positive definite: a Cholesky solve (several times faster than a pseudo-inverse)
+        L, info = torch.linalg.cholesky_ex(A)
+        ok = bool((info == 0).all())
+    if alpha > 0 and ok:
+        beta = torch.cholesky_solve(rhs[..., None], L)[..., 0]
+    else:
+        beta = (torch.linalg.pinv(A, hermitian=True) @ rhs[..., None])[..., 0]
+    if intercept:
+        c = ym[:, 0] - (xm * beta).sum(1)
+    else:
+        c = torch.zeros(len(X), dtype=X.dtype, device=X.device)
+    return beta, c
+
+
+class _Surrogate(Explainer):
+    """Shared plan of LIME and KernelSHAP: segmentation, per-sample draws, batched scoring, batched solve."""
+
+    needs_gradients = False
+    resolves_own_targets = True
+    needs_baseline_score = False
+
+    # ---- configuration shared by both -------------------------------------------------------
+    def _validate_common(self):
+        seg = self.segmentation
+        if isinstance(seg, str):
+            check_choice(seg, SEGMENTATIONS, "segmentation", "pass segmentation='auto' or an integer label array")
+        elif seg is None:
+            raise InputError("invalid segmentation", parameter="segmentation",
+                             expected="one of " + ", ".join(SEGMENTATIONS) + " or an integer label array",
+                             got=None, fix="pass segmentation='auto'")
+        if self.segment_params is not None and not isinstance(self.segment_params, dict):
+            raise InputError("segment_params must be a dict", parameter="segment_params",
+                             expected="a dict of scikit-image arguments", got=type(self.segment_params).__name__,
+                             fix="e.g. segment_params={'n_segments': 30}")
+        if self.n_samples is not None or self.name == "lime":
+            check_number(self.n_samples, "n_samples", minimum=2, integer=True)
+        check_baseline_param(self.baseline)
+        check_choice(self.score, SCORES, "score")
+        check_choice(self.spread, SPREADS, "spread")
+        check_number(self.blur_sigma, "blur_sigma", minimum=0, open_min=True)
+        check_number(self.seed, "seed", integer=True)
+
+    # ---- per method ---------------------------------------------------------------------
+    def _draw(self, rng: np.random.Generator, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+        """Coalitions to score ``(m, F)`` (0/1) and their regression weights ``(m,)``; ``m`` depends only
+        on ``n_features`` and the parameters."""
+        raise NotImplementedError
+
+    def _solve(self, Z, Wt, Y, fx, fb) -> dict[str, torch.Tensor]:
+        """Per-feature coefficients ``'coefficients' (G, F)`` and other per-sample extras."""
+        raise NotImplementedError
+
+    def _check_features(self, n_features: np.ndarray) -> None:
+        pass
+
+    # ---- the shared plan ---------------------------------------------------------------------
+    def _compute(self, model, t, targets):
+        n = len(t)
+        seg = segment(t, self.segmentation, self.segment_size, bool(self.per_channel), self.segment_params)
+        self._check_features(seg.n_features)
+        base = resolve_baseline(t, self.baseline, blur_sigma=float(self.blur_sigma), seed=int(self.seed))
+        fx, tg = full_scores(model, t, targets, self.score)
+        fb = full_scores(model, base, tg, self.score)[0] if self.needs_baseline_score else None
+        seeds = sample_seeds(t, int(self.seed))
+        f_max = int(seg.n_features.max())
+        coef_all = torch.full((n, f_max), float("nan"), dtype=torch.float64, device=t.device)
+        extras_all: dict[str, torch.Tensor] = {}
+        flat_t, flat_b = t.reshape(n, -1), base.reshape(n, -1)
+        rows_per_call = chunk_rows(model, t)
+        plan = []
+        for f in np.unique(seg.n_features):
+            idx = np.nonzero(seg.n_features == f)[0]
+            m = len(self._draw(np.random.default_rng(0), int(f))[1])
+            g = int(max(1, min(len(idx), GROUP_ELEMENTS // max(1, (m + 2) * (int(f) + 2)))))
+            plan += [(int(f), m, idx[i:i + g]) for i in range(0, len(idx), g)]
+        bar = progress_bar(bool(self.progress), sum(m * len(ix) for _, m, ix in plan), self.name)
+        try:
+            for f, m, idx in plan:
+                draws = [self._draw(np.random.default_rng(seeds[i]), f) for i in idx]
+                Z = torch.as_tensor(np.stack([d[0] for d in draws]), dtype=torch.float32, device=t.device)
+                Wt = torch.as_tensor(np.stack([d[1] for d in draws]), dtype=torch.float64, device=t.device)
+                idx_t = torch.as_tensor(idx, device=t.device)
+                Y = torch.empty((len(idx), m), dtype=torch.float64, device=t.device)
+                # rows are (sample, draw) pairs in order: contiguous slices of the flattened plan
+                z_rows, y_rows = Z.view(-1, f), Y.view(-1)
+                s_rows = idx_t.repeat_interleave(m)
+                with torch.inference_mode():
+                    for rows in row_chunks(len(idx) * m, rows_per_call):
+                        si = s_rows[rows]
+                        on = torch.gather(z_rows[rows], 1, seg.rows(si)) > 0.5  # (rows, numel)
+                        xr = torch.where(on, flat_t[si], flat_b[si]).view(len(si), *t.shape[1:])
+                        y_rows[rows] = scores_of(model, xr, tg[si], self.score)[0]
+                        bar.update(len(si))
+                out = self._solve(Z, Wt, Y, fx[idx_t], None if fb is None else fb[idx_t])
+                coef_all[idx_t, :f] = out.pop("coefficients")
+                for k, v in out.items():
+                    if k not in extras_all:
+                        extras_all[k] = torch.empty(n, dtype=v.dtype, device=t.device)
+                    extras_all[k][idx_t] = v
+        finally:
+            bar.close()
+        # spread the coefficients over the input entries of each feature
+        labels = seg.rows(torch.arange(n, device=t.device))
+        vals = torch.gather(torch.nan_to_num(coef_all, nan=0.0), 1, labels)
+        if self.spread == "split":
+            sizes = torch.zeros((n, f_max), dtype=torch.float64, device=t.device)
+            sizes.scatter_add_(1, labels, torch.ones_like(vals))
+            vals = vals / torch.gather(sizes, 1, labels)
+        maps = vals.to(t.dtype).view_as(t)
+        extras = {"coefficients": coef_all.cpu().numpy(), "n_features": seg.n_features.copy(),
+                  "score": fx.cpu().numpy()}
+        if fb is not None:
+            extras["baseline_score"] = fb.cpu().numpy()
+        extras.update({k: v.cpu().numpy() for k, v in extras_all.items()})
+        if seg.spatial is not None:
+            extras["segments"] = seg.spatial
+        return maps, tg.cpu().numpy(), extras
+
+
+_COMMON_DOC = """
+    segmentation : 'auto' | 'fixed' | 'quickshift' | 'slic' | int array
+        The interpretable features. ``'auto'``: ``'fixed'`` for 1D inputs, ``'quickshift'`` for 2D.
+        ``'fixed'``: blocks of ``segment_size`` positions along each spatial axis (segments in 1D,
+        patches in 2D). ``'quickshift'`` / ``'slic'``: scikit-image superpixels of each sample (2D;
+        ``segment_params`` are passed on). An integer array: your labels, shaped like one sample
+        (``(C, *spatial)``, ``(*spatial, C)`` or ``(*spatial)``) or like the batch.
+    segment_size : int or tuple
+        Block size for ``'fixed'`` (per spatial axis).
+    per_channel : bool
+        Every (channel, segment) pair is a feature of its own (maps differ per channel); ``False``
+        switches all channels of a segment together.
+    segment_params : dict, optional
+        Extra arguments of ``skimage.segmentation.quickshift`` / ``slic`` (defaults
+        ``DEFAULT_QUICKSHIFT`` / ``DEFAULT_SLIC`` in :mod:`trustmap.explain.segments`, for inputs
+        scaled to [0, 1]).
+    baseline : 'zero' | 'mean' | 'blur' | 'noise' | float | array
+        The value of a switched-off feature (names as for ``integrated_gradients``; an array is one
+        sample or the batch).
+    score : 'prob' | 'logit'
+        The explained score of the target class: its probability (the seed and the lime package)
+        or its pre-softmax score.
+    seed : int
+        Draws come from ``seed`` and each sample's values: the same alone or in a batch.
+    progress : bool
+        A tqdm bar on stderr counting model rows (off by default)."""
+
+
+@register("lime")
+class Lime(_Surrogate):
+    """LIME (Ribeiro et al., 2016) batched across samples.
+
+    For each sample, ``n_samples`` binary feature vectors (the first all on, the rest Bernoulli(½)
+    per feature, as in ``lime_image``) are scored; a ridge regression with intercept, weighted by
+    ``sqrt(exp(−d² / kernel_width²))`` with ``d`` the cosine distance to the all-on vector, gives one
+    coefficient per feature. The seed's defaults: segments of 4, 300 samples, kernel width 0.25,
+    ridge ``alpha=1`` (the lime package's).
+
+    Parameters
+    ----------
+    n_samples : int
+        Scored perturbations per sample, the unperturbed input included (model rows per sample).
+    kernel_width : float
+        Width of the exponential kernel on the cosine distance.
+    alpha : float
+        Ridge penalty (0: weighted least squares).
+    spread : 'copy' | 'split'
+        How a feature's coefficient becomes map values: every entry of the feature gets it (``copy``,
+        as lime and Captum do) or an equal share of it (``split``).
+    """ + _COMMON_DOC + """
+
+    ``extras``: ``coefficients`` ``(N, F)`` (NaN-padded where samples have fewer features),
+    ``intercept``, ``r2`` (weighted R² of the surrogate, lime's ``score``), ``local_pred`` (the
+    surrogate at the unperturbed input), ``score``, ``n_features`` and ``segments`` (the spatial labels).
+    """
+
+    name = "lime"
+
+    def __init__(self, segmentation="auto", segment_size: int | tuple[int, ...] = 4, per_channel: bool = False,
+                 n_samples: int = 300, kernel_width: float = 0.25, alpha: float = 1.0, baseline="zero",
+                 score: str = "prob", spread: str = "copy", segment_params: dict | None = None,
+                 blur_sigma: float = 0.1, seed: int = 0, progress: bool = False) -> None:
+        self.segmentation = segmentation
+        self.segment_size = segment_size
+        self.per_channel = per_channel
+        self.n_samples = n_samples
+        self.kernel_width = kernel_width
+        self.alpha = alpha
+        self.baseline = baseline
+        self.score = score
+        self.spread = spread
+        self.segment_params = segment_params
+        self.blur_sigma = blur_sigma
+        self.seed = seed
+        self.progress = progress
+
+    def _validate(self):
+        self._validate_common()
+        check_number(self.kernel_width, "kernel_width", minimum=0, open_min=True)
+        check_number(self.alpha, "alpha", minimum=0)
+
+    def _draw(self, rng, n_features):
+        z = rng.integers(0, 2, size=(int(self.n_samples) - 1, n_features), dtype=np.int8)
+        return z, np.ones(len(z))
+
+    def _solve(self, Z, Wt, Y, fx, fb):
+        g, _, f = Z.shape
+        X = torch.cat([torch.ones((g, 1, f), dtype=torch.float64, device=Z.device), Z.double()], 1)
+        y = torch.cat([fx[:, None], Y], 1)
+        k = X.sum(-1)
+        d = torch.where(k > 0, 1.0 - torch.sqrt(k / f), torch.ones_like(k))  # cosine distance to all-on
+        w = torch.sqrt(torch.exp(-(d ** 2) / float(self.kernel_width) ** 2))
+        beta, c = weighted_lstsq(X, y, w, float(self.alpha), intercept=True)
+        pred = c[:, None] + (X * beta[:, None]).sum(-1)
+        ym = (w * y).sum(1, keepdim=True) / w.sum(1, keepdim=True)
+        ss_res = (w * (y - pred) ** 2).sum(1)
+        ss_tot = (w * (y - ym) ** 2).sum(1)
+        r2 = torch.where(ss_tot > 0, 1 - ss_res / ss_tot.clamp_min(1e-300), torch.ones_like(ss_tot))
+        return {"coefficients": beta, "intercept": c, "r2": r2, "local_pred": pred[:, 0]}
+
+
+@register("kernelshap")
+class KernelShap(_Surrogate):
+    """KernelSHAP (Lundberg & Lee, 2017) batched across samples: Shapley values of the features.
+
+    Coalitions are drawn from the Shapley kernel (a size ``k`` with probability ∝ ``(F−1)/(k(F−k))``,
+    then a uniform subset of that size; each draw is paired with its complement) and fitted by
+    weighted least squares under the constraint ``Σ φ = f(x) − f(baseline)`` (efficiency holds
+    exactly). When all ``2^F − 2`` non-trivial coalitions fit into ``n_samples − 2`` they are
+    enumerated with their exact kernel weights, which gives the exact Shapley values (and fewer
+    model rows).
+
+    Parameters
+    ----------
+    n_samples : int, optional
+        Model rows per sample: the input, the baseline and ``n_samples − 2`` coalitions. Must be at
+        least the number of features + 1. Default (``None``): ``max(300, 2 F + 2)`` for ``F`` features.
+    spread : 'copy' | 'split'
+        ``split`` (default): each entry of a feature gets an equal share of its value, so the map of a
+        sample sums to ``f(x) − f(baseline)``; ``copy``: every entry gets the feature's value.
+    """ + _COMMON_DOC + """
+
+    ``extras``: ``coefficients`` (the Shapley values, ``(N, F)``, NaN-padded), ``score`` (f(x)),
+    ``baseline_score`` (f(baseline)), ``exact`` (whether coalitions were enumerated), ``n_features``,
+    ``segments``.
+    """
+
+    name = "kernelshap"
+    needs_baseline_score = True
+
+    def __init__(self, segmentation="auto", segment_size: int | tuple[int, ...] = 4, per_channel: bool = False,
+                 n_samples: int | None = None, baseline="zero", score: str = "prob", spread: str = "split",
+                 segment_params: dict | None = None, blur_sigma: float = 0.1, seed: int = 0,
+                 progress: bool = False) -> None:
+        self.segmentation = segmentation
+        self.segment_size = segment_size
+        self.per_channel = per_channel
+        self.n_samples = n_samples
+        self.baseline = baseline
+        self.score = score
+        self.spread = spread
+        self.segment_params = segment_params
+        self.blur_sigma = blur_sigma
+        self.seed = seed
+        self.progress = progress
+
+    def _validate(self):
+        self._validate_common()
+
+    def _rows(self) -> int:
+        return int(self.n_samples) if self.n_samples is not None else max(300, 2 * self._f_max + 2)
+
+    def _check_features(self, n_features):
+        f = self._f_max = int(n_features.max())
+        if self._rows() < f + 1:
+            raise InputError("n_samples is smaller than the number of features + 1", parameter="n_samples",
+                             expected=f"at least {f + 1} (the input has up to {f} features)", got=self.n_samples,
+                             fix=f"pass n_samples>={max(f + 1, 2 * f)}, or use fewer features (a larger "
+                                 "segment_size)")
+
+    def _draw(self, rng, n_features):
+        f, m = int(n_features), self._rows() - 2
+        if f == 1:
+            return np.zeros((0, 1), dtype=np.int8), np.zeros(0)
+        if f < 31 and 2 ** f - 2 <= m:  # enumerate: exact Shapley values
+            codes = np.arange(1, 2 ** f - 1, dtype=np.int64)
+            z = ((codes[:, None] >> np.arange(f)) & 1).astype(np.int8)
+            k = z.sum(1)
+            w = (f - 1) / (np.exp(_lcomb(f, k)) * k * (f - k))
+            return z, w / w.sum()
+        sizes = np.arange(1, f)
+        p = (f - 1) / (sizes * (f - sizes))
+        h = (m + 1) // 2
+        k = rng.choice(sizes, size=h, p=p / p.sum())
+        ranks = rng.random((h, f)).argsort(1).argsort(1)
+        z = (ranks < k[:, None]).astype(np.int8)
+        z = np.concatenate([z, 1 - z])[:m]
+        return z, np.ones(m)
+
+    def _solve(self, Z, Wt, Y, fx, fb):
+        g, m, f = Z.shape
+        delta = fx - fb
+        if f == 1 or m == 0:
+            phi = delta[:, None].expand(g, f).clone() / f
+            return {"coefficients": phi, "exact": torch.ones(g, dtype=torch.bool, device=Z.device)}
+        Zd = Z.double()
+        X = Zd[..., :-1] - Zd[..., -1:]
+        y = Y - fb[:, None] - Zd[..., -1] * delta[:, None]
+        beta, _ = weighted_lstsq(X, y, Wt, 0.0, intercept=False)
+        phi = torch.cat([beta, (delta - beta.sum(1))[:, None]], 1)
+        exact = f < 31 and 2 ** f - 2 <= self._rows() - 2
+        return {"coefficients": phi, "exact": torch.full((g,), exact, dtype=torch.bool, device=Z.device)}
+
+
+def _lcomb(n: int, k: np.ndarray) -> np.ndarray:
+    """log C(n, k), elementwise."""
+    return np.array([math.lgamma(n + 1) - math.lgamma(int(j) + 1) - math.lgamma(n - int(j) + 1) for j in k])
