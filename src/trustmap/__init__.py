@@ -1,7 +1,7 @@
 """trustmap: which parts of a signal or image a fitted CNN classifier relies on, and how much they matter.
 
 Public names: :func:`load_model`, :class:`Model`, :class:`Attribution`, :class:`TrustmapError`,
-:class:`Localizer`, and the submodules ``datasets``, ``zoo``, ``metrics``, ``plot``, ``layout``,
+:class:`Localizer`, :func:`explain`, :func:`evaluate`, and the submodules ``datasets``, ``zoo``, ``metrics``, ``plot``, ``layout``,
 ``errors`` (imported on first use, so ``import trustmap`` stays light).
 """
 
@@ -14,11 +14,14 @@ from .errors import TrustmapError
 from .models import Model, load_model
 
 __version__ = "0.1.0"
-__all__ = ["Attribution", "Localizer", "Model", "TrustmapError", "load_model", "__version__",
-           "datasets", "zoo", "metrics", "plot", "layout", "errors", "workflows"]
+__all__ = ["Attribution", "Localizer", "Model", "evaluate", "TrustmapError", "load_model", "__version__",
+           "datasets", "zoo", "metrics", "plot", "layout", "errors", "workflows", "explain"]
 
-_SUBMODULES = {"datasets", "zoo", "metrics", "plot", "layout", "errors", "workflows", "data"}
-_LAZY = {"Localizer": ("localizer", "Localizer")}
+_SUBMODULES = {"datasets", "zoo", "metrics", "plot", "layout", "errors", "workflows", "data",
+               "explain"}  # trustmap.explain is also callable: trustmap.explain(model, x, method=...)
+_LAZY = {"Localizer": ("localizer", "Localizer"),
+         # trustmap.evaluate(model, X, y, attributions={...}, metrics=[...]) -> ExplanationScores
+         "evaluate": ("metrics", "evaluate_explanations")}
 
 
 def __getattr__(name: str):

@@ -60,16 +60,80 @@ def _cmd_evaluate(a: argparse.Namespace) -> dict:
     model = load_model(a.model, safe_mode=not a.unsafe)
     report, files = workflows.evaluate(model, dataset=a.dataset, data=a.data, split=a.split, out_dir=a.out,
                                        layout=a.layout, seed=a.seed)
-    return {"accuracy": report.accuracy, "report": report.to_dict(), "files": [str(f) for f in files],
-            "summary": report.summary()}
+    result = {"accuracy": report.accuracy, "report": report.to_dict(), "files": [str(f) for f in files],
+              "summary": report.summary()}
+    if a.explanations:
+        from .metrics.runner import run_evaluate_explanations
+
+        ds = workflows.get_data(a.dataset, a.data, split=a.split, seed=a.seed, layout=a.layout)
+        scores = run_evaluate_explanations(model, (ds.X, ds.y), a.explanations, a.out,
+                                           metrics=a.metrics.split(",") if a.metrics else None,
+                                           layout=ds.layout, frac=a.frac, seed=a.seed,
+                                           mask=ds.mask)
+        result["scores"] = scores["scores"]
+        result["files"] += [str(f) for f in scores["files"]]
+        result["summary"] += "\n\n" + scores["markdown"]
+    return result
+
+
+def _data_for(a: argparse.Namespace, cmd: str, split: str = "test"):
+    from . import workflows
+
+    if not (a.dataset or a.data):
+        raise SystemExit(_usage(cmd, "one of --dataset or --data is required"))
+    return workflows.get_data(a.dataset, a.data, split=split, seed=a.seed, layout=a.layout)
+
+
+def _cmd_explain(a: argparse.Namespace) -> dict:
+    from .explain.runner import run_explain
+
+    ds = _data_for(a, "explain", a.split)
+    target = None if a.target in (None, "pred") else ("label" if a.target == "label" else int(a.target))
+    if target == "label":
+        if ds.y is None:
+            raise SystemExit(_usage("explain", "--target label needs labeled data"))
+        target = ds.y[: a.n] if a.n else ds.y
+    written = run_explain(a.model, (ds.X, ds.y), a.method, a.out, target=target, layout=ds.layout, n=a.n,
+                          plots=a.plots, safe_mode=not a.unsafe)
+    files = [str(f) for fs in written.values() for f in fs]
+    return {"methods": list(written), "files": files}
+
+
+def _cmd_locate(a: argparse.Namespace) -> dict:
+    from .localizer.runner import run_locate
+
+    train = _data_for(a, "locate", "train")
+    if train.y is None:
+        raise SystemExit(_usage("locate", "the localizer needs labeled data"))
+    res = run_locate(a.model, (train.X, train.y), a.out, target_r2=a.target_r2, tau=a.tau, r_metric=a.r_metric,
+                     mode=a.mode, layout=train.layout, epochs=a.epochs, seed=a.seed, progress=not a.quiet,
+                     safe_mode=not a.unsafe)
+    keys = ("localizer", "masks", "r2_path", "r2_path_png", "da_plot_png", "path_plot_png")
+    r2 = res["r2"]
+    summary = (f"tau = {res['tau']:.4g}; held-out R² = {r2['estimate']:.3f} "
+               f"[{r2['low']:.3f}, {r2['high']:.3f}] (target {res['target_r2']:.3f}, "
+               f"{'reached' if res['target_reached'] else 'NOT reached'})")
+    return {**res, "files": [res[k] for k in keys if k in res], "summary": summary}
 
 
 def _cmd_demo(a: argparse.Namespace) -> dict:
     from . import workflows
 
-    res = workflows.demo(out_dir=a.out, dataset=a.dataset or "mnist1d", epochs=a.epochs, seed=a.seed,
-                         progress=not a.quiet, retrain=a.retrain)
-    return {**res.to_dict(), "summary": res.report.summary()}
+    if a.test_data and not a.data:
+        raise SystemExit(_usage("demo", "--test-data needs --data"))
+    dataset = a.dataset if (a.dataset or a.data) else "mnist1d"
+    res = workflows.demo(out_dir=a.out, dataset=dataset, model=a.model, data=a.data, test_data=a.test_data,
+                         layout=a.layout, methods=a.methods, quick=a.quick, n_explain=a.n, epochs=a.epochs,
+                         localizer_epochs=a.localizer_epochs, seed=a.seed, progress=not a.quiet,
+                         retrain=a.retrain)
+    return {**res.to_dict(), "summary": res.summary(), "files": [str(res.report_path)] if res.report_path else []}
+
+
+def _cmd_report(a: argparse.Namespace) -> dict:
+    from .report import build_report
+
+    path = build_report(a.run_dir, out=a.output)
+    return {"report": str(path), "files": [str(path)], "summary": f"report: {path}"}
 
 
 def _usage(cmd: str, message: str) -> int:
@@ -103,18 +167,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model file")
     p.add_argument("--unsafe", action="store_true", help="allow Keras Lambda layers (runs code from the file)")
     p.add_argument("--split", default="test", help="split of a built-in dataset (default: test)")
+    p.add_argument("--explanations", metavar="DIR",
+                   help="also score the saved attributions in DIR (from `trustmap explain`/`locate`)")
+    p.add_argument("--metrics", help="comma-separated metric names (default: all that apply)")
+    p.add_argument("--frac", type=float, default=0.3, help="share of the map kept for drop/increase (default 0.3)")
     _data_args(p, dataset_default=None)
     _common(p, out_default=None)
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("demo", help="the main job on built-in data (trains or reuses the reference CNN)",
-                       description="Train (or reuse) the MNIST-1D reference CNN and write its report.")
-    p.add_argument("--dataset", default="mnist1d", help="built-in dataset (default: mnist1d)")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default: the architecture's recipe)")
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("explain", help="explain a model's predictions with one or more methods",
+                       description="Write one Attribution (NPZ + JSON) per method and PNG overlays.")
+    p.add_argument("--model", required=True, help="model file (.keras, .h5, .onnx, .safetensors)")
+    from .explain import list_methods
+
+    p.add_argument("--method", default="gradcam",
+                   help="comma-separated method names: " + ", ".join(list_methods()))
+    p.add_argument("--target", help="'pred' (default: the predicted class), 'label', or a class index")
+    p.add_argument("--n", type=int, help="explain only the first N samples")
+    p.add_argument("--plots", type=int, default=4, help="PNG overlays per method (default 4)")
+    p.add_argument("--split", default="test", help="split of a built-in dataset (default: test)")
+    p.add_argument("--unsafe", action="store_true", help="allow Keras Lambda layers (runs code from the file)")
+    _data_args(p, dataset_default=None)
+    _common(p, out_default="runs/explain")
+    p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("locate", help="fit the TRUST localizer (dnn-locate) and locate the features",
+                       description="Fit a localizer on the training split; writes the localizer, masks and R² path.")
+    p.add_argument("--model", required=True, help="model file (.keras, .h5, .onnx, .safetensors)")
+    p.add_argument("--target-r2", default="auto", help="'auto' or a number in (0, 1] (default: auto)")
+    p.add_argument("--tau", default="auto", help="'auto' or comma-separated τ values")
+    p.add_argument("--r-metric", default="acc", choices=["acc", "loss"])
+    p.add_argument("--mode", default="trust", help="'trust' (default) or 'paper' (the original procedure)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--unsafe", action="store_true", help="allow Keras Lambda layers (runs code from the file)")
+    _data_args(p, dataset_default=None)
+    _common(p, out_default="runs/locate")
+    p.set_defaults(func=_cmd_locate)
+
+    p = sub.add_parser("demo", help="the main job: train, localize, explain, score, write the HTML report",
+                       description="Train (or reuse) a reference CNN on a built-in dataset (default: MNIST-1D), "
+                                   "fit the TRUST localizer, run every registered explainer on test samples, "
+                                   "score them and write RUN_DIR/report.html. With --model and --data: your own "
+                                   "model and data files.")
+    _data_args(p, dataset_default="mnist1d")
+    p.add_argument("--model", help="your model file (.keras, .h5, .onnx, .safetensors) instead of training one")
+    p.add_argument("--test-data", help="labeled file of samples to explain (with --data; default: 30%% of --data)")
+    p.add_argument("--methods", help="comma-separated explainers (default: every registered one)")
+    p.add_argument("--quick", action="store_true", help="the smallest setting (seconds; for tests and CI)")
+    p.add_argument("--n", type=int, help="test samples to explain and score (default 200; --quick: 24)")
+    p.add_argument("--epochs", type=int, help="maximum training epochs (default: the architecture's recipe)")
+    p.add_argument("--localizer-epochs", type=int, help="localizer training epochs (default 20; --quick: 2)")
     p.add_argument("--retrain", action="store_true", help="train again even if a cached model exists")
     _common(p, out_default="runs/demo")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("report", help="build the self-contained HTML report of a run directory",
+                       description="Build RUN_DIR/report.html (one file: figures and CSS inline, no external "
+                                   "requests) from a run directory written by `trustmap demo`.")
+    p.add_argument("run_dir", help="the run directory (e.g. runs/demo)")
+    p.add_argument("-o", "--output", help="where to write the HTML (default: RUN_DIR/report.html)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

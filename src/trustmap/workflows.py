@@ -16,7 +16,8 @@ import numpy as np
 from . import _io
 from .errors import InputError
 
-__all__ = ["get_data", "default_architecture", "train", "evaluate", "demo", "TrainResult"]
+__all__ = ["get_data", "default_architecture", "train", "evaluate", "demo", "TrainResult", "DemoResult",
+           "DEMO_SETTINGS"]
 
 
 @dataclass
@@ -87,7 +88,7 @@ def _write_report(out_dir: Path, report, history) -> list[Path]:
 def train(*, dataset: str | None = "mnist1d", data: str | None = None, test_data: str | None = None,
           arch: str | None = None, out_dir: str | os.PathLike = "runs/train", epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None, patience: int | None = None, seed: int = 0,
-          layout: str | None = None, progress: bool = True) -> TrainResult:
+          layout: str | None = None, progress: bool = True, meta: dict | None = None) -> TrainResult:
     """Train a zoo network on a built-in dataset (or data files) and write model + report.
 
     Training settings left ``None`` come from ``zoo.RECIPES`` for the architecture (the measured
@@ -124,7 +125,7 @@ def train(*, dataset: str | None = "mnist1d", data: str | None = None, test_data
     history = trainer.fit(module, train_set.X, train_set.y, layout=train_set.layout)
     out = Path(out_dir)
     model_path = zoo.save(module, out / "model.safetensors", history=history, classes=list(train_set.classes),
-                          meta={"dataset": train_set.name, "seed": seed})
+                          meta={"dataset": train_set.name, "seed": seed, **(meta or {})})
     eval_set = test_set if test_set is not None else train_set
     report = model_report(module, eval_set.X, eval_set.y, layout=eval_set.layout,
                           class_names=list(train_set.classes) or None)
@@ -149,25 +150,359 @@ def evaluate(model, *, dataset: str | None = None, data: str | None = None, spli
     return report, files
 
 
-def demo(*, out_dir: str | os.PathLike = "runs/demo", dataset: str = "mnist1d", epochs: int | None = None,
-         seed: int = 0, progress: bool = True, retrain: bool = False) -> TrainResult:
-    """The main job on built-in data: train (or reuse) the reference CNN and write its report."""
+# ---- the demo ------------------------------------------------------------------------------------
+#: sizes of the demo's steps; ``quick`` is the smallest setting (tests, CI)
+DEMO_SETTINGS: dict[str, dict[str, Any]] = {
+    "full": {"n_explain": 200, "n_fit": 4000, "loc_epochs": 20, "train_epochs": None, "n_boot": 1000,
+             "n_perm": 2000, "gallery": 3, "steps": "auto"},
+    "quick": {"n_explain": 24, "n_fit": 600, "loc_epochs": 2, "train_epochs": 2, "n_boot": 200, "n_perm": 200,
+              "gallery": 2, "steps": 20},
+}
+
+
+@dataclass
+class DemoResult:
+    out_dir: Path
+    report_path: Path | None
+    model_path: Path | None
+    report: Any
+    manifest: dict
+    files: list[Path] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"out_dir": str(self.out_dir), "report": None if self.report_path is None else str(self.report_path),
+                "model": None if self.model_path is None else str(self.model_path),
+                "accuracy": None if self.report is None else float(self.report.accuracy),
+                "methods": list(self.manifest.get("attributions", {})),
+                "timings": self.manifest.get("timings", {}), "notes": self.manifest.get("notes", []),
+                "files": [str(f) for f in self.files]}
+
+    def summary(self) -> str:
+        lines = []
+        if self.report is not None:
+            lines.append(f"test accuracy {self.report.accuracy:.3f}")
+        lines.append(f"explainers: {', '.join(self.manifest.get('attributions', {})) or 'none'}")
+        loc = self.manifest.get("localizer")
+        if loc:
+            r2 = loc["r2"]
+            lines.append(f"localizer: tau = {loc['tau']:.4g}, held-out R² = {r2['estimate']:.3f} "
+                         f"[{r2['low']:.3f}, {r2['high']:.3f}]")
+        lines += [f"note: {n}" for n in self.manifest.get("notes", [])]
+        lines.append(f"took {sum(self.manifest.get('timings', {}).values()):.0f} s")
+        if self.report_path is not None:
+            lines.append(f"report: {self.report_path}")
+        return "\n".join(lines)
+
+
+def _class_counts(y, k: int) -> list[int]:
+    return [] if y is None else np.bincount(np.asarray(y, dtype=np.int64), minlength=k).tolist()
+
+
+def _data_summary(name: str, train_set, test_set, notes: list[str]) -> dict:
+    from .layout import as_layout
+
+    lay = as_layout(test_set.layout)
+    internal_shape = tuple(np.asarray(lay.to_internal(test_set.X[:1])).shape[1:])
+    k = max(len(test_set.classes or train_set.classes or []),
+            *(int(np.max(s.y)) + 1 for s in (train_set, test_set) if s is not None and s.y is not None), 0)
+    meta = dict(getattr(test_set, "meta", {}) or {})
+    return _io.to_jsonable({
+        "name": name, "layout": test_set.layout, "shape": list(test_set.X.shape[1:]),
+        "channels": internal_shape[0], "length": list(internal_shape[1:]),
+        "n_train": None if train_set is None else int(len(train_set.X)), "n_test": int(len(test_set.X)),
+        "classes": list(test_set.classes or (train_set.classes if train_set is not None else []) or []),
+        "class_counts": {s: c for s, c in (("train", _class_counts(None if train_set is None else train_set.y, k)),
+                                           ("test", _class_counts(test_set.y, k))) if c},
+        "labeled": test_set.y is not None, "ground_truth_region": test_set.mask is not None,
+        "source": meta.get("source", name), "meta": meta, "notes": notes,
+    })
+
+
+def _split_dataset(ds, frac_test: float, seed: int):
+    """A seeded stratified split of a user's labeled data into (train, test)."""
+    rng = np.random.default_rng(seed)
+    n = len(ds.X)
+    if ds.y is None:
+        idx = rng.permutation(n)
+        cut = int(round(n * (1 - frac_test)))
+        return ds.subset(np.sort(idx[:cut])), ds.subset(np.sort(idx[cut:]))
+    test = []
+    for c in np.unique(ds.y):
+        members = rng.permutation(np.flatnonzero(ds.y == c))
+        test.extend(members[: max(1, int(round(len(members) * frac_test)))].tolist())
+    mask = np.zeros(n, dtype=bool)
+    mask[test] = True
+    return ds.subset(np.flatnonzero(~mask)), ds.subset(np.flatnonzero(mask))
+
+
+def _model_info(m, path, extra: dict | None = None) -> dict:
+    info = {"name": m.name, "framework": m.framework, "fingerprint": m.fingerprint(), "file": str(path)}
+    module = getattr(m, "module", None) or getattr(m, "model", None)
+    try:
+        info["parameters"] = int(sum(p.numel() for p in module.parameters()))
+    except Exception:  # not a torch module
+        pass
+    info.update(extra or {})
+    return info
+
+
+def demo(*, out_dir: str | os.PathLike = "runs/demo", dataset: str | None = "mnist1d", model=None,
+         data: str | os.PathLike | None = None, test_data: str | os.PathLike | None = None,
+         layout: str | None = None, methods: list[str] | str | None = None, quick: bool = False,
+         n_explain: int | None = None, epochs: int | None = None, localizer_epochs: int | None = None,
+         seed: int = 0, progress: bool = True, retrain: bool = False, report: bool = True) -> DemoResult:
+    """The main job: train (or reuse) a reference CNN, fit the TRUST localizer, run every registered
+    explainer on test samples, score them, and write the run directory and its HTML report.
+
+    Parameters
+    ----------
+    out_dir : the run directory (layout: :mod:`trustmap.report`).
+    dataset : a built-in dataset (``trustmap.datasets.NAMES``); its train split trains the model
+        and fits the localizer, its test split is explained and scored.
+    model : the user's model file (or object) instead of training one; give ``data`` (and
+        optionally ``test_data``) or a built-in ``dataset``. Without ``test_data`` the data file is
+        split 70/30 (stratified, ``seed``).
+    data, test_data, layout : the user's data files and their layout.
+    methods : explainers to run (default: every registered one, ``trustmap.explain.list_methods()``).
+    quick : the smallest setting (``DEMO_SETTINGS['quick']``): for tests and CI.
+    n_explain : test samples explained and scored (default 200; quick 24).
+    epochs, localizer_epochs : training epochs of the classifier (default: its recipe) and the localizer.
+    retrain : train again even when a matching model is cached in ``out_dir``.
+    report : also build ``out_dir/report.html``.
+
+    Unlabeled data (the ECG beats of record 208): no classifier can be trained on them and
+    nothing can be scored against labels, so a ``model`` is required; its predictions stand in
+    for the labels (the localizer and R² then explain the model's own decisions) and the model
+    report is skipped. Both facts are written into the report.
+    """
+    import time
+    import warnings
+
+    from . import datasets as _datasets
     from . import zoo
+    from .errors import TrustmapError
+    from .explain import get_explainer, list_methods
+    from .models import load_model
+    from .report import RUN_FORMAT, SYNTHESIS_METHODS, build_report
 
+    cfg = dict(DEMO_SETTINGS["quick" if quick else "full"])
+    if n_explain is not None:
+        if isinstance(n_explain, bool) or not isinstance(n_explain, (int, np.integer)) or n_explain < 2:
+            raise InputError("n_explain must be an int >= 2", parameter="n_explain", expected="e.g. 200",
+                             got=n_explain, fix="pass a number of test samples to explain")
+        cfg["n_explain"] = int(n_explain)
+    if localizer_epochs is not None:
+        cfg["loc_epochs"] = int(localizer_epochs)
+    if epochs is not None:
+        cfg["train_epochs"] = int(epochs)
+    if model is None and dataset is None and data is not None:
+        raise InputError("data files need the model that should be explained", parameter="model",
+                         expected="--model FILE with --data FILE", got=None,
+                         fix="pass model=..., or use a built-in dataset (the demo trains a model on it)")
     out = Path(out_dir)
-    model_path = out / "model.safetensors"
-    cached = model_path.exists() and model_path.with_suffix(".json").exists() and not retrain
-    if cached:
-        try:
-            info = zoo.read_info(model_path)
-        except Exception:  # an unreadable cache is retrained, not trusted
-            info = {}
-        meta = info.get("meta") or {}
-        cached = meta.get("dataset") == dataset and meta.get("seed") == seed
-    if not cached:
-        return train(dataset=dataset, out_dir=out, epochs=epochs, seed=seed, progress=progress)
-    module = zoo.load(model_path)
-    history = zoo.History.from_dict(info["history"]) if info.get("history") else None
-    report, files = evaluate(module, dataset=dataset, split="test", seed=seed, out_dir=out, history=history)
-    return TrainResult(out, model_path, report, history, [model_path] + files)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    files: dict[str, str] = {}
+    clock = time.perf_counter()
 
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 2)
+        clock = now
+
+    # ---- data -------------------------------------------------------------------------------
+    if data is not None:
+        full = get_data(None, data, layout=layout, seed=seed)
+        if test_data is not None:
+            train_set, test_set = full, get_data(None, test_data, layout=layout, seed=seed)
+        else:
+            train_set, test_set = _split_dataset(full, 0.3, seed)
+            notes.append("the data file was split 70/30 (stratified): 70% fits the localizer, 30% is explained")
+        ds_name = full.name
+    else:
+        if dataset not in _datasets.NAMES:
+            raise InputError("unknown built-in dataset", parameter="dataset", expected="one of " +
+                             ", ".join(_datasets.NAMES), got=dataset, fix="pick a built-in name, or pass data=")
+        train_set = _datasets.load(dataset, split="train", seed=seed)
+        test_set = _datasets.load(dataset, split="test", seed=seed)
+        ds_name = dataset
+    labeled = train_set.y is not None and test_set.y is not None
+    if not labeled and model is None:
+        raise InputError(f"{ds_name} has no labels, so no classifier can be trained on it and nothing scored "
+                         "against labels", parameter="model", expected="a classifier for these inputs",
+                         got=None, fix=f"pass a model trained elsewhere (e.g. --model beats_cnn.safetensors with "
+                                       f"--dataset {ds_name}); its predictions then stand in for the labels, "
+                                       "or pick a labeled dataset (mnist1d, basicmotions, digits, synthetic-*)")
+    lap("data")
+
+    # ---- model ------------------------------------------------------------------------------
+    history = None
+    mreport = None
+    if model is None:
+        model_path = out / "model.safetensors"
+        key = {"dataset": ds_name, "seed": seed, "epochs": cfg["train_epochs"]}
+        info: dict = {}
+        cached = model_path.exists() and model_path.with_suffix(".json").exists() and not retrain
+        if cached:
+            try:
+                info = zoo.read_info(model_path)
+            except Exception:  # an unreadable cache is retrained, not trusted
+                info = {}
+            meta = info.get("meta") or {}
+            cached = all(meta.get(k) == v for k, v in key.items())
+        if cached:
+            module = zoo.load(model_path)
+            history = zoo.History.from_dict(info["history"]) if info.get("history") else None
+            mreport, _ = evaluate(module, dataset=ds_name, split="test", seed=seed, out_dir=out, history=history)
+            notes.append(f"reused the cached model {model_path.name} (pass retrain=True / --retrain to train again)")
+        else:
+            res = train(dataset=ds_name, out_dir=out, epochs=cfg["train_epochs"], seed=seed, progress=progress,
+                        meta={"epochs": cfg["train_epochs"]})
+            module, history, mreport = zoo.load(model_path), res.history, res.report
+        m = load_model(module)
+        files.update({"model": model_path.name, "model_record": model_path.with_suffix(".json").name})
+        rec = zoo.read_info(model_path)
+        minfo = _model_info(m, model_path.name, {"architecture": rec.get("arch") or rec.get("name"),
+                                                 "config": rec.get("config"), "trained_here": not cached})
+    else:
+        m = load_model(model)
+        model_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
+        minfo = _model_info(m, model_path if model_path is not None else type(model).__name__,
+                            {"trained_here": False})
+        if labeled:
+            from .metrics import model_report
+
+            mreport = model_report(m, test_set.X, test_set.y, layout=test_set.layout,
+                                   class_names=list(test_set.classes) or None)
+            _write_report(out, mreport, None)
+    if mreport is not None:
+        files.update({"model_report": "report.json", "report_txt": "report.txt"})
+        if (out / "model_report.png").exists():
+            files["model_report_png"] = "model_report.png"
+        if history is not None and (out / "history.json").exists():
+            files["history"] = "history.json"
+    else:
+        notes.append("no model report: the data have no labels")
+    lap("model")
+
+    # ---- the explained samples ------------------------------------------------------------------
+    rng = np.random.default_rng(seed)
+    n = min(cfg["n_explain"], len(test_set.X))
+    index = np.sort(rng.permutation(len(test_set.X))[:n])
+    Xs = np.ascontiguousarray(test_set.X[index])
+    lay = test_set.layout
+    probs = m.probs(Xs, layout=lay)
+    pred = probs.argmax(axis=1)
+    ys = np.asarray(test_set.y)[index] if labeled else pred
+    if not labeled:
+        notes.append("the data have no labels: the model's predictions stand in for them (galleries show no "
+                     "wrong predictions; R² measures how much of the model's own decisions the features carry)")
+    arrays = {"X": Xs, "pred": pred, "probs": probs, "index": index}
+    if labeled:
+        arrays["y"] = ys
+    with _io.atomic_path(out / "samples.npz", suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    files["samples"] = "samples.npz"
+    summary = _data_summary(ds_name, train_set, test_set, [])
+    _io.write_json(out / "data.json", summary)
+    files["data"] = "data.json"
+    lap("samples")
+
+    # ---- the localizer ----------------------------------------------------------------------------
+    attributions: dict[str, str] = {}
+    att_objs: dict[str, Any] = {}
+    loc_summary = None
+    y_fit = train_set.y if train_set.y is not None else m.predict(train_set.X, layout=train_set.layout)
+    nf = min(cfg["n_fit"], len(train_set.X))
+    fit_idx = np.sort(np.random.default_rng(seed + 1).permutation(len(train_set.X))[:nf])
+    try:
+        from .localizer import Localizer, run_locate
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = run_locate(m, (train_set.X[fit_idx], np.asarray(y_fit)[fit_idx]), out / "localizer",
+                             layout=train_set.layout, epochs=cfg["loc_epochs"], seed=seed, progress=progress,
+                             resume=False, n_boot=cfg["n_boot"])
+        notes += [f"localizer: {w.message}" for w in caught]
+        loc = Localizer.load(res["localizer"], model=m)
+        att = loc.locate(Xs, layout=lay)
+        att_objs["trust"] = att
+        loc_summary = {"tau": res["tau"], "target_r2": res["target_r2"], "target_reached": res["target_reached"],
+                       "r2": res["r2"]}
+        files.update({"localizer": "localizer/r2_path.json",
+                      "localizer_weights": "localizer/localizer.safetensors"})
+        for key, name in (("da_plot", "da_plot.png"), ("path_plot", "path_plot.png")):
+            if (out / "localizer" / name).exists():
+                files[key] = f"localizer/{name}"
+    except TrustmapError as exc:
+        notes.append(f"the localizer could not be fitted on {ds_name}: {exc}")
+    lap("localizer")
+
+    # ---- the explainers --------------------------------------------------------------------------
+    names = list_methods() if methods is None else (
+        [s.strip() for s in methods.split(",") if s.strip()] if isinstance(methods, str) else list(methods))
+    for name in names:
+        try:
+            t0 = time.perf_counter()
+            ex = get_explainer(name)
+            xs_ = Xs[: min(len(Xs), 8)] if name in SYNTHESIS_METHODS else Xs
+            att_objs[name] = ex.explain(m, xs_, target=None, layout=lay)
+            timings[f"explain:{name}"] = round(time.perf_counter() - t0, 2)
+        except TrustmapError as exc:
+            notes.append(f"{name} was skipped: {exc}")
+    for name, att in att_objs.items():
+        att.save(out / "attributions" / f"{name}.npz")
+        attributions[name] = f"attributions/{name}.npz"
+    clock = time.perf_counter()
+
+    # ---- scores ------------------------------------------------------------------------------------
+    scored = {k: v for k, v in att_objs.items() if k not in SYNTHESIS_METHODS}
+    if scored:
+        from .metrics import evaluate_explanations
+        from .metrics.runner import _curves_png
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                scores = evaluate_explanations(m, Xs, ys, scored, None,
+                                               mask=None if test_set.mask is None else test_set.mask[index],
+                                               layout=lay, n_boot=cfg["n_boot"], n_perm=cfg["n_perm"], steps=cfg["steps"],
+                                               seed=seed)
+            scores.save(out / "scores" / "scores.json")
+            files["scores"] = "scores/scores.json"
+            if _curves_png(scores, out / "scores" / "curves.png") is not None:
+                files["curves"] = "scores/curves.png"
+        except TrustmapError as exc:
+            notes.append(f"the explanations could not be scored: {exc}")
+    lap("scores")
+
+    manifest = {
+        "format": RUN_FORMAT,
+        "created": __import__("datetime").datetime.now(__import__("datetime").timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%S UTC"),
+        "settings": {"dataset": ds_name, "data": None if data is None else str(data),
+                     "test_data": None if test_data is None else str(test_data), "seed": seed, "quick": quick,
+                     **cfg, "n_explain": int(n), "methods": names},
+        "model": minfo,
+        "samples_layout": lay,
+        "samples_sha256": _io.fingerprint_array(Xs),
+        "files": files,
+        "attributions": attributions,
+        "localizer": loc_summary,
+        "timings": timings,
+        "notes": notes,
+        "versions": _io.versions(),
+    }
+    _io.write_json(out / "run.json", manifest)
+    report_path = None
+    if report:
+        report_path = build_report(out)
+        timings["report"] = round(time.perf_counter() - clock, 2)
+        manifest["timings"] = timings
+        _io.write_json(out / "run.json", manifest)
+    written = [out / "run.json"] + [out / f for f in files.values()] + [out / a for a in attributions.values()]
+    return DemoResult(out, report_path, model_path if model is None else None, mreport, manifest,
+                      written + ([report_path] if report_path else []))

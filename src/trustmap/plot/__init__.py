@@ -13,13 +13,14 @@ import numpy as np
 from ..errors import InputError, ShapeError
 from ..layout import Layout
 from ._style import as_numpy, check_index
+from .gallery import plot_class_average, plot_gallery, plot_method_grid, plot_metric_comparison, select_gallery
 from .image import plot_image_attribution, plot_image_maps
 from .model import plot_class_accuracy, plot_confusion, plot_model_report, plot_roc, plot_training_curves
 from .signal import plot_signal_attribution, plot_signal_maps
 
 __all__ = ["plot_attribution", "plot_signal_attribution", "plot_signal_maps", "plot_image_attribution",
            "plot_image_maps", "plot_training_curves", "plot_roc", "plot_confusion", "plot_class_accuracy",
-           "plot_model_report"]
+           "plot_model_report", "select_gallery", "plot_gallery", "plot_method_grid", "plot_class_average", "plot_metric_comparison"]
 
 
 def plot_attribution(attribution, x=None, *, index: int = 0, channels: int | Sequence[int] | None = None,
