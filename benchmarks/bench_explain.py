@@ -181,6 +181,15 @@ def markdown(rows, meta) -> str:
     return "\n".join(lines)
 
 
+def run(quick: bool = False) -> str:
+    """The markdown section for benchmarks/run.py (`make bench`)."""
+    import io
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(io.StringIO()):
+        return main(["--n", "200" if quick else "1000"])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1000)
@@ -213,6 +222,7 @@ def main(argv=None):
     print(text)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
+    return text
 
 
 if __name__ == "__main__":
