@@ -22,7 +22,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import numpy as np  # noqa: E402
+
 import torch  # noqa: E402
 
 from test_explain_synthetic import fit, flat_cnn, gap_fcn, pointing  # noqa: E402  (the tested models)

@@ -1,6 +1,5 @@
 """Model adapters: predictions equal the framework's own, gradients flow, layouts, bad inputs."""
 
-import subprocess
 import sys
 from pathlib import Path
 

@@ -175,3 +175,35 @@ def sample_internal(arr, lay, index: int, parameter: str) -> np.ndarray:
                          fix="pass arrays with a batch axis in the layout you named, e.g. x[None]")
     i = check_index(index, a.shape[0])
     return np.asarray(lay.to_internal(a))[i]
+
+
+_DEFAULT_MAP_LAYOUTS = {1: {3: "NCL", 2: "NL"}, 2: {4: "NCHW", 3: "NHW"}}
+
+
+def maps_layout(maps, layout, rank: int, func: str, other: str):
+    """The layout of a ``{method: maps}`` dict for ``func`` (which draws inputs of ``rank``):
+    ``layout``, else the first Attribution's, else a default by the arrays' number of axes."""
+    from collections.abc import Mapping
+
+    from ..attribution import Attribution
+    from ..layout import Layout, as_layout
+
+    if not isinstance(maps, Mapping) or not maps:
+        raise InputError("maps must be a non-empty dict of method name -> map", parameter="maps",
+                         expected="{'saliency': array, ...}", got=type(maps).__name__,
+                         fix="pass a dict with at least one entry")
+    lay = as_layout(layout)
+    if lay is None:
+        first = next((v for v in maps.values() if isinstance(v, Attribution)), None)
+        if first is not None:
+            lay = Layout(first.layout)
+        else:
+            ndim = as_numpy(next(iter(maps.values())), "maps").ndim
+            defaults = _DEFAULT_MAP_LAYOUTS[rank]
+            lay = Layout(defaults.get(ndim, defaults[max(defaults)]))
+    if lay.rank != rank:
+        names = {1: "a 1D layout (NL, NLC, NCL)", 2: "a 2D layout (NHW, NHWC, NCHW)"}[rank]
+        what = {1: "1D signals", 2: "2D inputs"}[rank]
+        raise InputError(f"{func} draws {what}", parameter="layout", expected=names, got=lay.name,
+                         fix=f"use {other} for {'images' if rank == 1 else 'signals'}")
+    return lay

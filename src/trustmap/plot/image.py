@@ -8,8 +8,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError, ShapeError
-from ..layout import Layout, as_layout
-from ._style import (IMAGE_CMAP, as_numpy, attribution_scale, axes_list, channel_labels,
+from ..layout import Layout
+from ._style import (maps_layout, IMAGE_CMAP, as_numpy, attribution_scale, axes_list, channel_labels,
                      new_figure, scalar_mappable, sample_internal, select_channels)
 
 __all__ = ["plot_image_attribution", "plot_image_maps"]
@@ -114,22 +114,7 @@ def plot_image_maps(x, maps: Mapping[str, Any], *, layout: str | None = None, in
     """
     from ..attribution import Attribution
 
-    if not isinstance(maps, Mapping) or not maps:
-        raise InputError("maps must be a non-empty dict of method name -> map", parameter="maps",
-                         expected="{'saliency': array, ...}", got=type(maps).__name__,
-                         fix="pass a dict with at least one entry")
-    lay = as_layout(layout)
-    if lay is None:
-        first = next((v for v in maps.values() if isinstance(v, Attribution)), None)
-        if first is not None:
-            lay = Layout(first.layout)
-        else:
-            ndim = as_numpy(next(iter(maps.values())), "maps").ndim
-            lay = Layout({4: "NCHW", 3: "NHW"}.get(ndim, "NCHW"))
-    if lay.rank != 2:
-        raise InputError("plot_image_maps draws 2D inputs", parameter="layout",
-                         expected="a 2D layout (NHW, NHWC, NCHW)", got=lay.name,
-                         fix="use plot_signal_maps for signals")
+    lay = maps_layout(maps, layout, 2, "plot_image_maps", "plot_signal_maps")
     cols = {}
     for name, m in maps.items():
         lay_m = Layout(m.layout) if isinstance(m, Attribution) else lay

@@ -7,9 +7,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import InputError, ShapeError
-from ..layout import Layout, as_layout
-from ._style import (SIGNAL_CMAP, TIME_LABEL, as_numpy, attribution_scale, axes_list, channel_labels,
+from ..errors import ShapeError
+from ..layout import Layout
+from ._style import (maps_layout, SIGNAL_CMAP, TIME_LABEL, as_numpy, attribution_scale, axes_list, channel_labels,
                      new_figure, scalar_mappable, sample_internal, select_channels)
 
 __all__ = ["plot_signal_attribution", "plot_signal_maps"]
@@ -108,21 +108,7 @@ def plot_signal_maps(x, maps: Mapping[str, Any], *, layout: str | None = None, i
     """
     from ..attribution import Attribution
 
-    if not isinstance(maps, Mapping) or not maps:
-        raise InputError("maps must be a non-empty dict of method name -> map", parameter="maps",
-                         expected="{'saliency': array, ...}", got=type(maps).__name__,
-                         fix="pass a dict with at least one entry")
-    lay = as_layout(layout)
-    if lay is None:
-        first = next((v for v in maps.values() if isinstance(v, Attribution)), None)
-        if first is not None:
-            lay = Layout(first.layout)
-        else:
-            ndim = as_numpy(next(iter(maps.values())), "maps").ndim
-            lay = Layout({3: "NCL", 2: "NL"}.get(ndim, "NCL"))
-    if lay.rank != 1:
-        raise InputError("plot_signal_maps draws 1D signals", parameter="layout",
-                         expected="a 1D layout (NL, NLC, NCL)", got=lay.name, fix="use plot_image_maps for images")
+    lay = maps_layout(maps, layout, 1, "plot_signal_maps", "plot_image_maps")
     cols: dict[str, np.ndarray] = {}
     for name, m in maps.items():
         if isinstance(m, Attribution):
