@@ -77,11 +77,12 @@ def test_distractor_task_masks_the_class_bump(distractor_runs, seed):
     assert dist["mass"].mean() <= 0.1, dist["mass"].mean()
     # the chosen tau removes what the classifier uses: the held-out R² is high and reached the target
     assert loc.target_reached_ and loc.r2_.estimate > 0.8
-    # where there is nothing to remove (class 0) the mask spends clearly less than tau
-    zeros = test_task.subset(np.flatnonzero(test_task.y_clean == 0))
-    spent0 = loc.locate(zeros.X).internal().reshape(len(zeros), -1).sum(1).mean()
+    # where there is nothing to remove (signals without any bump) the mask spends less than tau, and
+    # less than on the class-1 signals (the sink takes the rest)
+    blank = distractor_task(200, seed=seed + 200, amplitude=(0.0, 0.0))
+    spent_blank = loc.locate(blank.X).internal().reshape(len(blank), -1).sum(1).mean()
     spent1 = masks.reshape(len(ones), -1).sum(1).mean()
-    assert spent0 < 0.8 * loc.tau_ and spent0 < spent1
+    assert spent_blank < 0.7 * loc.tau_ and spent_blank < spent1
 
 
 def test_coverage_of_the_held_out_interval(distractor_runs):

@@ -11,7 +11,9 @@ Two modes:
     reported on the held-out part, and the reported path is made monotone (isotonic).
 
 ``mode='paper'``
-    The method as dnn-locate does it: τ swept in order, a fresh localizer trained for each,
+    The method as dnn-locate does it: τ swept in order, a localizer trained for each (from a
+    fresh start — dnn-locate 0.2 carried its backbone's weights from τ to τ, which makes each
+    τ's result depend on the ones before),
     ``objective='paper'`` (maximize the classifier's cross-entropy on x ⊙ (1 − δ)), zero
     baseline, R² on ``X_val`` (on the training data when none is given), the 'auto' target
     from one random permutation of the labels, stop at the first τ whose R² reaches it.
@@ -88,12 +90,15 @@ class Localizer:
     mode : 'trust' | 'paper'
         See the module docstring. 'paper' is the faithful reproduction of dnn-locate.
     objective : 'auto' | 'remove' | 'prior' | 'paper'
-        What training minimizes on the masked input. 'remove': the true class's log-probability
-        down to its prior and no further (information is removed, predictions are not pushed
-        to flip); 'prior': cross-entropy to the class prior; 'paper': minus the cross-entropy.
+        What training minimizes on the masked input. 'remove' (default): the true class's log-odds
+        down to what the classifier gives the baseline itself (the input with every feature
+        removed) and no further — information is removed, predictions are not pushed to flip;
+        log-odds rather than log-probabilities keep the gradient alive for a confident classifier.
+        'prior': cross-entropy to the class prior. 'paper': minus the cross-entropy (dnn-locate).
+        Default chosen on the known-region tasks (benchmarks/bench_localizer.py).
     baseline : 'auto' | 'zero' | 'mean' | 'blur' | 'noise'
-        What a masked entry is replaced by: 0 (paper), the training data's per-channel mean, a
-        Gaussian blur of the input (``blur_sigma``), or per-channel Gaussian noise.
+        What a masked entry is replaced by: 0 (paper), the training data's per-channel mean
+        (default), a Gaussian blur of the input (``blur_sigma``), or per-channel Gaussian noise.
     per_channel : bool
         One mask per input channel (default) or one mask shared by all channels.
     budget : 'auto' | 'total' | 'per_channel'
@@ -101,8 +106,10 @@ class Localizer:
         separately. 'auto': 'total' (paper mode: 'total' for 1D, 'per_channel' for images).
     sink : 'auto' | bool
         Let the mask spend less than τ (one learned softmax entry whose share is discarded).
+        'auto': True (paper mode: False).
     sparsity : 'auto' | float >= 0
-        Penalty on the fraction of τ the mask spends.
+        Penalty on the fraction of τ the mask spends (ramped up over the first quarter of
+        training). 'auto': 0.5 (paper mode: 0).
     backbone : None | nn.Module | 'unet' | 'paper'
         ``g``: a module ``(N, C, *spatial) -> (N, M, *spatial)`` (M = C, or 1 with
         ``per_channel=False``). None: a small conv encoder–decoder with coordinate channels
@@ -498,9 +505,10 @@ class Localizer:
         else:  # log-odds rather than log p_y: the gradient does not vanish when the classifier is sure
             obj = torch.relu(_log_odds(logits, y) - ref)
         loss = obj.mean()
-        # the sparsity penalty ramps up over the first half of training: the mask first learns to
-        # remove, then to spend no more than it needs (from the start it can stall at spending nothing)
-        lam = self.settings_["sparsity"] * min(1.0, 2.0 * progress)
+        # the sparsity penalty ramps up over the first quarter of training: the mask first learns to
+        # remove, then to spend no more than it needs (at full strength from the start it can stall at
+        # spending nothing, e.g. with a backbone that cannot tell the class bump from the distractor)
+        lam = self.settings_["sparsity"] * min(1.0, 4.0 * progress)
         if lam > 0:
             spent = delta.reshape(len(delta), -1).sum(1) / tau.reshape(-1)
             loss = loss + lam * spent.mean()
