@@ -486,20 +486,7 @@ def _read_npz(p: Path, *, label, key) -> dict:
                         got=str(exc), fix="re-save it with np.savez(path, X=X, y=y)") from None
     with archive:
         keys = list(archive.files)
-        extra = {"mask", "classes", "layout"}
-        xkey = key if key is not None else _pick(keys, _X_KEYS)
-        if xkey is None:
-            candidates = [k for k in keys if k not in set(_Y_KEYS) | extra]
-            if len(candidates) == 1:
-                xkey = candidates[0]
-        if xkey is None or xkey not in keys:
-            raise _missing_key(p, "input array", "key", [key] if key is not None else list(_X_KEYS), keys)
-        if label is not None and not isinstance(label, str):
-            raise InputError("for .npz files label names the label array", parameter="label",
-                             expected="a key such as 'y'", got=label, fix="pass label='y' (or the key present)")
-        ykey = label if label is not None else _pick(keys, _Y_KEYS)
-        if ykey is not None and ykey not in keys:
-            raise _missing_key(p, "label array", "label", [ykey], keys)
+        xkey, ykey = _pick_keys(p, keys, key, label, {"mask", "classes", "layout"}, "array")
         try:
             out = {"X": archive[xkey]}
             y = archive[ykey] if ykey is not None else None
@@ -512,6 +499,24 @@ def _read_npz(p: Path, *, label, key) -> dict:
                             fix="save numeric arrays; trustmap never unpickles data") from None
     out.update(y=y, classes=classes, mask=mask, layout=lay, meta={"x_key": xkey, "y_key": ykey})
     return out
+
+
+def _pick_keys(p: Path, keys: list[str], key, label, extra: set[str], what: str) -> tuple[str, str | None]:
+    """The input and label entries of an .npz archive or HDF5 file (``what``: 'array' / 'dataset')."""
+    xkey = key if key is not None else _pick(keys, _X_KEYS)
+    if xkey is None:
+        candidates = [k for k in keys if k not in set(_Y_KEYS) | extra]
+        if len(candidates) == 1:
+            xkey = candidates[0]
+    if xkey is None or xkey not in keys:
+        raise _missing_key(p, f"input {what}", "key", [key] if key is not None else list(_X_KEYS), keys)
+    if label is not None and not isinstance(label, str):
+        raise InputError(f"for {p.suffix} files label names the label {what}", parameter="label",
+                         expected=f"a {what} name such as 'y'", got=label, fix="pass label='y' (or the name present)")
+    ykey = label if label is not None else _pick(keys, _Y_KEYS)
+    if ykey is not None and ykey not in keys:
+        raise _missing_key(p, f"label {what}", "label", [ykey], keys)
+    return xkey, ykey
 
 
 def _read_h5(p: Path, *, label, key) -> dict:
@@ -528,20 +533,7 @@ def _read_h5(p: Path, *, label, key) -> dict:
     with fh:
         names: list[str] = []
         fh.visititems(lambda n, obj: names.append(n) if isinstance(obj, h5py.Dataset) else None)
-        extra = {"mask", "classes"}
-        xkey = key if key is not None else _pick(names, _X_KEYS)
-        if xkey is None:
-            candidates = [k for k in names if k not in set(_Y_KEYS) | extra]
-            if len(candidates) == 1:
-                xkey = candidates[0]
-        if xkey is None or xkey not in names:
-            raise _missing_key(p, "input dataset", "key", [key] if key is not None else list(_X_KEYS), names)
-        if label is not None and not isinstance(label, str):
-            raise InputError("for .h5 files label names the label dataset", parameter="label",
-                             expected="a dataset name such as 'y'", got=label, fix="pass label='y'")
-        ykey = label if label is not None else _pick(names, _Y_KEYS)
-        if ykey is not None and ykey not in names:
-            raise _missing_key(p, "label dataset", "label", [ykey], names)
+        xkey, ykey = _pick_keys(p, names, key, label, {"mask", "classes"}, "dataset")
         dset = fh[xkey]
         if dset.dtype.kind not in "fiub":
             raise DataError("the input dataset is not numeric", parameter="key", expected="a numeric dataset",
