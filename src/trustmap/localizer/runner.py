@@ -26,7 +26,8 @@ __all__ = ["run_locate", "load_arrays"]
 
 
 def load_arrays(data, y=None) -> tuple[Any, Any]:
-    """``(X, y)`` from a tuple, a dict with 'X'/'y', or an ``.npz`` file with arrays ``X`` (or ``x``) and ``y``."""
+    """``(X, y)`` from a tuple, a dict with 'X'/'y', an ``.npz`` file with arrays ``X`` (or ``x``) and ``y``,
+    or another data file :func:`trustmap.data.read` understands."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and y is None:
         return data[0], data[1]
     if isinstance(data, dict):
@@ -37,14 +38,11 @@ def load_arrays(data, y=None) -> tuple[Any, Any]:
         if not path.exists():
             raise DataError("data file not found", parameter="data", expected="an existing .npz file", got=str(path),
                             fix="check the path")
-        if path.suffix.lower() != ".npz":
-            try:  # the data loaders of trustmap.data, where available
-                from ..data import load_data  # type: ignore[attr-defined]
-            except ImportError:
-                raise DataError("unsupported data file", parameter="data", expected="an .npz file with X and y",
-                                got=str(path), fix="save the arrays with np.savez(path, X=X, y=y)") from None
-            loaded = load_data(path)
-            return (loaded[0], loaded[1]) if isinstance(loaded, tuple) else (loaded.X, loaded.y)
+        if path.suffix.lower() != ".npz":  # any format trustmap.data reads (csv, parquet, h5, ...)
+            from ..data import read
+
+            ds = read(path)
+            return ds.X, (ds.y if y is None else y)
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
             xk = "X" if "X" in keys else ("x" if "x" in keys else None)
