@@ -2,7 +2,7 @@
 
 Public names: :func:`load_model`, :class:`Model`, :class:`Attribution`, :class:`TrustmapError`,
 :class:`Localizer`, :func:`explain`, :func:`evaluate`, and the submodules ``datasets``, ``zoo``, ``metrics``, ``plot``, ``layout``,
-``errors`` (imported on first use, so ``import trustmap`` stays light).
+``errors``, ``stream`` (imported on first use, so ``import trustmap`` stays light).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from .models import Model, load_model
 
 __version__ = "0.1.0"
 __all__ = ["Attribution", "Localizer", "Model", "evaluate", "TrustmapError", "load_model", "__version__",
-           "datasets", "zoo", "metrics", "plot", "layout", "errors", "workflows", "explain"]
+           "datasets", "zoo", "metrics", "plot", "layout", "errors", "workflows", "explain", "stream"]
 
 _SUBMODULES = {"datasets", "zoo", "metrics", "plot", "layout", "errors", "workflows", "data",
-               "explain"}  # trustmap.explain is also callable: trustmap.explain(model, x, method=...)
+               "explain", "stream"}  # trustmap.explain is also callable: trustmap.explain(model, x, method=...)
 _LAZY = {"Localizer": ("localizer", "Localizer"),
          # trustmap.evaluate(model, X, y, attributions={...}, metrics=[...]) -> ExplanationScores
          "evaluate": ("metrics", "evaluate_explanations")}

@@ -41,6 +41,42 @@ def _data_args(p: argparse.ArgumentParser, *, dataset_default: str | None) -> No
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
 
+def _stream_args(p: argparse.ArgumentParser, *, maps: bool = True) -> None:
+    g = p.add_argument_group("streaming (data files larger than memory)")
+    g.add_argument("--stream", action="store_true",
+                   help="read --data a chunk at a time and write results incrementally (resumable); automatic "
+                        f"for .npy/.parquet/.h5/.csv files over {_AUTO_STREAM_MB} MiB")
+    g.add_argument("--chunk-rows", type=int, default=4096, help="rows per chunk when streaming (default 4096)")
+    if maps:
+        g.add_argument("--format", default="npy", choices=["npy", "parquet"],
+                       help="streamed output: one .npy per method (default) or a Parquet folder")
+    g.add_argument("--labels", help="labels file beside an .npy data file (.npy or one label per line)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="discard an earlier (unfinished) streamed run in --out instead of resuming it")
+
+
+#: data files larger than this are streamed even without --stream
+_AUTO_STREAM_MB = 512
+
+
+def _streaming(a: argparse.Namespace, cmd: str) -> bool:
+    """Whether this command streams its --data file: --stream, or a large streamable file."""
+    from .stream import STREAM_FORMATS
+
+    if not getattr(a, "data", None):
+        if getattr(a, "stream", False):
+            raise SystemExit(_usage(cmd, "--stream needs --data FILE (.npy, .parquet, .h5 or .csv)"))
+        return False
+    suffix = os.path.splitext(a.data)[1].lower()
+    if a.stream:
+        return True
+    if suffix in STREAM_FORMATS and os.path.isfile(a.data) and os.path.getsize(a.data) > _AUTO_STREAM_MB * 2**20:
+        sys.stderr.write(f"trustmap {cmd}: {a.data} is over {_AUTO_STREAM_MB} MiB: streaming it "
+                         f"(chunks of {a.chunk_rows} rows; results written as they come)\n")
+        return True
+    return False
+
+
 def _cmd_train(a: argparse.Namespace) -> dict:
     from . import workflows
 
@@ -57,6 +93,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> dict:
 
     if not (a.dataset or a.data):
         raise SystemExit(_usage("evaluate", "one of --dataset or --data is required"))
+    if _streaming(a, "evaluate"):
+        return _cmd_evaluate_stream(a)
     model = load_model(a.model, safe_mode=not a.unsafe)
     report, files = workflows.evaluate(model, dataset=a.dataset, data=a.data, split=a.split, out_dir=a.out,
                                        layout=a.layout, seed=a.seed)
@@ -76,6 +114,19 @@ def _cmd_evaluate(a: argparse.Namespace) -> dict:
     return result
 
 
+def _cmd_evaluate_stream(a: argparse.Namespace) -> dict:
+    from .stream import stream_evaluate
+
+    if a.explanations:
+        raise SystemExit(_usage("evaluate", "--explanations scores in-memory attributions; drop --stream (or score "
+                                            "a sample of the data)"))
+    report, files = stream_evaluate(a.model, a.data, a.out or "runs/evaluate", chunk_rows=a.chunk_rows,
+                                    layout=a.layout, labels=a.labels, overwrite=a.overwrite, progress=not a.quiet,
+                                    safe_mode=not a.unsafe)
+    return {"accuracy": report.accuracy, "report": report.to_dict(), "files": [str(f) for f in files],
+            "summary": report.summary()}
+
+
 def _data_for(a: argparse.Namespace, cmd: str, split: str = "test"):
     from . import workflows
 
@@ -87,6 +138,8 @@ def _data_for(a: argparse.Namespace, cmd: str, split: str = "test"):
 def _cmd_explain(a: argparse.Namespace) -> dict:
     from .explain.runner import run_explain
 
+    if _streaming(a, "explain"):
+        return _cmd_explain_stream(a)
     ds = _data_for(a, "explain", a.split)
     target = None if a.target in (None, "pred") else ("label" if a.target == "label" else int(a.target))
     if target == "label":
@@ -99,8 +152,53 @@ def _cmd_explain(a: argparse.Namespace) -> dict:
     return {"methods": list(written), "files": files}
 
 
+def _stream_target(a: argparse.Namespace):
+    if a.target in (None, "pred"):
+        return None
+    if a.target == "label":
+        return "label"
+    try:
+        return int(a.target)
+    except ValueError:
+        raise SystemExit(_usage(a.command, f"--target must be 'pred', 'label' or a class index, not {a.target!r}"))
+
+
+def _cmd_explain_stream(a: argparse.Namespace) -> dict:
+    from .stream import stream_explain
+
+    if a.n:
+        raise SystemExit(_usage("explain", "--n picks samples of an in-memory run; a streamed run explains the "
+                                           "whole file"))
+    res = stream_explain(a.model, a.data, a.method, a.out, target=_stream_target(a), chunk_rows=a.chunk_rows,
+                         format=a.format, layout=a.layout, labels=a.labels, overwrite=a.overwrite,
+                         progress=not a.quiet, safe_mode=not a.unsafe)
+    rate = res["samples_per_s"]
+    done = sum(res["computed"].values())
+    summary = (f"{res['n']} samples, {len(res['files'])} method(s): {done} chunk(s) computed, "
+               f"{sum(res['skipped'].values())} already done" + (f"; {rate:,.0f} samples/s" if rate else ""))
+    return {"methods": list(res["files"]), "files": [str(f) for f in res["files"].values()],
+            "computed": res["computed"], "skipped": res["skipped"], "summary": summary}
+
+
+def _cmd_locate_stream(a: argparse.Namespace) -> dict:
+    from .stream import stream_locate
+
+    res = stream_locate(a.model, a.data, a.out, fit_samples=a.fit_samples, chunk_rows=a.chunk_rows,
+                        format=a.format, layout=a.layout, labels=a.labels, overwrite=a.overwrite,
+                        progress=not a.quiet, safe_mode=not a.unsafe, seed=a.seed, epochs=a.epochs,
+                        target_r2=a.target_r2 if a.target_r2 == "auto" else float(a.target_r2),
+                        r_metric=a.r_metric, mode=a.mode)
+    r2 = res["r2"] or {"estimate": float("nan"), "low": float("nan"), "high": float("nan")}
+    summary = (f"{res['n']} samples located (fitted on {res.get('fit_samples', 'a saved localizer')}); "
+               f"tau = {res['tau']:.4g}; held-out R² = {r2['estimate']:.3f} [{r2['low']:.3f}, {r2['high']:.3f}]")
+    return {**res, "files": [res["masks"]], "summary": summary}
+
+
 def _cmd_locate(a: argparse.Namespace) -> dict:
     from .localizer.runner import run_locate
+
+    if _streaming(a, "locate"):
+        return _cmd_locate_stream(a)
 
     train = _data_for(a, "locate", "train")
     if train.y is None:
@@ -172,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="comma-separated metric names (default: all that apply)")
     p.add_argument("--frac", type=float, default=0.3, help="share of the map kept for drop/increase (default 0.3)")
     _data_args(p, dataset_default=None)
+    _stream_args(p, maps=False)
     _common(p, out_default=None)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -188,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split of a built-in dataset (default: test)")
     p.add_argument("--unsafe", action="store_true", help="allow Keras Lambda layers (runs code from the file)")
     _data_args(p, dataset_default=None)
+    _stream_args(p)
     _common(p, out_default="runs/explain")
     p.set_defaults(func=_cmd_explain)
 
@@ -200,7 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="trust", help="'trust' (default) or 'paper' (the original procedure)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--unsafe", action="store_true", help="allow Keras Lambda layers (runs code from the file)")
+    p.add_argument("--fit-samples", type=int, default=20000,
+                   help="when streaming: fit the localizer on this many random samples, then locate all (default 20000)")
     _data_args(p, dataset_default=None)
+    _stream_args(p)
     _common(p, out_default="runs/locate")
     p.set_defaults(func=_cmd_locate)
 

@@ -1,0 +1,27 @@
+"""Scale: streaming data files at constant memory, resumable incremental outputs, and Ray.
+
+* :func:`open_source` reads ``.npy`` (memory-mapped), Parquet (row groups), HDF5 and CSV a block
+  of rows at a time.
+* :func:`stream_explain`, :func:`stream_evaluate` and :func:`stream_locate` run over a file chunk
+  by chunk, write each chunk's results at once (``.npy`` written in place, or a Parquet folder),
+  and resume after an interruption without recomputing finished chunks.
+* :func:`read_maps` reads a streamed result back (``.npy`` memory-mapped).
+* :func:`ray_explain` (``trustmap explain --engine ray``) runs the same work as Ray Data
+  ``map_batches`` on a pool of actors, each loading the model once.
+"""
+
+from .run import DEFAULT_CHUNK_ROWS, stream_evaluate, stream_explain, stream_locate
+from .sinks import SINK_FORMATS, StreamConflictError, open_sink, read_maps
+from .sources import STREAM_FORMATS, Source, open_source
+
+__all__ = ["open_source", "Source", "STREAM_FORMATS", "open_sink", "read_maps", "SINK_FORMATS",
+           "StreamConflictError", "stream_explain", "stream_evaluate", "stream_locate", "DEFAULT_CHUNK_ROWS",
+           "ray_explain"]
+
+
+def __getattr__(name):
+    if name == "ray_explain":
+        from .ray_engine import ray_explain
+
+        return ray_explain
+    raise AttributeError(name)
