@@ -373,3 +373,35 @@ def test_cli_streams_explain_and_evaluate(net, npy, tmp_path, arrays, capsys):
 def net_pred(net, X):
     with torch.no_grad():
         return net(torch.from_numpy(X)[:, None]).argmax(1).numpy()
+
+
+def test_stream_score_equals_scoring_the_same_rows_in_memory(net, npy, tmp_path, arrays, capsys):
+    from trustmap.cli import main
+    from trustmap.metrics import evaluate_explanations
+    from trustmap.stream import stream_score
+    from trustmap.zoo import save
+
+    X, y = arrays
+    stream_explain(net, npy[0], "saliency,gradcam", tmp_path / "ex", chunk_rows=1000, progress=False)
+    res = stream_score(net, npy[0], tmp_path / "ex", tmp_path / "sc", ["average_drop", "deletion"], n=300,
+                       labels=npy[1], n_boot=200, n_perm=200)
+    rows = res["rows"]
+    assert len(rows) == 300 and len(set(rows.tolist())) == 300
+    ref = evaluate_explanations(net, X[rows], y[rows], {
+        "saliency": trustmap.explain(net, X[rows], method="saliency"),
+        "gradcam": trustmap.explain(net, X[rows], method="gradcam")}, ["average_drop", "deletion"],
+        n_boot=200, n_perm=200)
+    for meth in ("saliency", "gradcam"):
+        for met in ("average_drop", "deletion"):
+            assert res["scores"].value(meth, met) == pytest.approx(ref.value(meth, met), rel=1e-5, abs=1e-7)
+    assert (tmp_path / "sc" / "scores.json").exists()
+    # scoring against another file is refused
+    np.save(tmp_path / "other.npy", X[::-1].copy())
+    with pytest.raises(DataError, match="another data file"):
+        stream_score(net, tmp_path / "other.npy", tmp_path / "ex", n=50)
+    model_path = save(net, tmp_path / "model")
+    rc = main(["evaluate", "--model", str(model_path), "--data", str(npy[0]), "--labels", str(npy[1]), "--stream",
+               "--explanations", str(tmp_path / "ex"), "--metrics", "average_drop", "--score-samples", "200",
+               "--out", str(tmp_path / "ev"), "--quiet"])
+    assert rc == 0
+    assert "scores on 200 random samples" in capsys.readouterr().out

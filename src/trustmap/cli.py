@@ -117,14 +117,21 @@ def _cmd_evaluate(a: argparse.Namespace) -> dict:
 def _cmd_evaluate_stream(a: argparse.Namespace) -> dict:
     from .stream import stream_evaluate
 
+    out = a.out or "runs/evaluate"
+    report, files = stream_evaluate(a.model, a.data, out, chunk_rows=a.chunk_rows, layout=a.layout, labels=a.labels,
+                                    overwrite=a.overwrite, progress=not a.quiet, safe_mode=not a.unsafe)
+    result = {"accuracy": report.accuracy, "report": report.to_dict(), "files": [str(f) for f in files],
+              "summary": report.summary()}
     if a.explanations:
-        raise SystemExit(_usage("evaluate", "--explanations scores in-memory attributions; drop --stream (or score "
-                                            "a sample of the data)"))
-    report, files = stream_evaluate(a.model, a.data, a.out or "runs/evaluate", chunk_rows=a.chunk_rows,
-                                    layout=a.layout, labels=a.labels, overwrite=a.overwrite, progress=not a.quiet,
-                                    safe_mode=not a.unsafe)
-    return {"accuracy": report.accuracy, "report": report.to_dict(), "files": [str(f) for f in files],
-            "summary": report.summary()}
+        from .stream import stream_score
+
+        scores = stream_score(a.model, a.data, a.explanations, out, a.metrics.split(",") if a.metrics else None,
+                              n=a.score_samples, seed=a.seed, chunk_rows=a.chunk_rows, layout=a.layout,
+                              labels=a.labels, safe_mode=not a.unsafe, frac=a.frac)
+        result["scores"] = scores["scores"]
+        result["files"] += [str(f) for f in scores["files"]]
+        result["summary"] += f"\n\nscores on {scores['n']} random samples:\n" + scores["markdown"]
+    return result
 
 
 def _data_for(a: argparse.Namespace, cmd: str, split: str = "test"):
@@ -269,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also score the saved attributions in DIR (from `trustmap explain`/`locate`)")
     p.add_argument("--metrics", help="comma-separated metric names (default: all that apply)")
     p.add_argument("--frac", type=float, default=0.3, help="share of the map kept for drop/increase (default 0.3)")
+    p.add_argument("--score-samples", type=int, default=2000,
+                   help="when streaming: score the explanations on this many random samples (default 2000)")
     _data_args(p, dataset_default=None)
     _stream_args(p, maps=False)
     _common(p, out_default=None)

@@ -5,17 +5,19 @@
 * :func:`stream_explain`, :func:`stream_evaluate` and :func:`stream_locate` run over a file chunk
   by chunk, write each chunk's results at once (``.npy`` written in place, or a Parquet folder),
   and resume after an interruption without recomputing finished chunks.
+* :func:`stream_score` scores streamed explanations on a random sample of rows.
 * :func:`read_maps` reads a streamed result back (``.npy`` memory-mapped).
 * :func:`ray_explain` (``trustmap explain --engine ray``) runs the same work as Ray Data
   ``map_batches`` on a pool of actors, each loading the model once.
 """
 
-from .run import DEFAULT_CHUNK_ROWS, stream_evaluate, stream_explain, stream_locate
+from .run import DEFAULT_CHUNK_ROWS, stream_evaluate, stream_explain, stream_locate, stream_score
 from .sinks import SINK_FORMATS, StreamConflictError, open_sink, read_maps
 from .sources import STREAM_FORMATS, Source, open_source
 
 __all__ = ["open_source", "Source", "STREAM_FORMATS", "open_sink", "read_maps", "SINK_FORMATS",
-           "StreamConflictError", "stream_explain", "stream_evaluate", "stream_locate", "DEFAULT_CHUNK_ROWS",
+           "StreamConflictError", "stream_explain", "stream_evaluate", "stream_locate", "stream_score",
+           "DEFAULT_CHUNK_ROWS",
            "ray_explain"]
 
 

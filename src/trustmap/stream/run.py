@@ -25,7 +25,7 @@ from ..errors import InputError, TargetError
 from .sinks import open_sink
 from .sources import Source, open_source
 
-__all__ = ["stream_explain", "stream_evaluate", "stream_locate", "DEFAULT_CHUNK_ROWS"]
+__all__ = ["stream_explain", "stream_evaluate", "stream_locate", "stream_score", "DEFAULT_CHUNK_ROWS"]
 
 #: rows per chunk: large enough that per-chunk overhead (ledger, fsync) is small, small enough that a
 #: chunk of 12-lead ECGs (5000 x 12 floats each) stays near 1 GiB at the largest.
@@ -330,6 +330,73 @@ def stream_locate(model, data, out_dir, *, fit_samples: int = 20000, chunk_rows:
     return summary
 
 
+def stream_score(model, data, explanations_dir, out_dir=None, metrics=None, *, n: int = 2000, seed: int = 0,
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS, layout=None, label=None, key=None, labels=None,
+                 safe_mode: bool = True, **evaluate_params) -> dict[str, Any]:
+    """Score streamed explanations (``trustmap explain --stream`` / :func:`stream_explain`, or the masks
+    of :func:`stream_locate`) on a seeded random sample of ``n`` rows of the data file.
+
+    Scores are means over samples with bootstrap intervals, so a few thousand rows give intervals as
+    narrow as the comparison needs; the rows are read from the data file and the maps' files
+    (``.npy`` memory-mapped) without loading either whole. ``evaluate_params`` go to
+    :func:`trustmap.metrics.evaluate_explanations` (``frac``, ``baseline``, ``n_boot``, ...).
+    Writes ``scores.json`` / ``scores.md`` (and ``curves.png``) to ``out_dir`` when given.
+    """
+    from ..attribution import Attribution
+    from ..errors import DataError, MissingFileError
+    from ..metrics.evaluate import evaluate_explanations
+    from ..metrics.runner import _curves_png
+    from ..models import load_model
+    from .sinks import _FORMAT, read_maps
+
+    d = Path(explanations_dir)
+    records = {}
+    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+        try:
+            rec = _io.read_json(p)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("format") == _FORMAT and rec.get("kind") in ("attribution", "masks"):
+            records[p] = rec
+    if not records:
+        raise MissingFileError("no streamed explanations in the folder", parameter="explanations_dir",
+                               expected="METHOD.json records written by a streamed explain/locate", got=str(d),
+                               fix="run trustmap explain --stream --out DIR first")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 10:
+        raise InputError("n must be a whole number of at least 10", parameter="n", expected="an int >= 10", got=n,
+                         fix="pass e.g. n=2000")
+    m = load_model(model, safe_mode=safe_mode)
+    src = open_source(data, layout=layout, label=label, key=key, labels=labels)
+    try:
+        rng = np.random.default_rng(seed)
+        idx = np.sort(rng.choice(src.n, size=min(int(n), src.n), replace=False))
+        attrs = {}
+        for p, rec in records.items():
+            if rec.get("run", {}).get("data") != src.fingerprint():
+                raise DataError(f"{p.stem} was made for another data file (or the file changed since)",
+                                parameter="data", expected="the file that was explained", got=str(src.path),
+                                fix="pass the data file given to trustmap explain --stream")
+            maps, targets, _ = read_maps(p)
+            name = "trust" if rec.get("kind") == "masks" else rec.get("method", p.stem)
+            attrs[name] = Attribution(np.asarray(maps[idx]), np.asarray(targets[idx]), rec.get("method", name),
+                                      rec.get("params", {}), rec.get("layout", src.layout),
+                                      {"tau": rec["tau"]} if "tau" in rec else {}, {"stream": str(p)})
+        X, y = _gather(src, idx, chunk_rows)
+        scores = evaluate_explanations(m, X, y, attrs, metrics, layout=src.layout, seed=seed, **evaluate_params)
+        files: list[Path] = []
+        if out_dir is not None:
+            out = Path(out_dir)
+            files += scores.save(out / "scores.json")
+            if any(k in scores.metrics for k in ("deletion", "insertion")):
+                path = _curves_png(scores, out / "curves.png")
+                if path is not None:
+                    files.append(path)
+    finally:
+        src.close()
+    return {"scores": scores, "methods": scores.methods, "n": int(len(idx)), "rows": idx, "files": files,
+            "markdown": scores.to_markdown()}
+
+
 def _gather(src: Source, idx: np.ndarray, chunk_rows: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows ``idx`` (sorted) of ``src``, read chunk by chunk."""
     xs, ys = [], []
@@ -338,8 +405,8 @@ def _gather(src: Source, idx: np.ndarray, chunk_rows: int) -> tuple[np.ndarray, 
         if len(sel):
             x, y = src.read(int(sel[0]), int(sel[-1]) + 1)
             xs.append(x[sel - sel[0]])
-            ys.append(y[sel - sel[0]])
-    return np.concatenate(xs), np.concatenate(ys)
+            ys.append(None if y is None else y[sel - sel[0]])
+    return np.concatenate(xs), (None if ys[0] is None else np.concatenate(ys))
 
 
 def _localizer_key(loc) -> str:
