@@ -1,0 +1,164 @@
+"""`trustmap explain --engine ray`: Ray Data over a pool of actors gives the single-process maps."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ray.data", reason="the Ray engine needs trustmap[scale]")
+
+import ray  # noqa: E402
+
+from trustmap.errors import DataError, DependencyError, InputError, TargetError  # noqa: E402
+from trustmap.stream import StreamConflictError, read_maps, stream_explain  # noqa: E402
+from trustmap.stream.ray_engine import ray_explain  # noqa: E402
+from trustmap.zoo import mnist1d_cnn, save  # noqa: E402
+
+N, CHUNK = 2000, 500  # four chunks: more chunks than workers, so a per-batch model load would show
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ray")
+    torch.manual_seed(0)
+    net = mnist1d_cnn()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(N, 40)).astype(np.float32)  # MNIST-1D shaped
+    np.save(d / "X.npy", X)
+    np.save(d / "y.npy", rng.integers(0, 10, N))
+    return {"dir": d, "net": net, "model": save(net, d / "model"), "X": d / "X.npy", "y": d / "y.npy"}
+
+
+@pytest.fixture(scope="module")
+def reference(files):
+    """The single-process streamed maps (same chunk_rows), computed once."""
+    out = files["dir"] / "stream"
+    stream_explain(files["model"], files["X"], "saliency,smoothgrad", out, chunk_rows=CHUNK, target="label",
+                   labels=files["y"], progress=False)
+    return {m: read_maps(out / f"{m}.npy") for m in ("saliency", "smoothgrad")}
+
+
+@pytest.fixture(scope="module")
+def session():
+    """One local 2-CPU Ray for the tests below (the first test starts and stops its own)."""
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def _same(res_file, ref):
+    maps, targets, rec = read_maps(res_file)
+    np.testing.assert_allclose(maps, ref[0], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(targets, ref[1])
+    return rec
+
+
+def test_cli_engine_ray_starts_a_local_ray_and_gives_the_streamed_maps(files, reference, tmp_path, capsys):
+    from trustmap.cli import main
+
+    if ray.is_initialized():
+        pytest.skip("runs first, before the shared session starts")
+    out = tmp_path / "cli"
+    rc = main(["explain", "--model", str(files["model"]), "--data", str(files["X"]), "--labels", str(files["y"]),
+               "--method", "saliency", "--target", "label", "--engine", "ray", "--workers", "2",
+               "--chunk-rows", str(CHUNK), "--out", str(out), "--quiet", "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["workers"] == 2 and res["model_loads"] == 2 and res["computed"] == {"saliency": N // CHUNK}
+    _same(out / "saliency.parquet", reference["saliency"])
+    assert not ray.is_initialized()  # the Ray it started is shut down
+    assert json.loads((out / "run.json").read_text())["ray"]["session"] == "local"
+
+
+def test_cli_engine_ray_needs_a_data_file(capsys):
+    from trustmap.cli import main
+
+    assert main(["explain", "--model", "m.safetensors", "--dataset", "mnist1d", "--engine", "ray"]) == 2
+    assert "--engine ray needs --data" in capsys.readouterr().err
+
+
+def test_two_workers_give_the_single_process_maps_each_row_once_model_loaded_per_actor(session, files, reference,
+                                                                                       tmp_path):
+    import pyarrow.dataset as pads
+
+    out = tmp_path / "ray"
+    res = ray_explain(files["model"], files["X"], "saliency,smoothgrad", out, chunk_rows=CHUNK, target="label",
+                      labels=files["y"], num_workers=2, progress=False)
+    assert res["computed"] == {"saliency": 4, "smoothgrad": 4} and res["n"] == N
+    # 4 chunks on 2 actors: the model file was loaded twice (once per actor), not once per chunk
+    assert res["workers"] == 2 and res["model_loads"] == 2
+    for m in ("saliency", "smoothgrad"):  # smoothgrad draws random noise: seeded per chunk, as in the stream
+        rec = _same(out / f"{m}.parquet", reference[m])
+        assert rec["engine"] == "ray" and rec["workers"] == 2 and rec["storage"] == "parquet"
+        assert rec["shape"] == [N, 40] and rec["chunk_rows"] == CHUNK and rec["method"] == m
+        index = pads.dataset(str(out / f"{m}.parquet"), format="parquet").to_table(columns=["index"])
+        assert np.array_equal(np.sort(index.column("index").to_numpy()), np.arange(N))  # every row exactly once
+    assert sorted(p.name for p in out.iterdir()) == ["run.json", "saliency.json", "saliency.parquet",
+                                                     "smoothgrad.json", "smoothgrad.parquet"]  # no temporary left
+    run = json.loads((out / "run.json").read_text())
+    assert run["engine"] == "ray" and run["ray"]["model_loads"] == 2 and run["methods"] == ["saliency", "smoothgrad"]
+    # the records are those of the streamed Parquet sink: a streamed run finds the work done
+    again = stream_explain(files["model"], files["X"], "saliency", out, chunk_rows=CHUNK, target="label",
+                           labels=files["y"], format="parquet", progress=False)
+    assert again["computed"] == {"saliency": 0} and again["skipped"] == {"saliency": 4}
+
+
+def test_model_object_is_shipped_untouched_reruns_skip_and_other_settings_are_refused(session, files, tmp_path):
+    net = files["net"]
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    out = tmp_path / "obj"
+    res = ray_explain(net, files["X"], ["saliency"], out, chunk_rows=CHUNK, target=3, num_workers=2, progress=False)
+    ref = stream_explain(net, files["X"], "saliency", tmp_path / "s", chunk_rows=CHUNK, target=3, progress=False)
+    maps, targets, _ = read_maps(res["files"]["saliency"])
+    np.testing.assert_allclose(maps, read_maps(ref["files"]["saliency"])[0], rtol=0, atol=1e-6)
+    assert (targets == 3).all() and res["model_loads"] == 2
+    assert net.training and all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    net.eval()
+    # the same run again: nothing to do, Ray not even used
+    again = ray_explain(net, files["X"], ["saliency"], out, chunk_rows=CHUNK, target=3, num_workers=2,
+                        progress=False)
+    assert again["computed"] == {"saliency": 0} and again["skipped"] == {"saliency": 4} and again["model_loads"] == 0
+    with pytest.raises(StreamConflictError, match="overwrite"):
+        ray_explain(net, files["X"], ["saliency"], out, chunk_rows=CHUNK, target=4, progress=False)
+    res = ray_explain(net, files["X"], ["saliency"], out, chunk_rows=1000, target=4, num_workers=1, overwrite=True,
+                      progress=False)
+    assert res["computed"] == {"saliency": 2} and res["model_loads"] == 1
+    assert (read_maps(res["files"]["saliency"])[1] == 4).all()
+
+
+def test_an_error_in_a_worker_comes_back_typed_and_leaves_no_output(session, files, tmp_path):
+    X = np.load(files["X"])
+    X[1234, 5] = np.nan  # found only when a worker reads that chunk
+    np.save(tmp_path / "bad.npy", X)
+    out = tmp_path / "bad"
+    with pytest.raises(DataError, match="row 1234"):
+        ray_explain(files["model"], tmp_path / "bad.npy", "saliency", out, chunk_rows=CHUNK, num_workers=2,
+                    progress=False)
+    assert list(out.iterdir()) == []  # no final folder, no temporary folder
+
+
+def test_typed_errors(session, files, tmp_path, monkeypatch):
+    args = (files["model"], files["X"], "saliency", tmp_path / "e")
+    for kw, param in [({"num_workers": 0}, "num_workers"), ({"num_workers": 1.5}, "num_workers"),
+                      ({"num_gpus_per_worker": -1}, "num_gpus_per_worker"),
+                      ({"num_cpus_per_worker": 0}, "num_cpus_per_worker"), ({"address": ""}, "address"),
+                      ({"chunk_rows": 0}, "chunk_rows"), ({"params": {"lime": {}}}, "params")]:
+        with pytest.raises(InputError) as e:
+            ray_explain(*args, **kw)
+        assert e.value.parameter == param
+    with pytest.raises(TargetError, match="below 10"):
+        ray_explain(*args, target=99)
+    with pytest.raises(InputError) as e:  # this 2-CPU Ray has no GPU: refused instead of waiting forever
+        ray_explain(*args, num_gpus_per_worker=1, progress=False)
+    assert e.value.parameter == "num_gpus_per_worker"
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(DependencyError, match=r"trustmap\[scale\]"):
+        ray_explain(*args)
