@@ -9,6 +9,10 @@ Files written to ``out_dir`` (atomically):
 ``r2_path.png`` ...        plots (``plots=True``): R² path, DA plot, path plot
 ``checkpoint/``            training state after every epoch; a rerun with ``resume=True`` continues
 =========================  =====================================================================
+
+Under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` set) the localizer trains data-parallel: the process
+group is initialized here when the caller has not done it (and destroyed at the end), every rank
+fits on the full data, and only rank 0 writes the files (see :mod:`trustmap.localizer.distributed`).
 """
 
 from __future__ import annotations
@@ -82,7 +86,8 @@ def _parse_taus(value: Any) -> Any:
 def run_locate(model, data, out_dir, *, y=None, X_val=None, y_val=None, target_r2: Any = "auto",
                tau: Any = "auto", r_metric: str = "acc", mode: str = "trust", layout: str | None = None,
                epochs: int = 20, seed: int = 0, progress: bool = False, resume: bool = True, plots: bool = True,
-               safe_mode: bool = True, **localizer_kwargs) -> dict[str, Any]:
+               safe_mode: bool = True, distributed: Any = "auto", device: Any = None,
+               **localizer_kwargs) -> dict[str, Any]:
     """Fit a :class:`~trustmap.localizer.Localizer` for ``model`` on ``data`` and write the run to ``out_dir``.
 
     Parameters
@@ -95,25 +100,63 @@ def run_locate(model, data, out_dir, *, y=None, X_val=None, y_val=None, target_r
         (strings from a command line are accepted: ``'auto'``, ``'0.8'``, ``'2,4,8'``).
     resume : keep a checkpoint in ``out_dir/checkpoint`` and continue from it when present.
     plots : also write PNG plots (needs matplotlib).
+    distributed : 'auto' | bool
+        Data-parallel training (see :class:`Localizer`). 'auto': when started by torchrun (or a process
+        group is up). Every rank must call ``run_locate`` with the same arguments; rank 0 writes the files,
+        every rank returns the same dict (after rank 0 has written them).
+    device : None | 'cpu' | 'cuda'
+        Where to put a torch model (None: where it is; a model file loads on the CPU). 'cuda' under
+        torchrun means ``cuda:LOCAL_RANK`` (and the nccl backend).
     **localizer_kwargs : any other :class:`Localizer` parameter.
 
-    Returns a dict: the output paths, ``tau``, ``target_r2``, ``r2`` (estimate, low, high), ``target_reached``.
+    Returns a dict: the output paths, ``tau``, ``target_r2``, ``r2`` (estimate, low, high), ``target_reached``,
+    ``rank`` and ``world_size``.
     """
-    from ..models import load_model
-    from .fit import Localizer
+    from . import distributed as _distributed
 
     target_r2 = _parse_number(target_r2, "target_r2")
     tau = _parse_taus(tau)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    m = load_model(model, safe_mode=safe_mode) if isinstance(model, (str, os.PathLike)) else load_model(model)
+    with _distributed.session(distributed, device) as sess:
+        res = _run_locate(sess, model, data, Path(out_dir), y, X_val, y_val, target_r2, tau, r_metric, mode, layout,
+                          epochs, seed, progress, resume, plots, safe_mode, distributed, localizer_kwargs)
+        sess.barrier()  # every rank returns once rank 0 has written the files
+    return res
+
+
+def _run_locate(sess, model, data, out: Path, y, X_val, y_val, target_r2, tau, r_metric, mode, layout, epochs, seed,
+                progress, resume, plots, safe_mode, distributed, localizer_kwargs) -> dict[str, Any]:
+    from ..errors import UnsupportedError
+    from ..models import Model, load_model
+    from .fit import Localizer
+
+    opts = {} if sess.device is None else {"device": sess.device}
+    if isinstance(model, Model):
+        m = model
+    elif isinstance(model, (str, os.PathLike)):
+        m = load_model(model, safe_mode=safe_mode, **opts)
+    else:
+        m = load_model(model, **opts)
+    if sess.device is not None and m.device != sess.device:
+        raise UnsupportedError("the model cannot be moved to the requested device", parameter="device",
+                               expected=f"a torch model (it would go to {sess.device})", got=f"a model on {m.device}",
+                               fix="pass a torch model or model file, or leave device=None")
+    if sess.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     X, yy = load_arrays(data, y)
     if isinstance(X_val, (str, os.PathLike)):
         X_val, y_val = load_arrays(X_val, y_val)
     loc = Localizer(tau=tau, target_r2=target_r2, r_metric=r_metric, mode=mode, layout=layout, epochs=epochs,
-                    seed=seed, progress=progress, checkpoint=(out / "checkpoint") if resume else None,
-                    **localizer_kwargs)
+                    seed=seed, progress=bool(progress) and sess.is_main,
+                    checkpoint=(out / "checkpoint") if resume else None, distributed=distributed, **localizer_kwargs)
     loc.fit(m, X, yy, X_val, y_val)
+    done = {"rank": sess.rank, "world_size": sess.world_size, "out_dir": str(out), "tau": loc.tau_,
+            "target_r2": loc.target_r2_, "target_reached": loc.target_reached_,
+            "r2": {"estimate": loc.r2_.estimate, "low": loc.r2_.low, "high": loc.r2_.high}}
+    if not sess.is_main:  # rank 0 writes the files: the same paths, not written here
+        names = {"localizer": "localizer.safetensors", "masks": "masks.npz", "r2_path": "r2_path.json"}
+        if plots and _has_matplotlib():
+            names.update(r2_path_png="r2_path.png", da_plot_png="da_plot.png", path_plot_png="path_plot.png")
+        return {**{k: str(out / v) for k, v in names.items()}, **done}
     paths: dict[str, Any] = {}
     paths["localizer"] = str(loc.save(out / "localizer.safetensors"))
     att = loc.locate(X, y=yy)
@@ -132,18 +175,19 @@ def run_locate(model, data, out_dir, *, y=None, X_val=None, y_val=None, target_r
         "params": loc._json_params(),
     }
     paths["r2_path"] = str(_io.write_json(out / "r2_path.json", summary))
-    if plots:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:  # pragma: no cover - optional
-            plots = False
-    if plots:
+    if plots and _has_matplotlib():
         figs = {"r2_path.png": loc.plot_r2_path(), "da_plot.png": loc.da_plot(X, yy),
                 "path_plot.png": loc.path_plot(X)}
         for name, fig in figs.items():
             with _io.atomic_path(out / name, suffix=".png") as tmp:
                 fig.savefig(tmp, dpi=110, format="png")
             paths[name[:-4] + "_png"] = str(out / name)
-    return {**paths, "out_dir": str(out), "tau": loc.tau_, "target_r2": loc.target_r2_,
-            "target_reached": loc.target_reached_,
-            "r2": {"estimate": loc.r2_.estimate, "low": loc.r2_.low, "high": loc.r2_.high}}
+    return {**paths, **done}
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:  # pragma: no cover - optional
+        return False
+    return True
