@@ -145,6 +145,8 @@ def _data_for(a: argparse.Namespace, cmd: str, split: str = "test"):
 def _cmd_explain(a: argparse.Namespace) -> dict:
     from .explain.runner import run_explain
 
+    if getattr(a, "engine", "local") == "ray":
+        return _cmd_explain_ray(a)
     if _streaming(a, "explain"):
         return _cmd_explain_stream(a)
     ds = _data_for(a, "explain", a.split)
@@ -168,6 +170,28 @@ def _stream_target(a: argparse.Namespace):
         return int(a.target)
     except ValueError:
         raise SystemExit(_usage(a.command, f"--target must be 'pred', 'label' or a class index, not {a.target!r}"))
+
+
+def _cmd_explain_ray(a: argparse.Namespace) -> dict:
+    from .stream import ray_explain
+
+    if not a.data:
+        raise SystemExit(_usage("explain", "--engine ray needs --data FILE (.npy, .parquet, .h5 or .csv) that every "
+                                           "Ray worker can read"))
+    if a.n:
+        raise SystemExit(_usage("explain", "--n picks samples of an in-memory run; --engine ray explains the whole "
+                                           "file"))
+    res = ray_explain(a.model, a.data, a.method, a.out, target=_stream_target(a),
+                      chunk_rows=getattr(a, "chunk_rows", 4096), layout=a.layout, labels=getattr(a, "labels", None),
+                      address=a.address, num_workers=a.workers, num_gpus_per_worker=a.gpus_per_worker,
+                      overwrite=getattr(a, "overwrite", False), progress=not a.quiet, safe_mode=not a.unsafe)
+    rate = res["samples_per_s"]
+    summary = (f"{res['n']} samples, {len(res['files'])} method(s) on Ray ({res['workers']} worker(s), model loaded "
+               f"{res['model_loads']} time(s)): {sum(res['computed'].values())} chunk(s) computed, "
+               f"{sum(res['skipped'].values())} already done" + (f"; {rate:,.0f} samples/s" if rate else ""))
+    return {"methods": list(res["files"]), "files": [str(f) for f in res["files"].values()],
+            "computed": res["computed"], "skipped": res["skipped"], "workers": res["workers"],
+            "model_loads": res["model_loads"], "summary": summary}
 
 
 def _cmd_explain_stream(a: argparse.Namespace) -> dict:
@@ -202,23 +226,50 @@ def _cmd_locate_stream(a: argparse.Namespace) -> dict:
 
 
 def _cmd_locate(a: argparse.Namespace) -> dict:
+    from .localizer import distributed
     from .localizer.runner import run_locate
 
+    if a.nproc < 1:
+        raise SystemExit(_usage("locate", "--nproc must be >= 1"))
     if _streaming(a, "locate"):
+        if a.nproc > 1 or (distributed.env_world() or (0, 1))[1] > 1:
+            raise SystemExit(_usage("locate", "a streamed locate runs in one process (drop --nproc / torchrun)"))
         return _cmd_locate_stream(a)
-
-    train = _data_for(a, "locate", "train")
-    if train.y is None:
-        raise SystemExit(_usage("locate", "the localizer needs labeled data"))
-    res = run_locate(a.model, (train.X, train.y), a.out, target_r2=a.target_r2, tau=a.tau, r_metric=a.r_metric,
-                     mode=a.mode, layout=train.layout, epochs=a.epochs, seed=a.seed, progress=not a.quiet,
-                     safe_mode=not a.unsafe)
+    if a.nproc > 1:  # start the processes through torchrun; rank 0 answers in JSON on its stdout
+        for flag, path in (("--model", a.model), ("--data", a.data)):
+            if path and not os.path.exists(path):
+                raise SystemExit(_usage("locate", f"{flag} {path}: no such file"))
+        argv = [w for act in a.locate_parser._actions
+                if act.option_strings and act.dest not in ("help", "nproc", "json")
+                for w in _as_flags(act, getattr(a, act.dest))]
+        proc = distributed.launch(["-m", "trustmap.cli", "locate", *argv, "--json"], a.nproc, capture=True)
+        res = distributed.last_json(proc.stdout or "")
+        if proc.returncode != 0 or res is None:
+            raise SystemExit(_usage("locate", f"the {a.nproc} processes failed (exit code {proc.returncode})"))
+    else:
+        train = _data_for(a, "locate", "train")
+        if train.y is None:
+            raise SystemExit(_usage("locate", "the localizer needs labeled data"))
+        res = run_locate(a.model, (train.X, train.y), a.out, target_r2=a.target_r2, tau=a.tau, r_metric=a.r_metric,
+                         mode=a.mode, layout=train.layout, epochs=a.epochs, seed=a.seed, progress=not a.quiet,
+                         safe_mode=not a.unsafe, device=None if a.device == "cpu" else a.device)
+        if res["rank"] != 0:  # under torchrun only rank 0 prints
+            raise SystemExit(0)
     keys = ("localizer", "masks", "r2_path", "r2_path_png", "da_plot_png", "path_plot_png")
     r2 = res["r2"]
     summary = (f"tau = {res['tau']:.4g}; held-out R² = {r2['estimate']:.3f} "
                f"[{r2['low']:.3f}, {r2['high']:.3f}] (target {res['target_r2']:.3f}, "
                f"{'reached' if res['target_reached'] else 'NOT reached'})")
     return {**res, "files": [res[k] for k in keys if k in res], "summary": summary}
+
+
+def _as_flags(action: argparse.Action, value) -> list[str]:
+    """The command-line words that give ``action`` the parsed ``value`` (to pass arguments on to torchrun)."""
+    if value is None or value is False or value == action.default:
+        return []
+    if value is True and action.nargs == 0:
+        return [action.option_strings[-1]]
+    return [action.option_strings[-1], str(value)]
 
 
 def _cmd_demo(a: argparse.Namespace) -> dict:
@@ -297,6 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unsafe", action="store_true", help="allow Keras Lambda layers (runs code from the file)")
     _data_args(p, dataset_default=None)
     _stream_args(p)
+    g = p.add_argument_group("Ray (many workers or machines)")
+    g.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="'ray': explain --data on a pool of Ray workers, each loading the model once; writes "
+                        "METHOD.parquet folders whatever --format says (default: local)")
+    g.add_argument("--address", help="Ray cluster to join ('auto', host:port, ray://host:10001); default: start a "
+                                     "local Ray for this run")
+    g.add_argument("--workers", type=int, default=2, help="Ray workers (default 2)")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0,
+                   help="GPUs per Ray worker (fractions share a GPU; default 0: CPU workers)")
     _common(p, out_default="runs/explain")
     p.set_defaults(func=_cmd_explain)
 
@@ -311,10 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unsafe", action="store_true", help="allow Keras Lambda layers (runs code from the file)")
     p.add_argument("--fit-samples", type=int, default=20000,
                    help="when streaming: fit the localizer on this many random samples, then locate all (default 20000)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="train data-parallel in N processes on this machine, started through torchrun (or start "
+                        "`torchrun --nproc-per-node N -m trustmap.cli locate ...` yourself); default 1")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="where the model trains (cuda under torchrun: cuda:LOCAL_RANK with nccl; default: cpu)")
     _data_args(p, dataset_default=None)
     _stream_args(p)
     _common(p, out_default="runs/locate")
-    p.set_defaults(func=_cmd_locate)
+    p.set_defaults(func=_cmd_locate, locate_parser=p)
 
     p = sub.add_parser("demo", help="the main job: train, localize, explain, score, write the HTML report",
                        description="Train (or reuse) a reference CNN on a built-in dataset (default: MNIST-1D), "
