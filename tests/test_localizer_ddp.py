@@ -113,25 +113,15 @@ def worker(out: Path) -> None:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A trained classifier (zoo file) on the 1D task with a known class bump; the run directory."""
+    from test_localizer import train
     from trustmap import zoo
     from trustmap.localizer.tasks import distractor_task
 
     out = tmp_path_factory.mktemp("ddp")
     task = distractor_task(**TASK)
     torch.manual_seed(11)
-    net = zoo.build("mnist1d_cnn", n_classes=2, length=TASK["length"], channels=8)
-    x, t = torch.from_numpy(task.X), torch.from_numpy(task.y)
-    opt = torch.optim.Adam(net.parameters(), 3e-3)
-    g = torch.Generator().manual_seed(11)
-    for _ in range(6):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 64):
-            idx = perm[i:i + 64]
-            loss = nn.functional.cross_entropy(net(x[idx]), t[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    net.eval()
+    net = train(zoo.build("mnist1d_cnn", n_classes=2, length=TASK["length"], channels=8), task.X, task.y, epochs=6,
+                seed=11)
     zoo.save(net, out / "model.safetensors")
     np.savez(out / "data.npz", X=task.X, y=task.y)
     return task, out

@@ -408,21 +408,9 @@ def read(path: str | os.PathLike, *, label: str | int | None = None, key: str | 
     A ``mask`` array (NPZ/HDF5) with X's shape becomes :attr:`Dataset.mask`; a ``classes``
     array names the classes; a ``layout`` entry (NPZ array / HDF5 attribute) gives the layout.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise InputError("path must be a file path", parameter="path", expected="a str or pathlib.Path",
-                         got=type(path).__name__, fix="pass the data file's path")
-    p = Path(path)
+    p = check_data_path(path, READ_FORMATS, "unknown data file type",
+                        "convert the data to .npz (X and y arrays) or .csv")
     suffix = p.suffix.lower()
-    if suffix not in READ_FORMATS:
-        raise InputError("unknown data file type", parameter="path",
-                         expected="a file ending in " + ", ".join(READ_FORMATS), got=p.name,
-                         fix="convert the data to .npz (X and y arrays) or .csv")
-    if not p.exists():
-        raise MissingFileError("data file not found", parameter="path", expected="an existing file", got=str(p),
-                               fix="check the path (relative paths start from the current directory)")
-    if p.is_dir():
-        raise InputError("path is a directory", parameter="path", expected="a file", got=str(p),
-                         fix="name the data file itself")
     fmt = {".pq": ".parquet", ".hdf5": ".h5"}.get(suffix, suffix)
     if fmt in (".npy", ".ts") and key is not None:
         raise InputError(f"{fmt} files hold a single array", parameter="key", expected="key=None", got=key,
@@ -437,6 +425,25 @@ def read(path: str | os.PathLike, *, label: str | int | None = None, key: str | 
     ds = from_arrays(X, y, lay, classes=classes, mask=parts.get("mask"), name=p.stem, meta=meta)
     ds.meta["layout_guessed"] = layout is None and parts.get("layout") is None
     return ds
+
+
+def check_data_path(path, formats: Sequence[str], unknown: str, fix: str) -> Path:
+    """``path`` as a Path to an existing file ending in one of ``formats``; typed errors otherwise
+    (``unknown`` and ``fix`` word the error for another suffix)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError("path must be a file path", parameter="path", expected="a str or pathlib.Path",
+                         got=type(path).__name__, fix="pass the data file's path")
+    p = Path(path)
+    if p.suffix.lower() not in formats:
+        raise InputError(unknown, parameter="path", expected="a file ending in " + ", ".join(formats), got=p.name,
+                         fix=fix)
+    if not p.exists():
+        raise MissingFileError("data file not found", parameter="path", expected="an existing file", got=str(p),
+                               fix="check the path (relative paths start from the current directory)")
+    if p.is_dir():
+        raise InputError("path is a directory", parameter="path", expected="a file", got=str(p),
+                         fix="name the data file itself")
+    return p
 
 
 def _missing_key(p: Path, what: str, parameter: str, wanted: Sequence[str], present: Sequence[str]) -> DataError:

@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..models import load_model
 from .registry import get_explainer, list_methods
 
-__all__ = ["run_explain", "load_data"]
+__all__ = ["run_explain", "load_data", "make_explainers"]
 
 
 def _data_module():
@@ -54,6 +54,19 @@ def _methods(methods) -> list[str]:
         raise InputError("no method given", parameter="methods", expected="one or more of " + ", ".join(list_methods()),
                          got=methods, fix="pass e.g. methods='gradcam,saliency'")
     return names
+
+
+def make_explainers(methods, params: dict[str, dict[str, Any]] | None = None) -> dict:
+    """``{name: explainer}`` for method names (a list or one comma-separated string) and their
+    parameters ``{name: {...}}``; every name and parameter is checked before any work."""
+    names = _methods(methods)
+    params = dict(params or {})
+    unknown = [k for k in params if k not in names]
+    if unknown:
+        raise InputError("parameters given for a method that is not run", parameter="params",
+                         expected="keys among " + ", ".join(names), got=unknown[0],
+                         fix="add the method to methods=, or drop its parameters")
+    return {name: get_explainer(name, **params.get(name, {})) for name in names}
 
 
 def run_explain(model, data, methods: str | Sequence[str], out_dir: str | os.PathLike, *, target=None,
@@ -93,14 +106,8 @@ def run_explain(model, data, methods: str | Sequence[str], out_dir: str | os.Pat
     dict
         method name -> the paths written for it (the ``.npz`` first).
     """
-    names = _methods(methods)
-    params = dict(params or {})
-    unknown = [k for k in params if k not in names]
-    if unknown:
-        raise InputError("parameters given for a method that is not run", parameter="params",
-                         expected="keys among " + ", ".join(names), got=unknown[0],
-                         fix="add the method to methods=, or drop its parameters")
-    explainers = {name: get_explainer(name, **params.get(name, {})) for name in names}  # validate all first
+    explainers = make_explainers(methods, params)  # validate all first
+    names = list(explainers)
     m = load_model(model, safe_mode=safe_mode)
     X, _y, lay, class_names = load_data(data, layout, split)
     if n is not None:

@@ -42,7 +42,7 @@ import numpy as np
 
 from .. import _io
 from ..errors import DataError, DependencyError, InputError, RunDirError, TargetError, UnsupportedError
-from .run import DEFAULT_CHUNK_ROWS, _check_chunk_rows, _methods, _model_desc, _target_key, _targets_for
+from .run import DEFAULT_CHUNK_ROWS, _check_chunk_rows, _model_desc, _target_key, _targets_for
 from .sinks import _FORMAT, StreamConflictError, _fsync_dir, _read_record, maps_table
 from .sources import Source, open_source
 
@@ -92,7 +92,7 @@ class _ExplainActor:
         import ray
         import torch
 
-        from ..explain.registry import get_explainer
+        from ..explain.runner import make_explainers
         from ..models import load_model
 
         if threads:
@@ -103,7 +103,7 @@ class _ExplainActor:
             model = _to_device(model, device)
         self.model = model
         self.src = open_source(data_path, layout=layout, label=label, key=key)
-        self.explainers = {name: get_explainer(name, **params.get(name, {})) for name in methods}
+        self.explainers = make_explainers(methods, params)
         self.targets = ray.get(targets[0]) if isinstance(targets, list) else targets
         # one marker file per model load: how the driver counts loads (one per actor, not per batch)
         marker = Path(loads_dir) / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
@@ -291,7 +291,7 @@ def ray_explain(model, data, methods: str | Sequence[str], out_dir, *, target=No
         method), ``n``, ``seconds`` and ``samples_per_s`` (the Ray work, without starting Ray),
         ``workers`` and ``model_loads`` (model loads on the workers: one per actor).
     """
-    from ..explain.registry import get_explainer
+    from ..explain.runner import _methods, make_explainers
     from ..models import load_model
 
     names = _methods(methods)
@@ -299,12 +299,7 @@ def ray_explain(model, data, methods: str | Sequence[str], out_dir, *, target=No
         raise InputError("a method is named twice", parameter="methods", expected="distinct names", got=names,
                          fix="name each method once")
     params = dict(params or {})
-    unknown = [k for k in params if k not in names]
-    if unknown:
-        raise InputError("parameters given for a method that is not run", parameter="params",
-                         expected="keys among " + ", ".join(names), got=unknown[0],
-                         fix="add the method to methods=, or drop its parameters")
-    explainers = {name: get_explainer(name, **params.get(name, {})) for name in names}
+    explainers = make_explainers(names, params)
     chunk_rows = _check_chunk_rows(chunk_rows)
     num_workers = _check_count(num_workers, "num_workers", whole=True, minimum=1, inclusive=True,
                                example="num_workers=2")

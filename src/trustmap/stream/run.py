@@ -39,12 +39,6 @@ def _check_chunk_rows(chunk_rows) -> int:
     return int(chunk_rows)
 
 
-def _methods(methods) -> list[str]:
-    from ..explain.runner import _methods as parse
-
-    return parse(methods)
-
-
 def _targets_for(target, y: np.ndarray | None, a: int, b: int, n: int):
     """The chunk's slice of ``target``: None (prediction), an int, 'label', or one int per sample."""
     if target is None or (isinstance(target, str) and target == "pred"):
@@ -79,6 +73,24 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
 
     return tqdm(total=total, initial=initial, desc=desc, unit="sample", unit_scale=True, smoothing=0.1,
                 dynamic_ncols=True)
+
+
+def _fill(src: Source, sink, chunk_rows: int, compute, desc: str, progress: bool) -> None:
+    """Write ``compute(X) -> (maps, targets)`` of every chunk the sink does not hold yet, with a progress bar."""
+    bar = _progress(src.n, sink.rows_done, desc, progress)
+    try:
+        for c, (a, b) in enumerate(src.chunks(chunk_rows)):
+            if c in sink.done:
+                continue
+            x, _ = src.read(a, b)
+            maps, targets = compute(x)
+            sink.write(c, a, maps, targets)
+            if bar is not None:
+                bar.update(b - a)
+    finally:
+        if bar is not None:
+            bar.close()
+        sink.close()
 
 
 def _model_desc(model, m) -> dict[str, Any]:
@@ -122,17 +134,11 @@ def stream_explain(model, data, methods: str | Sequence[str], out_dir, *, target
         ``files`` (method -> final path), ``computed``/``skipped`` (chunks per method), ``n``,
         ``seconds`` and ``samples_per_s`` (of the work done in this call).
     """
-    from ..explain.registry import get_explainer
+    from ..explain.runner import make_explainers
     from ..models import load_model
 
-    names = _methods(methods)
-    params = dict(params or {})
-    unknown = [k for k in params if k not in names]
-    if unknown:
-        raise InputError("parameters given for a method that is not run", parameter="params",
-                         expected="keys among " + ", ".join(names), got=unknown[0],
-                         fix="add the method to methods=, or drop its parameters")
-    explainers = {name: get_explainer(name, **params.get(name, {})) for name in names}
+    explainers = make_explainers(methods, params)
+    names = list(explainers)
     chunk_rows = _check_chunk_rows(chunk_rows)
     m = load_model(model, safe_mode=safe_mode)
     src = open_source(data, layout=layout, label=label, key=key, labels=labels)
@@ -219,20 +225,11 @@ def stream_evaluate(model, data, out_dir, *, chunk_rows: int = DEFAULT_CHUNK_ROW
         sink = open_sink("npy", out, "probs", src.n, (k,), {"model": m.fingerprint(), "data": src.fingerprint(),
                                                             "layout": src.layout, "kind": "probs"},
                          chunk_rows, resume=resume, overwrite=overwrite)
-        bar = _progress(src.n, sink.rows_done, "evaluate", progress)
-        try:
-            for c, (a, b) in enumerate(src.chunks(chunk_rows)):
-                if c in sink.done:
-                    continue
-                x, _ = src.read(a, b)
-                p = m.probs(x, layout=src.layout)
-                sink.write(c, a, p, p.argmax(axis=1))
-                if bar is not None:
-                    bar.update(b - a)
-        finally:
-            if bar is not None:
-                bar.close()
-            sink.close()
+        def probs(x):
+            p = m.probs(x, layout=src.layout)
+            return p, p.argmax(axis=1)
+
+        _fill(src, sink, chunk_rows, probs, "evaluate", progress)
         probs_path = sink.finish({"kind": "probs", "model": _model_desc(model, m), "data": src.describe()})
         probs = np.load(probs_path, mmap_mode="r")
         names = src.classes if len(src.classes) == k else None
@@ -302,20 +299,11 @@ def stream_locate(model, data, out_dir, *, fit_samples: int = 20000, chunk_rows:
         sink = open_sink(format, out, "masks", src.n, src.sample_shape,
                          {"model": m.fingerprint(), "data": src.fingerprint(), "layout": src.layout,
                           "localizer": _localizer_key(loc), "tau": tau}, chunk_rows, resume=resume, overwrite=overwrite)
-        bar = _progress(src.n, sink.rows_done, "locate", progress)
-        try:
-            for c, (a, b) in enumerate(src.chunks(chunk_rows)):
-                if c in sink.done:
-                    continue
-                x, _ = src.read(a, b)
-                attr = loc.locate(x, layout=src.layout)
-                sink.write(c, a, attr.maps, attr.targets)
-                if bar is not None:
-                    bar.update(b - a)
-        finally:
-            if bar is not None:
-                bar.close()
-            sink.close()
+        def masks(x):
+            attr = loc.locate(x, layout=src.layout)
+            return attr.maps, attr.targets
+
+        _fill(src, sink, chunk_rows, masks, "locate", progress)
         masks = sink.finish({"kind": "masks", "method": "trust", "tau": tau, "layout": src.layout,
                              "data": src.describe()})
         r2 = getattr(loc, "r2_", None)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.loaders import (_INSTALL, _head_rows, _is_number, _list_to_numpy, _pick_keys,
+from ..data.loaders import (_INSTALL, check_data_path, _head_rows, _is_number, _list_to_numpy, _pick_keys,
                             _layout_attr, _names_attr, _resolve_column, encode_labels, guess_layout)
 from ..errors import DataError, DependencyError, InputError, MissingFileError, ShapeError
 from ..layout import Layout, as_layout
@@ -524,21 +524,9 @@ def open_source(path: str | os.PathLike, *, layout: str | Layout | None = None, 
     """
     if isinstance(path, Source):
         return path
-    if not isinstance(path, (str, os.PathLike)):
-        raise InputError("path must be a file path", parameter="path", expected="a str or pathlib.Path",
-                         got=type(path).__name__, fix="pass the data file's path")
-    p = Path(path)
+    p = check_data_path(path, STREAM_FORMATS, "this file type cannot be streamed",
+                        "save X with np.save (.npy) or as Parquet; .npz archives must be read whole")
     suffix = p.suffix.lower()
-    if suffix not in STREAM_FORMATS:
-        raise InputError("this file type cannot be streamed", parameter="path",
-                         expected="a file ending in " + ", ".join(STREAM_FORMATS), got=p.name,
-                         fix="save X with np.save (.npy) or as Parquet; .npz archives must be read whole")
-    if not p.exists():
-        raise MissingFileError("data file not found", parameter="path", expected="an existing file", got=str(p),
-                               fix="check the path (relative paths start from the current directory)")
-    if p.is_dir():
-        raise InputError("path is a directory", parameter="path", expected="a file", got=str(p),
-                         fix="name the data file itself")
     if suffix == ".npy":
         if label is not None or key is not None:
             raise InputError(".npy files hold X only", parameter="label" if label is not None else "key",
