@@ -27,7 +27,7 @@ import torch
 from .. import _io
 from .. import baselines as _baselines
 from ..attribution import Attribution
-from ..errors import InputError, UnsupportedError
+from ..errors import InputError, NonFiniteError, UnsupportedError
 from ..models import BLACK_BOX_METHODS, Model, load_model
 
 __all__ = ["Explainer", "pick_scores", "input_gradient", "sample_seeds", "per_sample_normal", "row_chunks",
@@ -95,9 +95,16 @@ class Explainer:
                                    fix="use one of those methods, or load the PyTorch/Keras model instead")
         t, lay = m.to_internal(x, layout)
         with m.frozen():
-            tg = self._targets(m, target, t)
-            maps, targets, extras = self._compute(m, t, tg)
+            try:
+                tg = self._targets(m, target, t)
+                maps, targets, extras = self._compute(m, t, tg)
+            except NonFiniteError as exc:
+                raise self._nonfinite(m, t) from exc
         maps_np = maps.detach().cpu().numpy()
+        if not np.isfinite(maps_np).all():
+            raise NonFiniteError(f"{self.name} computed NaN or Inf map values", parameter="x",
+                                 expected="finite maps", got=f"{int((~np.isfinite(maps_np)).sum())} non-finite entries",
+                                 fix="bring the inputs to the scale the model was trained on (gradients overflowed)")
         if maps_np.shape != tuple(t.shape):  # pragma: no cover - an internal contract
             raise RuntimeError(f"{self.name} returned maps of shape {maps_np.shape} for input {tuple(t.shape)}")
         x_np = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
@@ -114,6 +121,17 @@ class Explainer:
 
     def _validate(self) -> None:
         """Check the stored parameters (called on entry to :meth:`explain`)."""
+
+    def _nonfinite(self, m: Model, t: torch.Tensor) -> NonFiniteError:
+        """The error for NaN/Inf scores met during :meth:`_compute`, naming the first input sample whose
+        scores are not finite (or saying that only the inputs the method built had such scores)."""
+        bad = m.nonfinite_rows(t)
+        if len(bad) or m._weights_finite() is False:
+            return m.nonfinite_error(t, bad)
+        return NonFiniteError(f"{self.name}: the model's scores are NaN or Inf on the inputs the method builds "
+                              "(perturbed, noisy or path inputs), though finite on x", parameter="x",
+                              expected="finite scores", got="NaN/Inf scores",
+                              fix="use a smaller perturbation or baseline, or standardize the inputs")
 
     def _targets(self, model: Model, target, t: torch.Tensor) -> torch.Tensor | None:
         """Resolved targets as a tensor, or ``None`` when the method picks the predicted class itself."""

@@ -232,6 +232,10 @@ class KerasModel(Model):
         w = self._clone.weights
         return w[0].value.device if w else torch.device("cpu")
 
+    def _weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(v.value).all()) for v in self._clone.weights
+                   if torch.is_floating_point(v.value))
+
     def _to_native(self, t: torch.Tensor) -> torch.Tensor:
         return torch.movedim(t, 1, -1) if self.channels_last else t
 
