@@ -7,13 +7,13 @@ import os
 from pathlib import Path
 
 from ..errors import ModelLoadError
-from .base import Capture, LayerInfo, Model, check_array
+from .base import Capture, LayerInfo, Model, check_array, preserved_rng
 from .keras_model import KerasModel, import_keras, is_keras_model, load_keras_file
 from .onnx_model import BLACK_BOX_METHODS, OnnxModel
 from .torch_model import TorchModel
 
 __all__ = ["load_model", "Model", "TorchModel", "KerasModel", "OnnxModel", "LayerInfo", "Capture",
-           "BLACK_BOX_METHODS", "check_array", "import_keras"]
+           "BLACK_BOX_METHODS", "check_array", "import_keras", "preserved_rng"]
 
 
 def load_model(obj, *, safe_mode: bool = True, custom_objects: dict | None = None, **options) -> Model:
@@ -22,7 +22,8 @@ def load_model(obj, *, safe_mode: bool = True, custom_objects: dict | None = Non
     refused with a :class:`~trustmap.errors.ModelOutputError` naming the shape."""
     if isinstance(obj, Model):
         return obj
-    return _load(obj, safe_mode=safe_mode, custom_objects=custom_objects, **options).check_shape()
+    with preserved_rng():  # building modules and Keras clones draws from the global RNGs
+        return _load(obj, safe_mode=safe_mode, custom_objects=custom_objects, **options).check_shape()
 
 
 def _load(obj, *, safe_mode: bool = True, custom_objects: dict | None = None, **options) -> Model:
