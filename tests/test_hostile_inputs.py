@@ -596,3 +596,40 @@ def test_tf_keras2_lambda_h5_loads_with_safe_mode_false():
 
 def test_catalogue_size():
     assert len(API) + len(CLI) >= 60
+
+
+def test_keras_model_that_cannot_be_cloned_runs_itself_and_is_restored():
+    """A custom layer whose config cannot rebuild it: no private clone; the model itself is run, and
+    every method leaves its weights, requires_grad flags and layer calls as they were."""
+
+    class Scale(keras.layers.Layer):
+        def __init__(self, fn, **kw):
+            super().__init__(**kw)
+            self.fn = fn
+
+        def call(self, x):
+            return x * self.fn(2.0)
+
+        def get_config(self):
+            raise NotImplementedError
+
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((L, 2))
+    h = keras.layers.Conv1D(4, 3, padding="same", activation="relu", name="conv")(inp)
+    h = Scale(lambda v: v, name="scale")(h)
+    h = keras.layers.GlobalAveragePooling1D(name="gap")(h)
+    km = keras.Model(inp, keras.layers.Dense(3, name="out")(h))
+    weights = [w.copy() for w in km.get_weights()]
+    flags = [v.value.requires_grad for v in km.weights]
+    ref = keras.ops.convert_to_numpy(km(XK))
+    with pytest.warns(UserWarning, match="runs the model itself"):
+        m = trustmap.load_model(km)
+    assert not m.private_copy
+    np.testing.assert_allclose(m.logits(XK), ref, rtol=1e-5, atol=1e-6)
+    for method in ("saliency", "gradcam", "ablationcam", "guided_backprop"):
+        a = trustmap.explain(m, XK, method=method)
+        assert a.maps.shape == XK.shape and np.isfinite(a.maps).all() and np.abs(a.maps).sum() > 0
+    assert [v.value.requires_grad for v in km.weights] == flags
+    assert all(np.array_equal(p, q) for p, q in zip(weights, km.get_weights()))
+    assert all("call" not in layer.__dict__ for layer in km.layers)  # no patched call left behind
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(km(XK)), ref)
