@@ -38,6 +38,7 @@ from . import actmax as _actmax  # noqa: F401
 from . import perturbation as _perturbation  # noqa: F401
 from . import lime as _lime  # noqa: F401
 from . import backprop as _backprop  # noqa: F401
+from . import lrp as _lrp  # noqa: F401
 from .class_average import class_average
 
 __all__ = ["explain", "Explainer", "REGISTRY", "get_explainer", "list_methods", "methods_where", "register", "class_average",
