@@ -20,7 +20,8 @@ import numpy as np
 
 from .._io import to_jsonable
 from ..labels import check_labels
-from ..errors import TrustmapError, DataError, DependencyError, InputError, LayoutError, MissingFileError, ShapeError, UnsupportedError
+from ..errors import (DataError, DependencyError, InputError, LayoutError, MissingFileError, ShapeError, TrustmapError,
+                      UnsupportedError)
 from ..layout import Layout, as_layout
 
 __all__ = ["Dataset", "read", "from_arrays", "guess_layout", "READ_FORMATS"]

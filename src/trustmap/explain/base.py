@@ -28,7 +28,8 @@ from .. import _io
 from .. import baselines as _baselines
 from ..attribution import Attribution
 from ..errors import InputError, NonFiniteError, UnsupportedError
-from ..models import BLACK_BOX_METHODS, Model, load_model, preserved_rng
+from .registry import methods_where
+from ..models import Model, load_model, preserved_rng
 
 __all__ = ["Explainer", "pick_scores", "input_gradient", "sample_seeds", "per_sample_normal", "row_chunks",
            "chunk_rows", "check_choice", "check_number", "CPU_ROWS"]
@@ -49,7 +50,13 @@ class Explainer:
     """
 
     name: ClassVar[str] = "?"
+    #: facts about the method, from which other layers derive their lists
+    #: (:func:`trustmap.explain.registry.methods_where`): ``needs_gradients`` (False: forward passes
+    #: only, so it runs on ONNX models), ``synthesizes_inputs`` (returns a made-up input rather than a
+    #: map of the given one), ``stochastic`` (the result depends on ``seed``)
     needs_gradients: ClassVar[bool] = True
+    synthesizes_inputs: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = False
     #: whether _compute resolves ``target=None`` itself from its own forward pass (saves one pass)
     resolves_own_targets: ClassVar[bool] = False
 
@@ -94,7 +101,7 @@ class Explainer:
         if self.needs_gradients and not m.differentiable:
             raise UnsupportedError(f"{self.name} needs gradients or layer access, which {m.framework} models "
                                    "do not give", parameter="method",
-                                   expected="a forward-only method: " + ", ".join(BLACK_BOX_METHODS),
+                                   expected="a forward-only method: " + ", ".join(methods_where(needs_gradients=False)),
                                    got=self.name,
                                    fix="use one of those methods, or load the PyTorch/Keras model instead")
         t, lay = m.to_internal(x, layout)

@@ -87,6 +87,7 @@ class SmoothGrad(Explainer):
     """
 
     name = "smoothgrad"
+    stochastic = True
 
     def __init__(self, n_samples: int = 25, noise_level: float = 0.15, absolute: bool = True,
                  times_input: bool = False, seed: int = 0) -> None:

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from ..errors import InputError
 
-__all__ = ["MaskNet", "UNetBackbone", "PaperBackbone", "default_backbone", "paper_backbone", "masks_from_probs",
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "MaskNet", "UNetBackbone", "PaperBackbone", "default_backbone", "paper_backbone", "masks_from_probs",
            "apply_mask", "blur"]
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -99,7 +99,13 @@ class PaperBackbone(nn.Sequential):
         )
 
 
-def default_backbone(rank: int, in_channels: int, out_channels: int, width: int = 16) -> nn.Module:
+#: the backbones known by name (``Localizer(backbone=...)``); 'paper' is dnn-locate's ECG network
+BACKBONES = ("unet", "paper")
+DEFAULT_BACKBONE = "unet"
+
+
+def default_backbone(rank: int, in_channels: int, out_channels: int, width: int = 16, kind: str = "unet"
+                     ) -> nn.Module:
     return UNetBackbone(rank, in_channels, out_channels, width=width)
 
 

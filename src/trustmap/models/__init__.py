@@ -9,11 +9,17 @@ from pathlib import Path
 from ..errors import ModelLoadError
 from .base import Capture, LayerInfo, Model, check_array, preserved_rng
 from .keras_model import KerasModel, import_keras, is_keras_model, load_keras_file
-from .onnx_model import BLACK_BOX_METHODS, OnnxModel
+from .onnx_model import OnnxModel, black_box_methods
 from .torch_model import TorchModel
 
 __all__ = ["load_model", "Model", "TorchModel", "KerasModel", "OnnxModel", "LayerInfo", "Capture",
-           "BLACK_BOX_METHODS", "check_array", "import_keras", "preserved_rng"]
+           "BLACK_BOX_METHODS", "black_box_methods", "check_array", "import_keras", "preserved_rng"]
+
+
+def __getattr__(name):  # BLACK_BOX_METHODS is derived from the explainer classes on use (no import cycle)
+    if name == "BLACK_BOX_METHODS":
+        return black_box_methods()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_model(obj, *, safe_mode: bool = True, custom_objects: dict | None = None, **options) -> Model:

@@ -212,7 +212,7 @@ class Model:
                                   parameter="model", expected="finite weights", got="NaN/Inf weights",
                                   fix="reload or retrain the model (check the training for divergence)")
         first = f"sample {rows[0] + offset}" if rows else "some rows"
-        return NonFiniteError(f"the model's scores are NaN or Inf for {len(rows) or 'some'} input row(s) "
+        return NonFiniteError(f"the model's scores are not finite (NaN or Inf) for {len(rows) or 'some'} input row(s) "
                               f"(the first: {first})", parameter="x", expected="inputs whose scores are finite",
                               got=f"NaN/Inf scores; the largest |input| is {peak:.3g}",
                               fix="bring the inputs to the scale the model was trained on (e.g. standardize "
