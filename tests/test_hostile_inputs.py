@@ -655,3 +655,23 @@ def test_keras_model_that_cannot_be_cloned_runs_itself_and_is_restored():
     assert all(np.array_equal(p, q) for p, q in zip(weights, km.get_weights()))
     assert all("call" not in layer.__dict__ for layer in km.layers)  # no patched call left behind
     np.testing.assert_allclose(keras.ops.convert_to_numpy(km(XK)), ref)
+
+
+def test_cli_unsafe_lambda_model_runs_and_leaves_safe_mode(files, capsys):
+    """`--unsafe` (the user's opt-in) explains a Lambda .h5 and .keras from the command line; without
+    it the same command is refused; Keras' flag is the same afterwards either way."""
+    data = files["dir"] / "k.npz"
+    np.savez(data, X=XK, y=Y)
+    before = keras_safe_mode()
+    for key in ("lam_h5", "lam_keras"):
+        argv = ["explain", "--model", files[key], "--data", data, "--method", "saliency,gradcam", "--plots", "0",
+                "--quiet", "--json", "--out", files["dir"] / f"cli_{key}"]
+        code, out, err = _cli(argv, capsys)
+        assert code == 2 and json.loads(out)["error"]["type"] == "UnsafeModelError"
+        code, out, err = _cli(argv + ["--unsafe"], capsys)
+        assert code == 0, err
+        assert json.loads(out)["methods"] == ["saliency", "gradcam"]
+        a = trustmap.Attribution.load(files["dir"] / f"cli_{key}" / "gradcam.npz")
+        assert a.maps.shape == XK.shape and np.isfinite(a.maps).all()
+        assert keras_safe_mode() == before
+    _assert_lambda_json_refused()
