@@ -125,6 +125,8 @@ class Attribution:
     def load(cls, path: str | os.PathLike) -> "Attribution":
         """Read an Attribution written by :meth:`save` (checks the maps against their record)."""
         path = Path(path)
+        if path.suffix == ".json":  # the record was named: its maps are beside it
+            path = path.with_suffix(".npz")
         if not path.exists() and path.with_suffix(".npz").exists():
             path = path.with_suffix(".npz")
         jpath = _json_path(path)

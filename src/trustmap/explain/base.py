@@ -29,7 +29,7 @@ from .. import baselines as _baselines
 from ..attribution import Attribution
 from ..errors import InputError, NonFiniteError, UnsupportedError
 from .registry import methods_where
-from ..models import Model, load_model
+from ..models import Model, load_model, preserved_rng
 
 __all__ = ["Explainer", "pick_scores", "input_gradient", "sample_seeds", "per_sample_normal", "row_chunks",
            "chunk_rows", "check_choice", "check_number", "CPU_ROWS"]
@@ -93,6 +93,10 @@ class Explainer:
             ``maps`` with the shape and layout of ``x``.
         """
         self._validate()
+        with preserved_rng():  # no method moves the caller's global random streams
+            return self._explain(model, x, target, layout)
+
+    def _explain(self, model, x, target, layout) -> Attribution:
         m = load_model(model)
         if self.needs_gradients and not m.differentiable:
             raise UnsupportedError(f"{self.name} needs gradients or layer access, which {m.framework} models "

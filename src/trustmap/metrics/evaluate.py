@@ -32,7 +32,8 @@ from ..errors import InputError
 from ..models import load_model
 from .masking import MetricResult, check_frac, make_masking
 
-__all__ = ["evaluate_explanations", "check_data_fingerprints", "ExplanationScores", "METRICS", "DEFAULT_METRICS", "LOCALIZATION_METRICS",
+__all__ = ["evaluate_explanations", "check_data_fingerprints", "ExplanationScores", "METRICS", "DEFAULT_METRICS",
+           "LOCALIZATION_METRICS",
            "holm", "paired_permutation_pvalue"]
 
 #: metric name -> (higher is better, what it needs: 'model', 'labels', 'mask', 'rerun')

@@ -23,7 +23,7 @@ import torch
 from ..errors import DataError, LayerError, ModelOutputError, NonFiniteError, TargetError, UnsupportedError
 from ..layout import Layout, resolve_layout
 
-__all__ = ["Model", "LayerInfo", "Capture", "OUTPUT_KINDS", "DEFAULT_BUDGET_BYTES"]
+__all__ = ["Model", "LayerInfo", "Capture", "OUTPUT_KINDS", "DEFAULT_BUDGET_BYTES", "preserved_rng"]
 
 OUTPUT_KINDS = ("auto", "logits", "probs", "sigmoid")
 DEFAULT_BUDGET_BYTES = 256 * 2**20
@@ -212,7 +212,7 @@ class Model:
                                   parameter="model", expected="finite weights", got="NaN/Inf weights",
                                   fix="reload or retrain the model (check the training for divergence)")
         first = f"sample {rows[0] + offset}" if rows else "some rows"
-        return NonFiniteError(f"the model's scores are NaN or Inf for {len(rows) or 'some'} input row(s) "
+        return NonFiniteError(f"the model's scores are not finite (NaN or Inf) for {len(rows) or 'some'} input row(s) "
                               f"(the first: {first})", parameter="x", expected="inputs whose scores are finite",
                               got=f"NaN/Inf scores; the largest |input| is {peak:.3g}",
                               fix="bring the inputs to the scale the model was trained on (e.g. standardize "
@@ -402,6 +402,28 @@ def check_array(x, parameter: str = "x"):
                         expected="finite values", got="NaN/Inf",
                         fix="impute or drop those samples (e.g. np.nan_to_num) before explaining")
     return x
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """The global random states (torch CPU and initialized CUDA devices, NumPy's legacy global, Python's
+    ``random``) are exactly what they were on entry when the block ends, however it ends: building
+    layers (Keras clones, zoo modules) draws from them, and the user's random streams must not move."""
+    import random
+
+    torch_state = torch.random.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() \
+        else None
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
 
 
 def hash_tensors(named: Iterator[tuple[str, Any]]) -> str:
