@@ -20,7 +20,8 @@ import torch
 from ..errors import BackendError, DependencyError, ModelLoadError, UnsafeModelError, UnsupportedError
 from .base import Capture, LayerInfo, Model, hash_tensors, pick_default_layer
 
-__all__ = ["KerasModel", "import_keras", "load_keras_file", "is_keras_model"]
+__all__ = ["KerasModel", "import_keras", "load_keras_file", "is_keras_model", "keras_safe_mode",
+           "preserved_safe_mode"]
 
 _UNSAFE_LAYERS = ("Lambda", "TFOpLambda", "SlicingOpLambda")
 _ACTIVATION_LAYERS = ("Activation", "Softmax", "ReLU")
@@ -67,6 +68,29 @@ def _config_layers(config: Any) -> Iterator[str]:
             yield from _config_layers(v)
 
 
+def keras_safe_mode():
+    """Keras' process-wide safe-mode setting: ``None`` (unset: safe), ``True`` or ``False`` (unsafe
+    deserialization enabled, e.g. by ``keras.config.enable_unsafe_deserialization()``)."""
+    import_keras()
+    from keras.src.backend.common import global_state
+
+    return global_state.get_global_attribute("safe_mode_saving")
+
+
+@contextlib.contextmanager
+def preserved_safe_mode() -> Iterator[None]:
+    """Whatever happens inside (success, an exception, KeyboardInterrupt), Keras' global safe-mode
+    setting is exactly what it was on entry."""
+    import_keras()
+    from keras.src.backend.common import global_state
+
+    before = global_state.get_global_attribute("safe_mode_saving")
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute("safe_mode_saving", before)
+
+
 def _read_config(path: Path) -> Any:
     if path.suffix == ".keras":
         with zipfile.ZipFile(path) as z:
@@ -103,14 +127,24 @@ def load_keras_file(path: str | os.PathLike, *, safe_mode: bool = True, custom_o
                                parameter="safe_mode", expected="a model without Lambda layers", got=str(path),
                                fix="if you trust this file, pass safe_mode=False (and custom_objects for its functions)")
     try:
-        if path.suffix == ".keras":
-            return keras.saving.load_model(path, compile=False, safe_mode=safe_mode, custom_objects=custom_objects)
-        with keras.config.enable_unsafe_deserialization() if not safe_mode else contextlib.nullcontext():
-            return keras.saving.load_model(path, compile=False, custom_objects=custom_objects)
+        # keras scopes safe_mode to the call for .keras and .h5 alike; preserved_safe_mode() makes sure
+        # the process-wide flag is what it was, whatever happens (never enable_unsafe_deserialization())
+        with preserved_safe_mode():
+            return keras.saving.load_model(path, compile=False, safe_mode=bool(safe_mode),
+                                           custom_objects=custom_objects)
     except Exception as exc:
         raise ModelLoadError(f"keras could not load the file ({type(exc).__name__}: {str(exc)[:300]})",
                              parameter="path", got=str(path),
                              fix="check the file is complete; custom layers need custom_objects={...}") from exc
+
+
+def _clone_lambda(keras, layer):
+    """A new Lambda layer around the same function object: the function is already in this process
+    (the user built the model or loaded it with ``safe_mode=False``), so nothing is deserialized and
+    Keras' safe mode is never consulted or changed."""
+    return type(layer)(layer.function, output_shape=getattr(layer, "_output_shape", None),
+                       mask=getattr(layer, "mask", None), arguments=dict(getattr(layer, "arguments", {}) or {}),
+                       name=layer.name)
 
 
 def _linear_clone(keras, model):
@@ -126,16 +160,21 @@ def _linear_clone(keras, model):
         kind = act_name
 
         def clone_fn(layer):
+            if isinstance(layer, keras.layers.Lambda):
+                return _clone_lambda(keras, layer)
             cfg = layer.get_config()
             if layer.name == last.name:
                 cfg["activation"] = "linear"
             return layer.__class__.from_config(cfg)
     else:
         def clone_fn(layer):
+            if isinstance(layer, keras.layers.Lambda):
+                return _clone_lambda(keras, layer)
             return layer.__class__.from_config(layer.get_config())
 
     try:
-        clone = keras.models.clone_model(model, clone_function=clone_fn)
+        with preserved_safe_mode():
+            clone = keras.models.clone_model(model, clone_function=clone_fn)
     except Exception as exc:
         raise UnsupportedError(f"this Keras model cannot be cloned ({type(exc).__name__}: {exc})",
                                parameter="model", expected="a Sequential or Functional Keras model",
@@ -192,6 +231,10 @@ class KerasModel(Model):
     def device(self) -> torch.device:
         w = self._clone.weights
         return w[0].value.device if w else torch.device("cpu")
+
+    def _weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(v.value).all()) for v in self._clone.weights
+                   if torch.is_floating_point(v.value))
 
     def _to_native(self, t: torch.Tensor) -> torch.Tensor:
         return torch.movedim(t, 1, -1) if self.channels_last else t
