@@ -106,7 +106,8 @@ def explain(model, data=None, methods: str | Sequence[str] = "gradcam", out_dir=
                      for k, ex in explainers.items()}
         stats = fill(src, producers, sinks, chunk_rows, target=target, progress=progress, desc="explain")
         out.mkdir(parents=True, exist_ok=True)
-        rec = new_record("explain", model=model, m=m, src=src, engine=engine, methods=names,
+        rec = new_record("explain", model=model, m=m, src=src, engine=engine, used_predictions=src.y is None,
+                         methods=names,
                          params={k: ex.params for k, ex in explainers.items()}, target=target_key(target),
                          settings={"chunk_rows": chunk_rows, "seed": seed, "split": split if dataset else None})
         files: list[Path] = []
