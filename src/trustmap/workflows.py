@@ -570,12 +570,13 @@ def demo(*, out_dir: str | os.PathLike = "runs/demo", dataset: str | None = "mni
         settings={"dataset": ds_name, "data": None if data is None else str(data),
                   "test_data": None if test_data is None else str(test_data), "seed": seed, "quick": quick,
                   **cfg, "n_explain": int(n), "methods": names},
-        model=minfo, data={**summary, "fingerprint": shown.fingerprint()},
+        data={**summary, "fingerprint": shown.fingerprint()},
         labels={"source": labels_source or "predictions", **({"path": str(labels)} if isinstance(labels, (str, os.PathLike)) else {})},
         classes=list(summary.get("classes") or []), methods=names,
         params={k: ex.params for k, ex in explainers.items()}, n=int(n),
         samples_layout=lay, samples_sha256=_io.fingerprint_array(Xs), files=files, attributions=attributions,
         localizer=loc_summary, timings=timings, notes=notes, failures=failures)
+    manifest["model"] = minfo
     _io.write_json(out / "run.json", manifest)
     report_path = None
     if report:
