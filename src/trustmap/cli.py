@@ -228,8 +228,6 @@ def _cmd_locate(a: argparse.Namespace) -> dict:
         if proc.returncode != 0 or res is None:
             raise SystemExit(_usage("locate", f"the {a.nproc} processes failed (exit code {proc.returncode})"))
         return {**res, "summary": _locate_summary(res)}
-    if (distributed.env_world() or (0, 1))[1] > 1:  # under torchrun: the data-parallel fit
-        return _cmd_locate_ddp(a)
     from .jobs.commands import locate
 
     rows, split, fit_on = _locate_rows(a)
@@ -238,7 +236,9 @@ def _cmd_locate(a: argparse.Namespace) -> dict:
                  fit_samples=a.fit_samples, layout=a.layout, labels=a.labels, classes=a.classes, seed=a.seed,
                  progress=not a.quiet, overwrite=a.overwrite, safe_mode=not a.unsafe, fit_note=fit_on,
                  epochs=a.epochs, target_r2=_number(a.target_r2, "target_r2"), tau=_taus(a.tau),
-                 r_metric=a.r_metric, mode=a.mode)
+                 r_metric=a.r_metric, mode=a.mode, device=None if a.device == "cpu" else a.device)
+    if res["rank"] != 0:  # under torchrun only rank 0 prints
+        raise SystemExit(0)
     out = {k: v for k, v in res.items() if k != "record"}
     out.update(fit_on=fit_on, engine="stream" if stream else "memory", run=str(os.path.join(a.out, "run.json")))
     return {**out, "summary": _locate_summary(out)}
@@ -262,31 +262,6 @@ def _locate_summary(res: dict) -> str:
             f"[{r2['low']:.3f}, {r2['high']:.3f}] (target {res['target_r2']:.3f}, "
             f"{'reached' if res['target_reached'] else 'NOT reached'}); labels: {res.get('labels', '?')}"
             + (f"; fitted on {res['fit_on']}" if res.get("fit_on") else ""))
-
-
-def _cmd_locate_ddp(a: argparse.Namespace) -> dict:
-    """One rank of a data-parallel fit started by torchrun: every rank fits on the same data."""
-    from .jobs import gather, open_data
-    from .localizer.runner import run_locate
-
-    rows, split, fit_on = _locate_rows(a)
-    src = open_data(a.data, dataset=a.dataset, split=split, seed=a.seed, layout=a.layout, labels=a.labels,
-                    classes=a.classes)
-    if rows is not None:
-        src = src.subset(rows)
-    X, y = src.X, src.y
-    labels = src.labels_source or "predictions"
-    if y is None:
-        from .models import load_model
-
-        y = load_model(a.model, safe_mode=not a.unsafe).predict(X, layout=src.layout)
-    res = run_locate(a.model, (X, y), a.out, target_r2=a.target_r2, tau=a.tau, r_metric=a.r_metric,
-                     mode=a.mode, layout=src.layout, epochs=a.epochs, seed=a.seed, progress=not a.quiet,
-                     safe_mode=not a.unsafe, device=None if a.device == "cpu" else a.device)
-    if res["rank"] != 0:  # under torchrun only rank 0 prints
-        raise SystemExit(0)
-    keys = ("localizer", "masks", "r2_path", "r2_path_png", "da_plot_png", "path_plot_png")
-    return {**res, "n": int(src.n), "labels": labels, "fit_on": fit_on, "files": [res[k] for k in keys if k in res]}
 
 
 def _as_flags(action: argparse.Action, value) -> list[str]:
@@ -315,9 +290,16 @@ def _cmd_demo(a: argparse.Namespace) -> dict:
 
 
 def _cmd_report(a: argparse.Namespace) -> dict:
+    from .jobs import progress_bar
     from .report import build_report
 
-    path = build_report(a.run_dir if len(a.run_dir) > 1 else a.run_dir[0], out=a.output)
+    bar = progress_bar(1, f"report of {len(a.run_dir)} folder(s)", not a.quiet, unit="report")
+    try:
+        path = build_report(a.run_dir if len(a.run_dir) > 1 else a.run_dir[0], out=a.output)
+    finally:
+        if bar is not None:
+            bar.update(1)
+            bar.close()
     return {"report": str(path), "runs": list(a.run_dir), "files": [str(path)], "summary": f"report: {path}"}
 
 

@@ -340,7 +340,7 @@ def demo(*, out_dir: str | os.PathLike = "runs/demo", dataset: str | None = "mni
     from . import zoo
     from .errors import TrustmapError
     from .explain import list_methods
-    from .jobs import ArraySource, MemorySink, fill, make_explainers, method_names, progress_bar
+    from .jobs import ArraySource, MemorySink, fill, make_explainers, method_names
     from .jobs.commands import score
     from .jobs.data import parse_classes
     from .jobs.record import model_desc, new_record
@@ -546,23 +546,18 @@ def demo(*, out_dir: str | os.PathLike = "runs/demo", dataset: str | None = "mni
               if not getattr(type(explainers[k]) if k in explainers else None, "synthesizes_inputs",
                              k in SYNTHESIS_METHODS)}
     if scored:
-        bar = progress_bar(1, f"scores ({len(scored)} methods)", progress, unit="table")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 score(m, Xs, ys, scored, out / "scores", None,
                       mask=None if test_set.mask is None else test_set.mask[index], layout=lay,
-                      n_boot=cfg["n_boot"], n_perm=cfg["n_perm"], steps=cfg["steps"], seed=seed)
+                      n_boot=cfg["n_boot"], n_perm=cfg["n_perm"], steps=cfg["steps"], seed=seed, progress=progress)
             files["scores"] = "scores/scores.json"
             if (out / "scores" / "curves.png").exists():
                 files["curves"] = "scores/curves.png"
         except TrustmapError as exc:
             notes.append(f"the explanations could not be scored: {exc}")
             failures.append({"step": "scores", "error": str(exc)})
-        finally:
-            if bar is not None:
-                bar.update(1)
-                bar.close()
     lap("scores")
 
     manifest = new_record(

@@ -157,20 +157,20 @@ def locate(model, data=None, out_dir="runs/locate", *, dataset: str | None = Non
            format: str = "npy", fit_samples: int | None = 20000, layout=None, labels=None, label=None, key=None,
            classes=None, seed: int = 0, progress: bool = False, resume: bool = True, overwrite: bool = False,
            safe_mode: bool = True, localizer=None, plots: bool = True, fit_note: str | None = None,
-           **localizer_params) -> dict[str, Any]:
+           distributed: Any = "auto", device: Any = None, **localizer_params) -> dict[str, Any]:
     """Fit the TRUST localizer on (a seeded subset of ``fit_samples`` rows of) ``data`` and write the
     masks of every sample.
 
     Without labels the model's predictions stand in for them (the record and the result say
     ``labels: predictions``). ``rows`` restricts a built-in dataset or in-memory data to those rows
     (e.g. the validation rows ``trustmap train`` set aside). ``localizer``: a fitted Localizer (or
-    its path) to skip fitting.
+    its path) to skip fitting. Under ``torchrun`` the fit is data-parallel (``distributed``,
+    ``device``: see :class:`~trustmap.localizer.Localizer`); rank 0 writes the files.
 
     Writes ``localizer.safetensors`` (+ ``.json``), ``r2_path.json`` and plots, ``masks.npz`` (in memory)
-    or ``masks.npy`` (streamed), ``samples.npz`` and ``run.json``.
+    or ``masks.npy`` (streamed), ``samples.npz``, ``locate.json`` and ``run.json``.
     """
-    from ..localizer import Localizer
-    from ..localizer.runner import fit_localizer, localizer_key
+    from ..localizer import distributed as _distributed
 
     engine = _engine(engine)
     chunk_rows = check_chunk_rows(chunk_rows)
@@ -178,7 +178,30 @@ def locate(model, data=None, out_dir="runs/locate", *, dataset: str | None = Non
                                     or fit_samples < 50):
         raise InputError("fit_samples must be a whole number of at least 50", parameter="fit_samples",
                          expected="an int >= 50", got=fit_samples, fix="pass e.g. fit_samples=20000")
-    m = _load(model, safe_mode)
+    with _distributed.session(distributed, device) as sess:
+        if sess.world_size > 1 and engine != "memory":
+            raise InputError("a streamed locate runs in one process", parameter="engine",
+                             expected="engine='memory' under torchrun", got=engine, fix="drop --stream, or torchrun")
+        res = _locate(sess, model, data, Path(out_dir), dataset, split, rows, engine, chunk_rows, format, fit_samples,
+                      layout, labels, label, key, classes, seed, progress, resume, overwrite, safe_mode, localizer,
+                      plots, fit_note, distributed, localizer_params)
+        sess.barrier()  # every rank returns once rank 0 has written the files
+    return res
+
+
+def _locate(sess, model, data, out, dataset, split, rows, engine, chunk_rows, format, fit_samples, layout, labels,
+            label, key, classes, seed, progress, resume, overwrite, safe_mode, localizer, plots, fit_note,
+            distributed, localizer_params) -> dict[str, Any]:
+    from ..localizer import Localizer
+    from ..localizer.runner import fit_localizer, localizer_key
+    from ..models import Model, load_model
+
+    if isinstance(model, Model):
+        m = model
+    elif sess.device is not None and isinstance(model, (str, os.PathLike)):
+        m = load_model(model, safe_mode=safe_mode, device=sess.device)
+    else:
+        m = _load(model, safe_mode)
     src = open_data(data, dataset=dataset, split=split, seed=seed, layout=layout, labels=labels, label=label,
                     key=key, classes=classes, stream=engine == "stream")
     if rows is not None:
@@ -186,9 +209,10 @@ def locate(model, data=None, out_dir="runs/locate", *, dataset: str | None = Non
             raise InputError("rows= selects rows of in-memory data", parameter="rows", expected="rows=None when "
                              "streaming", got="rows", fix="drop rows=")
         src = src.subset(np.asarray(rows))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if sess.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     notes: list[str] = [fit_note] if fit_note else []
+    dist = {"rank": sess.rank, "world_size": sess.world_size}
     try:
         check_classes(None if not classes else list(src.classes), m)
         used_pred = False
@@ -196,9 +220,11 @@ def locate(model, data=None, out_dir="runs/locate", *, dataset: str | None = Non
         if localizer is None:
             idx = _fit_rows(src.n, fit_samples, seed)
             fit_record = {"data": src.fingerprint(), "model": m.fingerprint(), "rows": len(idx), "seed": int(seed),
-                          "labels": getattr(src, "labels_source", None), "params": _io.to_jsonable(localizer_params)}
+                          "labels": getattr(src, "labels_source", None), "world_size": sess.world_size,
+                          "params": _io.to_jsonable(localizer_params)}
             loc = None
-            if resume and not overwrite and (out / "localizer.safetensors").exists() and (out / "fit.json").exists():
+            if resume and not overwrite and sess.world_size == 1 and (out / "localizer.safetensors").exists() \
+                    and (out / "fit.json").exists():
                 try:
                     if _io.read_json(out / "fit.json") == _io.to_jsonable(fit_record):
                         loc = Localizer.load(out / "localizer.safetensors", model=m)  # fitted by an earlier run
@@ -209,15 +235,28 @@ def locate(model, data=None, out_dir="runs/locate", *, dataset: str | None = Non
             if y is None:
                 y, used_pred = m.predict(X, layout=src.layout), True
             if loc is None:
-                loc, paths = fit_localizer(m, X, y, out, layout=src.layout, seed=seed, progress=progress,
-                                           plots=plots, **localizer_params)
-                _io.write_json(out / "fit.json", fit_record)
+                loc, _paths = fit_localizer(m, X, y, out, layout=src.layout, seed=seed,
+                                            progress=bool(progress) and sess.is_main, plots=plots,
+                                            write=sess.is_main, distributed=distributed,
+                                            checkpoint=(out / "checkpoint") if resume else None, **localizer_params)
+                if sess.is_main:
+                    _io.write_json(out / "fit.json", fit_record)
             info["fit_samples"] = int(len(idx))
             del X, y
         else:
             loc = localizer if not isinstance(localizer, (str, os.PathLike)) else Localizer.load(localizer, model=m)
             used_pred = src.y is None
         tau = float(loc.tau_)
+        r2 = getattr(loc, "r2_", None)
+        summary = {"tau": tau, "target_r2": float(getattr(loc, "target_r2_", float("nan"))),
+                   "target_reached": bool(getattr(loc, "target_reached_", False)),
+                   "r2": None if r2 is None else {"estimate": float(r2.estimate), "low": float(r2.low),
+                                                  "high": float(r2.high)},
+                   "n": int(src.n), "labels": ("predictions" if used_pred and getattr(src, "labels_source", None)
+                                               is None else getattr(src, "labels_source", None) or "none"),
+                   **info, **dist}
+        if not sess.is_main:  # rank 0 writes the files
+            return {**summary, "masks": str(out / ("masks.npz" if engine == "memory" else "masks.npy"))}
         producers = {"trust": lambda x, t: loc.locate(x, layout=src.layout)}
         if engine == "memory":
             sinks = {"trust": MemorySink()}
@@ -232,7 +271,7 @@ def locate(model, data=None, out_dir="runs/locate", *, dataset: str | None = Non
         rec = new_record("locate", model=model, m=m, src=src, engine=engine, used_predictions=used_pred,
                          methods=["trust"], params={"trust": _io.to_jsonable(loc._json_params())},
                          settings={"chunk_rows": chunk_rows, "seed": seed, "fit_samples": info.get("fit_samples"),
-                                   "split": split if dataset else None, "fit_on": fit_note})
+                                   "split": split if dataset else None, "fit_on": fit_note, **dist})
         rec["notes"] += notes
         if engine == "memory":
             masks = sinks["trust"].result(src.X).save(out / "masks.npz")
@@ -243,12 +282,7 @@ def locate(model, data=None, out_dir="runs/locate", *, dataset: str | None = Non
             rec["maps"] = {"trust": masks.name}
             rec["stream"] = {"chunk_rows": chunk_rows, "format": format, "computed": stats["computed"],
                              "skipped": stats["skipped"]}
-        r2 = getattr(loc, "r2_", None)
-        summary = {"tau": tau, "target_r2": float(getattr(loc, "target_r2_", float("nan"))),
-                   "target_reached": bool(getattr(loc, "target_reached_", False)),
-                   "r2": None if r2 is None else {"estimate": float(r2.estimate), "low": float(r2.low),
-                                                  "high": float(r2.high)},
-                   "n": int(src.n), "masks": str(masks), "labels": rec["labels"]["source"], **info}
+        summary["masks"] = str(masks)
         rec["localizer"] = summary
         for k, f in (("localizer", "r2_path.json"), ("localizer_weights", "localizer.safetensors"),
                      ("da_plot", "da_plot.png"), ("path_plot", "path_plot.png"), ("r2_path_png", "r2_path.png")):
@@ -266,7 +300,7 @@ def locate(model, data=None, out_dir="runs/locate", *, dataset: str | None = Non
 
 
 def score(m, X, y, attrs: dict, out_dir=None, metrics=None, *, layout=None, mask=None, seed: int = 0,
-          plots: bool = True, **evaluate_params) -> dict[str, Any]:
+          plots: bool = True, progress: bool = False, **evaluate_params) -> dict[str, Any]:
     """Score Attributions of ``X`` (:func:`trustmap.metrics.evaluate_explanations`) and write
     ``scores.json`` / ``scores.md`` (and ``curves.png``) to ``out_dir`` when given."""
     from ..metrics.evaluate import evaluate_explanations
@@ -274,7 +308,16 @@ def score(m, X, y, attrs: dict, out_dir=None, metrics=None, *, layout=None, mask
 
     if isinstance(metrics, str):
         metrics = [s.strip() for s in metrics.split(",") if s.strip()]
-    scores = evaluate_explanations(m, X, y, attrs, metrics, mask=mask, layout=layout, seed=seed, **evaluate_params)
+    from .engine import progress_bar
+
+    bar = progress_bar(1, f"score {len(attrs)} method(s) on {len(X)} samples", progress, unit="table")
+    try:
+        scores = evaluate_explanations(m, X, y, attrs, metrics, mask=mask, layout=layout, seed=seed,
+                                       **evaluate_params)
+    finally:
+        if bar is not None:
+            bar.update(1)
+            bar.close()
     files: list[Path] = []
     if out_dir is not None:
         out = Path(out_dir)
@@ -419,7 +462,8 @@ def evaluate(model, data=None, out_dir=None, *, dataset: str | None = None, spli
                 idx, X, y = i, Xd, yd
                 attrs.update(a)
             region = mask if mask is not None else (None if getattr(src, "mask", None) is None else src.mask[idx])
-            sc = score(m, X, y, attrs, out, metrics, layout=src.layout, mask=region, seed=seed, **evaluate_params)
+            sc = score(m, X, y, attrs, out, metrics, layout=src.layout, mask=region, seed=seed, progress=progress,
+                       **evaluate_params)
             result.update(scores=sc["scores"], methods=sc["methods"], n_scored=sc["n"], markdown=sc["markdown"])
             result["files"] += sc["files"]
             if out is not None:

@@ -30,33 +30,19 @@ __all__ = ["run_locate", "load_arrays", "fit_localizer", "localizer_key", "parse
 
 
 def load_arrays(data, y=None) -> tuple[Any, Any]:
-    """``(X, y)`` from a tuple, a dict with 'X'/'y', an ``.npz`` file with arrays ``X`` (or ``x``) and ``y``,
-    or another data file :func:`trustmap.data.read` understands."""
+    """``(X, y or None)`` from a tuple, a dict with 'X'/'y', a data file or built-in dataset name (through
+    :func:`trustmap.jobs.open_data`, the one data entry), or ``X`` with ``y=``. ``y`` is None when the data
+    have no labels (the localizer then explains the model's predictions)."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and y is None:
         return data[0], data[1]
     if isinstance(data, dict):
         X = data.get("X", data.get("x"))
         return X, data.get("y") if y is None else y
     if isinstance(data, (str, os.PathLike)):
-        path = Path(data)
-        if not path.exists():
-            raise DataError("data file not found", parameter="data", expected="an existing .npz file", got=str(path),
-                            fix="check the path")
-        if path.suffix.lower() != ".npz":  # any format trustmap.data reads (csv, parquet, h5, ...)
-            from ..data import read
+        from ..jobs import open_data
 
-            ds = read(path)
-            return ds.X, (ds.y if y is None else y)
-        with np.load(path, allow_pickle=False) as z:
-            keys = set(z.files)
-            xk = "X" if "X" in keys else ("x" if "x" in keys else None)
-            if xk is None or ("y" not in keys and y is None):
-                raise DataError("the .npz file needs arrays 'X' and 'y'", parameter="data",
-                                expected="keys X and y", got=sorted(keys), fix="np.savez(path, X=X, y=y)")
-            return z[xk], (z["y"] if y is None else y)
-    if y is None:
-        raise InputError("labels are needed to fit the localizer", parameter="y", expected="an array of labels",
-                         got=None, fix="pass y=..., or data=(X, y)")
+        src = open_data(data)
+        return src.X, (src.y if y is None else y)
     return data, y
 
 
@@ -142,6 +128,8 @@ def _run_locate(sess, model, data, out: Path, y, X_val, y_val, target_r2, tau, r
     if sess.is_main:
         out.mkdir(parents=True, exist_ok=True)
     X, yy = load_arrays(data, y)
+    if yy is None:  # no labels: the localizer explains the model's own decisions
+        yy = m.predict(X, layout=layout)
     if isinstance(X_val, (str, os.PathLike)):
         X_val, y_val = load_arrays(X_val, y_val)
     loc, paths = fit_localizer(m, X, yy, out, X_val=X_val, y_val=y_val, tau=tau, target_r2=target_r2,
