@@ -15,7 +15,9 @@ from conftest import assert_same_state, model_state
 
 METHODS = list_methods()
 FAST = {"integrated_gradients": {"n_steps": 6}, "smoothgrad": {"n_samples": 3}, "activation_max": {"n_steps": 4},
-        "deeplift_shap": {"n_baselines": 2}, "gradient_shap": {"n_samples": 4, "n_baselines": 2}}
+        "deeplift_shap": {"n_baselines": 2}, "gradient_shap": {"n_samples": 4, "n_baselines": 2},
+        "shapley_sampling": {"n_permutations": 2}, "extremal_mask": {"n_iter": 3}, "dynamask": {"n_iter": 3},
+        "tsr": {"window": 4}}
 CONFIGS = [(1, 1), (1, 3), (2, 1), (2, 3)]
 TORCH_ONLY = {"lrp"}  # refused for Keras models with a typed error
 

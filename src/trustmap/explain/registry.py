@@ -35,7 +35,7 @@ def list_methods() -> list[str]:
     return sorted(REGISTRY)
 
 
-_MODULES = ("gradients", "cam", "actmax", "perturbation", "lime", "backprop", "lrp")
+_MODULES = ("gradients", "cam", "actmax", "perturbation", "lime", "backprop", "lrp", "ablation", "tsr", "masks")
 
 #: facts every explainer class declares (class attributes of :class:`~trustmap.explain.base.Explainer`)
 METHOD_FACTS = ("needs_gradients", "synthesizes_inputs", "stochastic")
