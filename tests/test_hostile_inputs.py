@@ -140,6 +140,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     np.savez(d / "d.npz", X=Xd, y=yd)
     f["npz"] = d / "d.npz"
     np.save(d / "d.npy", Xd)
+    f["npy"] = d / "d.npy"
 
     import h5py
     import pyarrow as pa
@@ -454,8 +455,8 @@ CLI = [
      "UsageError", "--epochs"),
     ("demo_n_zero", lambda f: ["demo", "--quick", "--n", "0"], "UsageError", "--n"),
     ("train_batch_size_zero", lambda f: ["train", "--batch-size", "0"], "UsageError", "--batch-size"),
-    ("target_abc", lambda f: _explain(f, "--target", "abc"), "UsageError", "--target"),
-    ("target_negative", lambda f: _explain(f, "--target", "-2"), "UsageError", "--target"),
+    ("target_abc", lambda f: _explain(f, "--target", "abc"), "TargetError", "unknown target"),
+    ("target_negative", lambda f: _explain(f, "--target", "-2"), "TargetError", "out of range"),
     # --out that cannot be a folder
     ("out_is_file", lambda f: _explain(f)[:-2] + ["--out", f["afile"]], "InputError", "is a file"),
     ("out_under_file", lambda f: _explain(f)[:-2] + ["--out", f["afile"] / "sub"], "InputError", "under a file"),
@@ -465,18 +466,20 @@ CLI = [
     ("data_latin_csv", lambda f: _explain(f, data="latin.csv"), "DataError", "not UTF-8"),
     ("data_latin_csv_stream", lambda f: _explain(f, "--stream", data="latin.csv"), "DataError", "not UTF-8"),
     ("data_missing", lambda f: _explain(f, data=str(f["dir"] / "nope.npz")), "MissingFileError", "not found"),
-    ("evaluate_data_trunc_npz", lambda f: ["evaluate", "--model", f["model"], "--data", f["trunc.npz"]],
+    ("evaluate_data_trunc_npz", lambda f: ["evaluate", "--model", f["model"], "--data", f["trunc.npz"], "--quiet"],
      "DataError", "truncated"),
     # model files
     ("model_trunc_safetensors", lambda f: ["explain", "--model", f["trunc.safetensors"], "--data", f["npz"],
                                            "--out", f["dir"] / "cli_out"], "ModelLoadError", "sha256"),
-    ("model_lambda_h5", lambda f: ["evaluate", "--model", f["lam_h5"], "--data", f["npz"]], "UnsafeModelError",
+    ("model_lambda_h5", lambda f: ["evaluate", "--model", f["lam_h5"], "--data", f["npz"], "--quiet"],
+     "UnsafeModelError",
      "safe_mode=False"),
-    ("model_bad_onnx", lambda f: ["evaluate", "--model", f["bad.onnx"], "--data", f["npz"]], "ModelLoadError",
+    ("model_bad_onnx", lambda f: ["evaluate", "--model", f["bad.onnx"], "--data", f["npz"], "--quiet"],
+     "ModelLoadError",
      "onnxruntime"),
     # methods and explanations
     ("method_unknown", lambda f: _explain(f, "--method", "shap"), "InputError", ", ".join(list_methods())),
-    ("evaluate_other_explanations", lambda f: ["evaluate", "--model", f["model"], "--data", f["npz"],
+    ("evaluate_other_explanations", lambda f: ["evaluate", "--model", f["model"], "--data", f["npz"], "--quiet",
                                                "--explanations", f["other_expl"]], "DataError", "other inputs"),
 ]
 
@@ -502,28 +505,32 @@ def test_cli_hostile_input(name, argv, error, match, files, capsys):
 
 
 def test_cli_ctrl_c_is_one_line_and_exit_130(files, capsys, monkeypatch):
-    import trustmap.explain.runner as runner
+    from trustmap.explain.base import Explainer
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "run_explain", interrupted)
+    monkeypatch.setattr(Explainer, "explain", interrupted)
     code, out, err = _cli(_explain(files), capsys)
     assert code == 130 and err.strip() == "trustmap explain: interrupted"
+    code, out, err = _cli(_explain(files, "--json"), capsys)
+    assert code == 130 and json.loads(out)["error"]["type"] == "KeyboardInterrupt"
 
 
 def test_cli_warnings_are_one_line(files, capsys, monkeypatch):
     import warnings
 
-    import trustmap.explain.runner as runner
+    from trustmap.explain.base import Explainer
 
     def warns(*a, **k):
         warnings.warn("something to know\nover two lines", UserWarning, stacklevel=2)
-        return {}
+        raise E.DataError("stop here", parameter="x", fix="none needed")
 
-    monkeypatch.setattr(runner, "run_explain", warns)
+    monkeypatch.setattr(Explainer, "explain", warns)
     code, out, err = _cli(_explain(files), capsys)
-    assert code == 0 and err.strip() == "warning: something to know over two lines"
+    assert code == 2
+    assert err.strip().splitlines() == ["warning: something to know over two lines",
+                                        "trustmap explain: error: x: stop here; fix: none needed"]
 
 
 def _sub(args, **kw):
@@ -540,10 +547,10 @@ def test_real_exit_codes_in_a_subprocess(files):
     p = _sub(["-m", "trustmap.cli", *map(str, _explain(files, "--json", data="latin.csv"))])
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
     assert json.loads(p.stdout)["error"]["type"] == "DataError"
-    code = ("import sys, trustmap.cli as c, trustmap.stream as s\n"
+    code = ("import sys, trustmap.cli as c, trustmap.explain.base as b\n"
             "def stop(*a, **k):\n    raise KeyboardInterrupt\n"
-            "s.stream_explain = stop\n"
-            f"sys.exit(c.main({[str(a) for a in _explain(files, '--stream')]!r}))\n")
+            "b.Explainer.explain = stop\n"
+            f"sys.exit(c.main({[str(a) for a in _explain(files, '--stream', data='npy')]!r}))\n")
     p = _sub(["-c", code])
     assert p.returncode == 130, p.stderr
     assert p.stderr.strip() == "trustmap explain: interrupted; rerun to resume" and "Traceback" not in p.stderr

@@ -580,19 +580,6 @@ def nonnegative_float(text: str) -> float:
     return v
 
 
-def target_arg(text: str) -> str:
-    """argparse type for ``--target``: 'pred', 'label' or a class index >= 0 (kept as given)."""
-    if text in ("pred", "label"):
-        return text
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'pred', 'label' or a class index, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"a class index is >= 0, got {v}")
-    return text
-
-
 #: counts that must be >= 1 / >= 0, by argparse dest
 _POSITIVE = {"n", "chunk_rows", "workers", "epochs", "batch_size", "score_samples", "fit_samples", "nproc",
              "localizer_epochs"}
@@ -600,8 +587,8 @@ _NONNEGATIVE = {"plots", "patience", "seed"}
 
 
 def _harden(parser: argparse.ArgumentParser) -> None:
-    """Give every count option a checking type (non-positive ``--n`` etc. are usage errors) and
-    ``--target`` its parser, on the parser and all its sub-commands."""
+    """Give every count option a checking type (non-positive ``--n`` etc. are usage errors), on the
+    parser and all its sub-commands."""
     for act in parser._actions:
         if isinstance(act, argparse._SubParsersAction):
             for sub in act.choices.values():
@@ -612,8 +599,6 @@ def _harden(parser: argparse.ArgumentParser) -> None:
             act.type = nonnegative_int
         elif act.dest == "gpus_per_worker" and act.type is float:
             act.type = nonnegative_float
-        elif act.dest == "target" and act.type is None:
-            act.type = target_arg
 
 
 def _check_out(args: argparse.Namespace) -> None:
