@@ -211,3 +211,16 @@ def test_cli_runs_new_methods_on_a_saved_keras_file(tmp_path, capsys):
                  "--method", "lrp", "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "PyTorch" in err[0]
+
+
+def test_inplace_activations_with_positional_flags():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Conv1d(1, 3, 3), nn.LeakyReLU(0.1, inplace=True), nn.Conv1d(3, 3, 3), nn.ELU(inplace=True),
+                        nn.Flatten(), nn.Linear(3 * 12, 2)).eval()
+    x = np.random.default_rng(0).normal(size=(3, 1, 16)).astype("float32")
+    a = explain(net, x, "deeplift", target=1)
+    assert np.abs(a.extras["delta"]).max() < 1e-5 and a.extras["rules_applied"] == 2
+    b = explain(net, x, "lrp", composite="epsilon", target=1)
+    assert np.isfinite(b.maps).all()
+    with torch.no_grad():
+        assert torch.allclose(net(torch.as_tensor(x)), net(torch.as_tensor(x)))  # model still works
