@@ -168,7 +168,21 @@ def _run_new(metric: str, module: str, function: str, takes: tuple[str, ...] = (
     return run
 
 
+def _run_sensitivity(ctx: _Context, a) -> dict[str, MetricResult]:
+    from .robustness import sensitivity
+
+    if not rerunnable(a):
+        ctx.notes.append("sensitivity needs a re-runnable method (registered explainer)")
+        nan = np.full(len(ctx.X), np.nan)
+        return {k: MetricResult(k, math.nan, nan, False, {}, {}) for k in ("max_sensitivity", "avg_sensitivity")}
+    kw = {**ctx.kw("max_sensitivity"), **ctx.kw("avg_sensitivity")}
+    kw.setdefault("seed", ctx.seed)
+    mx, av = sensitivity(ctx.model, ctx.X, a, layout=ctx.layout, **kw)
+    return {"max_sensitivity": mx, "avg_sensitivity": av}
+
+
 _F = "faithfulness"
+_ROB, _CX, _AX = "robustness", "complexity", "axiomatic"
 #: The one metrics table: name -> :class:`MetricSpec` (direction, needs, runner, family, reference, cost).
 METRICS: dict[str, MetricSpec] = {
     "average_drop": MetricSpec(False, ("model",), _run_drop_increase, _F,
@@ -195,6 +209,26 @@ METRICS: dict[str, MetricSpec] = {
                                          "Adebayo et al. 2018", "1 explanation on a randomized copy"),
     "randomization_ssim": MetricSpec(False, ("model", "rerun"), _run_randomization, "randomization",
                                      "Adebayo et al. 2018", "1 explanation on a randomized copy (shared)"),
+    "random_logit": MetricSpec(False, ("model", "rerun"), _run_new("random_logit", "robustness", "random_logit",
+                                                                   ("model", "rerun")), "randomization",
+                               "Sixt et al. 2020 (Quantus RandomLogit)", "1 explanation", True),
+    # robustness: the explainer is re-run on perturbed inputs
+    "max_sensitivity": MetricSpec(False, ("model", "rerun"), _run_sensitivity, _ROB,
+                                  "Yeh et al. 2019 (Captum sensitivity_max)", "n_samples explanations", True),
+    "avg_sensitivity": MetricSpec(False, ("model", "rerun"), _run_sensitivity, _ROB, "Yeh et al. 2019",
+                                  "n_samples explanations (shared with max_sensitivity)", True),
+    "local_lipschitz": MetricSpec(False, ("model", "rerun"), _run_new("local_lipschitz", "robustness",
+                                                                      "local_lipschitz", ("model", "rerun")), _ROB,
+                                  "Alvarez-Melis & Jaakkola 2018 (Quantus LocalLipschitzEstimate)",
+                                  "n_samples explanations", True),
+    # complexity: the map alone
+    "sparseness": MetricSpec(True, (), _run_new("sparseness", "complexity", "sparseness", ()), _CX,
+                             "Chalasani et al. 2020 (Gini; Quantus Sparseness)", "map only"),
+    "complexity": MetricSpec(False, (), _run_new("complexity", "complexity", "complexity", ()), _CX,
+                             "Bhatt et al. 2020 (entropy; Quantus Complexity)", "map only"),
+    "effective_complexity": MetricSpec(False, (), _run_new("effective_complexity", "complexity",
+                                                           "effective_complexity", ()), _CX,
+                                       "Nguyen & Martinez 2020 (Quantus EffectiveComplexity)", "map only"),
 }
 DEFAULT_METRICS = ("average_drop", "increase_in_confidence", "deletion", "insertion", "faithfulness_correlation", "r2")
 LOCALIZATION_METRICS = ("pointing_game", "mass_inside", "topk_iou", "auprc")
