@@ -217,3 +217,241 @@ def test_rerun_metrics_need_an_explainer(cnn_task):
     net, X = cnn_task
     with pytest.raises(InputError):
         R.max_sensitivity(net, X, np.ones_like(X))
+
+
+# ---- ROAD (Quantus' ROAD with noisy_linear_imputation) -------------------------------------------------
+def quantus_noisy_linear_imputation(arr, indices, offsets):
+    """Quantus/ROAD's imputation (noise 0): arr (C, *spatial), indices into the flattened spatial grid."""
+    from scipy.sparse import lil_matrix
+    from scipy.sparse.linalg import spsolve
+
+    spatial = arr.shape[1:]
+    flat = arr.reshape(arr.shape[0], -1).astype(np.float64)
+    mask = np.ones(flat.shape[1], bool)
+    mask[indices] = False
+    var = {int(k): v for v, k in enumerate(indices)}
+    a = lil_matrix((len(indices), len(indices)))
+    b = np.zeros((len(indices), arr.shape[0]))
+    coords = np.array(np.unravel_index(indices, spatial)).T
+    for v, c in enumerate(coords):
+        for off, w in offsets:
+            nb = c + np.array(off)
+            if ((nb < 0) | (nb >= np.array(spatial))).any():
+                continue
+            k = int(np.ravel_multi_index(tuple(nb), spatial))
+            a[v, v] += w
+            if mask[k]:
+                b[v] += w * flat[:, k]
+            else:
+                a[v, var[k]] -= w
+    res = np.atleast_2d(spsolve(a.tocsc(), b))
+    out = flat.copy()
+    out[:, indices] = res.reshape(len(indices), -1).T
+    return out.reshape(arr.shape)
+
+
+def small_cnn2d(c=1, hw=8, k=3, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(c, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * hw * hw, k)).eval()
+
+
+def test_noisy_linear_imputation_equals_road_code():
+    from trustmap.metrics.road import NEIGHBOURS, noisy_linear_imputation
+
+    rng = np.random.default_rng(0)
+    for shape in ((2, 9, 7), (3, 30)):
+        x = rng.normal(size=(4,) + shape)
+        spatial = int(np.prod(shape[1:]))
+        removed = np.zeros((4,) + shape, bool)
+        refs = []
+        for i, frac in enumerate((0.1, 0.5, 0.9, 0.99)):
+            idx = rng.permutation(spatial)[:int(spatial * frac)]
+            removed[i].reshape(shape[0], -1)[:, idx] = True
+            refs.append(quantus_noisy_linear_imputation(x[i], idx, NEIGHBOURS[len(shape) - 1]))
+        got = noisy_linear_imputation(torch.as_tensor(x), torch.as_tensor(removed), noise=0.0).numpy()
+        np.testing.assert_allclose(got, np.stack(refs), atol=1e-8)
+        noisy = noisy_linear_imputation(torch.as_tensor(x), torch.as_tensor(removed), noise=0.5,
+                                        generator=torch.Generator().manual_seed(0)).numpy()
+        d = (noisy - got)[removed]
+        assert (noisy[~removed] == x[~removed]).all() and 0.4 < d.std() < 0.6
+
+
+def quantus_road(net, X, y, a_batch, percentages, offsets):
+    """Quantus' ROAD.evaluate_batch with noise 0: accuracy per percentage (a_batch channel-summed)."""
+    flat = a_batch.reshape(len(a_batch), -1)
+    a_size = a_batch[0].size
+    order = np.argsort(-flat, axis=1, kind="stable")
+    res = []
+    for p in percentages:
+        top = order[:, :int(a_size * p / 100)]
+        xp = np.stack([quantus_noisy_linear_imputation(x, t, offsets) if len(t) else x for x, t in zip(X, top)])
+        pred = net(torch.as_tensor(xp, dtype=torch.float32)).argmax(1).numpy()
+        res.append(pred == y)
+    return np.stack(res, 1).astype(float)
+
+
+def test_road_equals_quantus_2d():
+    from trustmap.metrics import Masking
+    from trustmap.metrics.road import NEIGHBOURS, road
+
+    rng = np.random.default_rng(2)
+    net = small_cnn2d(c=2)
+    X = rng.normal(size=(6, 2, 8, 8)).astype(np.float32)
+    y = load_model(net).predict(X)
+    pos = rng.normal(size=(6, 1, 8, 8))
+    maps = np.repeat(pos, 2, axis=1)                       # one value per position, as Quantus' channel-summed maps
+    pct = [5, 25, 50, 75, 95]
+    res = road(net, X, maps, percentages=pct, noise=0.0, target=y, masking=Masking(channels="mean"))
+    want = quantus_road(net, X, y, pos, pct, NEIGHBOURS[2])
+    np.testing.assert_allclose(res.extras["curves"], want, atol=1e-6)
+    np.testing.assert_allclose(res.per_sample, want.mean(1), atol=1e-6)
+
+
+# ---- regions: Selectivity, RegionPerturbation (grid), IROF ------------------------------------------------
+def quantus_selectivity(net, X, y, a, patch):
+    out = []
+    for x, t, m in zip(X, y, a):
+        starts = list(range(0, x.shape[-1], patch))
+        sums = [m[:, s:s + patch].sum() for s in starts]
+        xp = x.copy()
+        curve = []
+        for k in np.argsort(-np.asarray(sums), kind="stable"):
+            xp[:, starts[k]:starts[k] + patch] = 0.0
+            curve.append(torch.softmax(net(torch.as_tensor(xp[None])), 1)[0, t].item())
+        out.append(np.trapezoid(np.array(curve), dx=1.0))
+    return np.array(out)
+
+
+def quantus_region_perturbation(net, X, y, a, patch, regions):
+    out = []
+    for x, t, m in zip(X, y, a):
+        p0 = torch.softmax(net(torch.as_tensor(x[None])), 1)[0, t].item()
+        starts = list(range(0, x.shape[-1], patch))
+        sums = [m[:, s:s + patch].sum() for s in starts]
+        xp = x.copy()
+        drops = []
+        for k in np.argsort(-np.asarray(sums), kind="stable")[:regions]:
+            xp[:, starts[k]:starts[k] + patch] = 0.0
+            drops.append(p0 - torch.softmax(net(torch.as_tensor(xp[None])), 1)[0, t].item())
+        out.append(np.sum(drops) / (len(drops) + 1))
+    return np.array(out)
+
+
+def quantus_irof(net, X, y, a, size):
+    out = []
+    for x, t, m in zip(X, y, a):
+        segments = np.arange(x.shape[-1]) // size
+        y_pred = torch.softmax(net(torch.as_tensor(x[None])), 1)[0, t].item()
+        att = np.array([np.mean(m[:, segments == s]) for s in range(segments.max() + 1)])
+        xp = x.copy()
+        preds = []
+        for s in np.argsort(-att, kind="stable"):
+            xp[:, segments == s] = 0.0
+            preds.append(torch.softmax(net(torch.as_tensor(xp[None])), 1)[0, t].item() / y_pred)
+        out.append(len(preds) - np.trapezoid(np.array(preds), dx=1.0))
+    return np.array(out)
+
+
+def test_region_metrics_equal_quantus(cnn_task):
+    from trustmap.metrics.regions import irof, region_perturbation, selectivity
+
+    net, X = cnn_task
+    y = load_model(net).predict(X)
+    a = np.abs(np.random.default_rng(5).normal(size=X.shape))
+    np.testing.assert_allclose(selectivity(net, X, a, patch_size=5, target=y).per_sample,
+                               quantus_selectivity(net, X, y, a, 5), atol=1e-6)
+    np.testing.assert_allclose(region_perturbation(net, X, a, patch_size=4, regions=3, target=y).per_sample,
+                               quantus_region_perturbation(net, X, y, a, 4, 3), atol=1e-6)
+    np.testing.assert_allclose(irof(net, X, a, segment_size=3, target=y).per_sample,
+                               quantus_irof(net, X, y, a, 3), atol=1e-6)
+
+
+def test_irof_superpixels_2d():
+    from trustmap.metrics.regions import irof
+
+    rng = np.random.default_rng(0)
+    net = small_cnn2d(c=1, hw=12)
+    X = rng.random(size=(3, 1, 12, 12)).astype(np.float32)
+    res = irof(net, X, rng.normal(size=X.shape))
+    assert np.isfinite(res.per_sample).all() and (res.extras["segments"] > 1).all()
+
+
+# ---- axiomatic / correlation: Completeness, MonotonicityCorrelation, Infidelity, NonSensitivity -------------
+def quantus_monotonicity_correlation(net, X, y, a, eps=1e-5):
+    out = []
+    for x, t, m in zip(X, y, a):
+        prob = lambda z: torch.softmax(net(torch.as_tensor(z[None], dtype=torch.float32)), 1)[0, t].item()  # noqa
+        y_pred = prob(x)
+        inv_pred = (1.0 if np.abs(y_pred) < eps else 1.0 / np.abs(y_pred)) ** 2
+        flat = m.reshape(-1)
+        atts, vars_ = [], []
+        for ix in np.argsort(flat, kind="stable"):
+            xp = x.reshape(-1).copy()
+            xp[ix] = 0.0
+            vars_.append(float(np.mean((np.array([prob(xp.reshape(x.shape))]) - np.array(y_pred)) ** 2) * inv_pred))
+            atts.append(float(flat[ix]))
+        out.append(scipy.stats.spearmanr(atts, vars_)[0])
+    return np.array(out)
+
+
+def test_monotonicity_correlation_and_completeness_equal_quantus(cnn_task):
+    from trustmap.metrics.axiomatic import completeness, monotonicity_correlation
+
+    net, X = cnn_task
+    X = X[:5]
+    y = load_model(net).predict(X)
+    a = np.abs(np.random.default_rng(5).normal(size=X.shape))
+    np.testing.assert_allclose(monotonicity_correlation(net, X, a, target=y).per_sample,
+                               quantus_monotonicity_correlation(net, X, y, a), atol=1e-6)
+    # completeness: |sum(a) - (f(x) - f(0))| on logits
+    logits = lambda z: net(torch.as_tensor(z, dtype=torch.float32)).detach().double().numpy()  # noqa
+    want = np.abs(a.reshape(5, -1).sum(1) - (logits(X)[np.arange(5), y] - logits(np.zeros_like(X))[np.arange(5), y]))
+    np.testing.assert_allclose(completeness(net, X, a, target=y).per_sample, want, rtol=1e-6)
+
+
+def captum_infidelity(net, X, y, a, draws, normalize=False):
+    out = []
+    for x, t, m, d in zip(X, y, a, draws):
+        f = lambda z: net(torch.as_tensor(z, dtype=torch.float32)).detach().double().numpy()[:, t]  # noqa
+        xp = (x[None].astype(np.float64) - d).astype(np.float32)
+        pert = x[None].astype(np.float64) - xp
+        ia = (pert.reshape(len(d), -1) * m.reshape(1, -1)).sum(1)
+        diff = f(x[None]) - f(xp)
+        beta = (ia * diff).mean() / (ia * ia).mean() if normalize else 1.0
+        out.append(np.mean((beta * ia - diff) ** 2))
+    return np.array(out)
+
+
+def test_infidelity_equals_captum_with_the_same_draws(cnn_task):
+    from trustmap.metrics.axiomatic import infidelity
+
+    net, X = cnn_task
+    y = load_model(net).predict(X)
+    a = np.random.default_rng(5).normal(size=X.shape)
+    rng = np.random.default_rng(4)
+    draws = [rng.normal(0, 0.1, size=(7,) + X.shape[1:]) for _ in range(len(X))]
+    for norm in (False, True):
+        got = infidelity(net, X, a, n_samples=7, std=0.1, seed=4, target=y, normalize=norm).per_sample
+        np.testing.assert_allclose(got, captum_infidelity(net, X, y, a, draws, norm), rtol=1e-6, atol=1e-9)
+
+
+def test_axiomatic_known_answers():
+    """A linear model, logits w.x: the map w*x is complete (gap 0), the map w has infidelity 0; the
+    map w*x is non-sensitive-consistent where w = 0; random and reversed maps do worse."""
+    from trustmap.metrics.axiomatic import completeness, infidelity, non_sensitivity
+
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(2, 1, 12)).astype(np.float32)
+    W[:, :, :4] = 0.0
+    net = linear_net(W)
+    X = rng.normal(size=(8, 1, 12)).astype(np.float32)
+    t = np.ones(8, int)
+    oracle = W[1][None] * X
+    random = rng.normal(size=X.shape)
+    gaps = [completeness(net, X, m, target=t).value for m in (oracle, random, -oracle)]
+    assert gaps[0] < 1e-5 < gaps[1] and gaps[0] < gaps[2]
+    w_map = np.broadcast_to(W[1][None], X.shape)
+    inf = [infidelity(net, X, m, target=t).value for m in (w_map, random, -w_map)]
+    assert inf[0] < 1e-8 and inf[0] < inf[1] < inf[2]
+    ns = [non_sensitivity(net, X, m, target=t, n_samples=4, output="logit").value for m in (oracle, random)]
+    assert ns[0] == 0 and ns[1] >= 4       # random maps are nonzero where the model ignores the input

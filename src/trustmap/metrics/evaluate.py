@@ -160,7 +160,11 @@ def _run_new(metric: str, module: str, function: str, takes: tuple[str, ...] = (
             nan = np.full(n, np.nan)
             return {metric: MetricResult(metric, math.nan, nan, METRICS[metric].higher_is_better, {}, {})}
         if "model" in takes:
+            import inspect
+
             kw.setdefault("seed", ctx.seed)
+            if ctx.reference is not None and "reference" in inspect.signature(fn).parameters:
+                kw.setdefault("reference", ctx.reference)
             res = fn(ctx.model, ctx.X, a, layout=ctx.layout, masking=ctx.masking, **kw)
         else:
             res = fn(a, X=ctx.X, model=ctx.model, layout=ctx.layout, **kw)
@@ -212,6 +216,30 @@ METRICS: dict[str, MetricSpec] = {
     "random_logit": MetricSpec(False, ("model", "rerun"), _run_new("random_logit", "robustness", "random_logit",
                                                                    ("model", "rerun")), "randomization",
                                "Sixt et al. 2020 (Quantus RandomLogit)", "1 explanation", True),
+    "road_morf": MetricSpec(False, ("model",), _run_new("road_morf", "road", "road_morf"), _F,
+                            "Rong et al. 2022 (ROAD, noisy linear imputation; Quantus ROAD)",
+                            "len(percentages) forwards + imputation", True),
+    "road_lerf": MetricSpec(True, ("model",), _run_new("road_lerf", "road", "road_lerf"), _F,
+                            "Rong et al. 2022 (ROAD, least relevant first)",
+                            "len(percentages) forwards + imputation", True),
+    "selectivity": MetricSpec(False, ("model",), _run_new("selectivity", "regions", "selectivity"), _F,
+                              "Montavon et al. 2018 (Quantus Selectivity)", "1 forward per patch"),
+    "region_perturbation": MetricSpec(True, ("model",), _run_new("region_perturbation", "regions",
+                                                                 "region_perturbation"), _F,
+                                      "Samek et al. 2017 (AOPC, MoRF, grid patches)", "min(regions, patches) forwards"),
+    "irof": MetricSpec(True, ("model",), _run_new("irof", "regions", "irof"), _F,
+                       "Rieger & Hansen 2020 (Quantus IROF)", "1 forward per segment (+ superpixels in 2D)"),
+    "monotonicity_correlation": MetricSpec(True, ("model",), _run_new("monotonicity_correlation", "axiomatic",
+                                                                      "monotonicity_correlation"), _F,
+                                           "Nguyen & Martinez 2020 (Quantus MonotonicityCorrelation)",
+                                           "entries / features_in_step forwards"),
+    "infidelity": MetricSpec(False, ("model",), _run_new("infidelity", "axiomatic", "infidelity"), _F,
+                             "Yeh et al. 2019 (Captum infidelity)", "n_samples forwards", True),
+    "completeness": MetricSpec(False, ("model",), _run_new("completeness", "axiomatic", "completeness"), _AX,
+                               "Sundararajan et al. 2017 (Quantus Completeness, as a gap)", "1 forward"),
+    "non_sensitivity": MetricSpec(False, ("model",), _run_new("non_sensitivity", "axiomatic", "non_sensitivity"),
+                                  _AX, "Nguyen & Martinez 2020 (Quantus NonSensitivity)",
+                                  "n_samples * entries / features_in_step forwards", True),
     # robustness: the explainer is re-run on perturbed inputs
     "max_sensitivity": MetricSpec(False, ("model", "rerun"), _run_sensitivity, _ROB,
                                   "Yeh et al. 2019 (Captum sensitivity_max)", "n_samples explanations", True),
