@@ -455,3 +455,61 @@ def test_axiomatic_known_answers():
     assert inf[0] < 1e-8 and inf[0] < inf[1] < inf[2]
     ns = [non_sensitivity(net, X, m, target=t, n_samples=4, output="logit").value for m in (oracle, random)]
     assert ns[0] == 0 and ns[1] >= 4       # random maps are nonzero where the model ignores the input
+
+
+# ---- the known-answer task: oracle, random and reversed maps through trustmap.evaluate --------------------
+def region_task():
+    """Logits depend on positions 16..26 only (two random filters); labels noisy."""
+    rng = np.random.default_rng(0)
+    w = np.zeros((2, 1, 48), dtype=np.float32)
+    w[:, 0, 16:26] = rng.normal(size=(2, 10)) * 2
+    net = linear_net(w)
+    X = rng.normal(size=(120, 1, 48)).astype(np.float32)
+    z = np.einsum("kcl,ncl->nk", w, X)
+    y = (z[:, 1] - z[:, 0] + rng.normal(scale=2.0, size=120) > 0).astype(np.int64)
+    oracle = (w[y] - w[1 - y]) * X
+    attrs = {"oracle": Attribution(oracle, y, "oracle", layout="NCL"),
+             "random": Attribution(rng.normal(size=X.shape), y, "random", layout="NCL"),
+             "reversed": Attribution(-oracle, y, "reversed", layout="NCL")}
+    return net, X, y, attrs
+
+
+def test_new_metrics_order_oracle_random_reversed():
+    from trustmap.metrics import METRICS, evaluate_explanations
+
+    net, X, y, attrs = region_task()
+    ordered = ["road_morf", "road_lerf", "selectivity", "region_perturbation", "irof", "monotonicity_correlation",
+               "completeness"]
+    sign_blind = ["non_sensitivity", "sparseness", "complexity", "effective_complexity"]
+    pct = {"percentages": [10, 30, 50, 70, 90], "output": "prob"}
+    s = evaluate_explanations(net, X, y, attrs, ordered + sign_blind, n_boot=200, n_perm=200,
+                              metric_params={"road_morf": pct, "road_lerf": pct, "selectivity": {"patch_size": 4},
+                                             "region_perturbation": {"patch_size": 4, "regions": 6},
+                                             "irof": {"segment_size": 4},
+                                             "non_sensitivity": {"n_samples": 3, "output": "logit"}})
+    for met in ordered:
+        o, r, v = (s.value(k, met) for k in ("oracle", "random", "reversed"))
+        assert ((o > r > v) if METRICS[met].higher_is_better else (o < r < v)), (met, o, r, v)
+    # these do not see the sign: the oracle and its negative tie, and both beat noise
+    for met in sign_blind:
+        o, r, v = (s.value(k, met) for k in ("oracle", "random", "reversed"))
+        assert o == pytest.approx(v) and ((o > r) if METRICS[met].higher_is_better else (o < r)), met
+    assert s.comparison("road_morf", "oracle", "random")["better"] == "oracle"
+
+
+def test_evaluate_runs_robustness_metrics_from_the_table(cnn_task):
+    from trustmap.metrics import evaluate_explanations
+
+    net, X = cnn_task
+    attr = get_explainer("saliency", absolute=False, times_input=True).explain(net, X)
+    kw = {"n_samples": 4}
+    s = evaluate_explanations(net, X, None, {"gxi": attr, "array": attr.maps},
+                              ["max_sensitivity", "avg_sensitivity", "local_lipschitz", "random_logit"],
+                              n_boot=100, n_perm=100, metric_params={"max_sensitivity": kw, "local_lipschitz": kw})
+    direct = R.max_sensitivity(net, X, attr, n_samples=4, seed=0)
+    assert s.value("gxi", "max_sensitivity") == pytest.approx(direct.value)
+    assert np.isnan(s.value("array", "max_sensitivity"))          # a bare array cannot be re-explained
+    assert any("array" in n and "re-runnable" in n for n in s.settings["notes"])
+    with pytest.raises(InputError):
+        evaluate_explanations(net, X, None, {"gxi": attr}, ["sparseness"], n_boot=100, n_perm=100,
+                              metric_params={"road_morf": {}})
