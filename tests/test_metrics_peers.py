@@ -16,7 +16,7 @@ from torch import nn
 from trustmap import Attribution, load_model
 from trustmap.errors import InputError
 from trustmap.explain import get_explainer
-from trustmap.metrics import complexity as C
+from trustmap.metrics import map_complexity as C
 from trustmap.metrics import robustness as R
 
 

@@ -250,11 +250,11 @@ METRICS: dict[str, MetricSpec] = {
                                   "Alvarez-Melis & Jaakkola 2018 (Quantus LocalLipschitzEstimate)",
                                   "n_samples explanations", True),
     # complexity: the map alone
-    "sparseness": MetricSpec(True, (), _run_new("sparseness", "complexity", "sparseness", ()), _CX,
+    "sparseness": MetricSpec(True, (), _run_new("sparseness", "map_complexity", "sparseness", ()), _CX,
                              "Chalasani et al. 2020 (Gini; Quantus Sparseness)", "map only"),
-    "complexity": MetricSpec(False, (), _run_new("complexity", "complexity", "complexity", ()), _CX,
+    "complexity": MetricSpec(False, (), _run_new("complexity", "map_complexity", "complexity", ()), _CX,
                              "Bhatt et al. 2020 (entropy; Quantus Complexity)", "map only"),
-    "effective_complexity": MetricSpec(False, (), _run_new("effective_complexity", "complexity",
+    "effective_complexity": MetricSpec(False, (), _run_new("effective_complexity", "map_complexity",
                                                            "effective_complexity", ()), _CX,
                                        "Nguyen & Martinez 2020 (Quantus EffectiveComplexity)", "map only"),
 }
