@@ -32,8 +32,9 @@ from ..errors import InputError
 from ..models import load_model
 from .masking import MetricResult, check_frac, make_masking
 
-__all__ = ["evaluate_explanations", "ExplanationScores", "METRICS", "MetricSpec", "DEFAULT_METRICS",
-           "LOCALIZATION_METRICS", "holm", "paired_permutation_pvalue", "rerunnable", "metrics_table"]
+__all__ = ["evaluate_explanations", "check_data_fingerprints", "ExplanationScores", "METRICS", "MetricSpec",
+           "DEFAULT_METRICS", "LOCALIZATION_METRICS", "holm", "paired_permutation_pvalue", "rerunnable",
+           "metrics_table"]
 
 class MetricSpec(NamedTuple):
     """One row of the metrics table: everything the runner, the CLI and the docs know about a metric.
@@ -471,6 +472,29 @@ def _as_dict(attributions) -> dict[str, Any]:
     return dict(zip(names, [plain(v) for _, v in items]))
 
 
+def check_data_fingerprints(X, attrs: dict[str, Any], parameter: str = "X") -> None:
+    """Refuse an :class:`~trustmap.Attribution` made for other inputs than ``X``: its provenance
+    records the sha256 of the data it explained (``data_sha256``); it must be ``X``'s (as given, or
+    as float32). Bare arrays and Attributions without the record are not checked."""
+    prints = None
+    for name, a in attrs.items():
+        fp = a.provenance.get("data_sha256") if isinstance(a, Attribution) else None
+        if fp is None:
+            continue
+        if prints is None:
+            arr = X.detach().cpu().numpy() if hasattr(X, "detach") else np.asarray(X)
+            arr = np.ascontiguousarray(arr)
+            prints = {_io.fingerprint_array(arr), _io.fingerprint_array(arr.astype(np.float32))}
+        if fp not in prints:
+            from ..errors import DataError
+
+            raise DataError(f"attribution {name!r} was made for other inputs than {parameter}", parameter=parameter,
+                            expected=f"the inputs the maps explain (data fingerprint {fp})",
+                            got="a different data fingerprint",
+                            fix="pass the same samples, in the same order and layout, that were explained "
+                                "(a slice attr[:n] scored with X[:n] is accepted)")
+
+
 def _metrics(metrics, have_labels: bool, have_mask: bool) -> list[str]:
     if metrics is None:
         out = [m for m in DEFAULT_METRICS if m != "r2" or have_labels]
@@ -579,6 +603,7 @@ def evaluate_explanations(model, X, y=None, attributions=None, metrics: Sequence
                              fix="e.g. level=0.95, alpha=0.05")
     m = load_model(model)
     m.to_internal(X, layout)  # validate X once, early
+    check_data_fingerprints(X, attrs)
     tau, r2f, r2_source = _r2_budget(attrs, r2_tau, r2_frac) if "r2" in chosen else (None, None, "")
     notes: list[str] = []
     ctx = _Context(m, X, y, mask, layout, mk, frac, steps, tau, r2f, r_metric, n_runs, subset, level, n_boot,
