@@ -513,3 +513,37 @@ def test_evaluate_runs_robustness_metrics_from_the_table(cnn_task):
     with pytest.raises(InputError):
         evaluate_explanations(net, X, None, {"gxi": attr}, ["sparseness"], n_boot=100, n_perm=100,
                               metric_params={"road_morf": {}})
+
+
+def test_cli_scores_new_metrics_on_a_keras_file(tmp_path, capsys):
+    """`trustmap explain` then `trustmap evaluate --metrics ...` on a channels-last .keras file and an .npz."""
+    import json
+
+    from trustmap.cli import main
+    from trustmap.metrics import selectivity, sparseness
+    from trustmap.models import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((24, 1)), keras.layers.Conv1D(4, 5, padding="same", activation="relu"),
+                            keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+    net.save(tmp_path / "m.keras")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(16, 24, 1)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", X=X, y=rng.integers(0, 3, 16))
+    expl, out = tmp_path / "expl", tmp_path / "scores"
+    assert main(["explain", "--model", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz"),
+                 "--method", "saliency", "--out", str(expl), "--json"]) == 0
+    assert main(["evaluate", "--model", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz"),
+                 "--explanations", str(expl), "--metrics", "sparseness,selectivity,max_sensitivity",
+                 "--out", str(out), "--json"]) == 0
+    capsys.readouterr()
+    table = json.loads((out / "scores.json").read_text())
+    att = Attribution.load(expl / "saliency.npz")
+    assert table["cells"]["saliency"]["sparseness"]["value"] == pytest.approx(sparseness(att).value, abs=1e-12)
+    assert table["cells"]["saliency"]["selectivity"]["value"] == pytest.approx(
+        selectivity(tmp_path / "m.keras", X, att).value, abs=1e-9)
+    assert np.isfinite(table["cells"]["saliency"]["max_sensitivity"]["value"])
+    assert main(["evaluate", "--model", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz"),
+                 "--explanations", str(expl), "--metrics", "sparsenes", "--out", str(out)]) == 2
+    assert "sparseness" in capsys.readouterr().err
