@@ -269,7 +269,9 @@ def test_noisy_linear_imputation_equals_road_code():
             removed[i].reshape(shape[0], -1)[:, idx] = True
             refs.append(quantus_noisy_linear_imputation(x[i], idx, NEIGHBOURS[len(shape) - 1]))
         got = noisy_linear_imputation(torch.as_tensor(x), torch.as_tensor(removed), noise=0.0).numpy()
-        np.testing.assert_allclose(got, np.stack(refs), atol=1e-8)
+        np.testing.assert_allclose(got, np.stack(refs), atol=1e-8)                 # direct solve (small grids)
+        cg = noisy_linear_imputation(torch.as_tensor(x), torch.as_tensor(removed), noise=0.0, max_iter=500).numpy()
+        np.testing.assert_allclose(cg, np.stack(refs), atol=1e-8)                  # conjugate gradients
         noisy = noisy_linear_imputation(torch.as_tensor(x), torch.as_tensor(removed), noise=0.5,
                                         generator=torch.Generator().manual_seed(0)).numpy()
         d = (noisy - got)[removed]
