@@ -18,6 +18,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error message and exit code 2."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
+        _LAST_USAGE[:] = [message]
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -305,6 +306,7 @@ def _cmd_report(a: argparse.Namespace) -> dict:
 
 def _usage(cmd: str, message: str) -> int:
     sys.stderr.write(f"trustmap {cmd}: error: {message} (see 'trustmap {cmd} --help')\n")
+    _LAST_USAGE[:] = [message]
     return 2
 
 
@@ -429,26 +431,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_report)
+    _harden(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .errors import TrustmapError
-
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    with _one_line_warnings():
+        return _guarded(argv)
+
+
+def _run(args: argparse.Namespace) -> int:
     func: Callable[[argparse.Namespace], dict] = args.func
-    try:
-        result = func(args)
-    except TrustmapError as exc:
-        sys.stderr.write(f"trustmap {args.command}: error: {exc}\n")
-        return 2
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    result = func(args)
     if args.json:
         from ._io import to_jsonable
 
@@ -460,6 +456,190 @@ def main(argv: Sequence[str] | None = None) -> int:
         for f in result.get("files", []):
             sys.stdout.write(f"wrote {f}\n")
     return 0
+
+
+
+
+# ---- the error wrapper: typed errors, usage errors, Ctrl-C, warnings --------------------------------
+#: the last usage-error message (for the --json error object)
+_LAST_USAGE: list[str] = []
+
+
+def _guarded(argv: list[str]) -> int:
+    """Parse and run; every typed error becomes one line on stderr and exit 2 (with ``--json`` also
+    ``{"error": {...}}`` on stdout), Ctrl-C one line and exit 130, never a traceback."""
+    from .errors import TrustmapError
+
+    want_json = "--json" in argv
+    cmd = next((a for a in argv if not a.startswith("-")), "")
+    _LAST_USAGE.clear()
+    args = None
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors, --help, --version: argparse's own exit, kept as a SystemExit
+        if exc.code == 2 and want_json and _LAST_USAGE:
+            _json_error("UsageError", _LAST_USAGE[-1], None, None, None, f"see 'trustmap {cmd} --help'")
+        raise
+    try:
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        cmd = args.command
+        _check_out(args)
+        return _run(args)
+    except TrustmapError as exc:
+        sys.stderr.write(f"trustmap {cmd}: error: {_one_line(str(exc))}\n")
+        if want_json:
+            _json_error(type(exc).__name__, str(exc), exc.parameter, exc.expected, exc.got, exc.fix)
+        return 2
+    except KeyboardInterrupt:
+        resumes = args is not None and (getattr(args, "command", "") == "locate" or getattr(args, "stream", False)
+                                        or getattr(args, "engine", "local") == "ray")
+        sys.stderr.write(f"trustmap {cmd}: interrupted" + ("; rerun to resume\n" if resumes else "\n"))
+        if want_json:
+            _json_error("KeyboardInterrupt", "interrupted", None, None, None,
+                        "rerun the same command to resume" if resumes else "rerun the command")
+        return 130
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        if code == 2 and want_json and _LAST_USAGE:
+            _json_error("UsageError", _LAST_USAGE[-1], None, None, None,
+                        f"see 'trustmap {cmd} --help'" if cmd else "see 'trustmap --help'")
+        return code
+    except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
+        sys.stderr.write(f"trustmap {cmd}: error: {type(exc).__name__}: {_one_line(str(exc))}\n")
+        if want_json:
+            _json_error(type(exc).__name__, str(exc), "--out", "a writable output location", exc.filename,
+                        "check the path and its permissions")
+        return 2
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _json_error(kind: str, message: str, parameter, expected, got, fix) -> None:
+    from .errors import _short
+
+    err = {"type": kind, "parameter": parameter, "expected": expected,
+           "got": None if got is None else _short(got), "fix": fix, "message": _one_line(message)}
+    sys.stdout.write(json.dumps({"error": err}, indent=2) + "\n")
+
+
+class _one_line_warnings:
+    """Inside ``main()``, a Python warning prints as one ``warning: ...`` line on stderr."""
+
+    def __enter__(self):
+        import warnings
+
+        self._saved = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            (file or sys.stderr).write(f"warning: {_one_line(str(message))}\n")
+
+        warnings.showwarning = show
+        return self
+
+    def __exit__(self, *exc):
+        import warnings
+
+        warnings.showwarning = self._saved
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer (>= 1), got {v}")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
+def target_arg(text: str) -> str:
+    """argparse type for ``--target``: 'pred', 'label' or a class index >= 0 (kept as given)."""
+    if text in ("pred", "label"):
+        return text
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'pred', 'label' or a class index, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"a class index is >= 0, got {v}")
+    return text
+
+
+#: counts that must be >= 1 / >= 0, by argparse dest
+_POSITIVE = {"n", "chunk_rows", "workers", "epochs", "batch_size", "score_samples", "fit_samples", "nproc",
+             "localizer_epochs"}
+_NONNEGATIVE = {"plots", "patience", "seed"}
+
+
+def _harden(parser: argparse.ArgumentParser) -> None:
+    """Give every count option a checking type (non-positive ``--n`` etc. are usage errors) and
+    ``--target`` its parser, on the parser and all its sub-commands."""
+    for act in parser._actions:
+        if isinstance(act, argparse._SubParsersAction):
+            for sub in act.choices.values():
+                _harden(sub)
+        elif act.dest in _POSITIVE and act.type is int:
+            act.type = positive_int
+        elif act.dest in _NONNEGATIVE and act.type is int:
+            act.type = nonnegative_int
+        elif act.dest == "gpus_per_worker" and act.type is float:
+            act.type = nonnegative_float
+        elif act.dest == "target" and act.type is None:
+            act.type = target_arg
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """``--out`` must be a folder we can create or write into: not a file, not under a file, writable."""
+    from pathlib import Path
+
+    from .errors import InputError
+
+    out = getattr(args, "out", None)
+    if not out:
+        return
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise InputError("is a file, not a folder", parameter="--out", expected="a folder (new or existing)",
+                         got=str(p), fix="pass a folder path, e.g. --out runs/x (or remove the file)")
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise InputError("lies under a file", parameter="--out", expected="a folder path",
+                         got=f"{p} ({probe} is a file)", fix="pick a folder path that is not inside a file")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError("is not writable", parameter="--out", expected="a folder you can write to",
+                         got=str(probe), fix="pick another --out, or fix the folder's permissions")
 
 
 if __name__ == "__main__":  # pragma: no cover

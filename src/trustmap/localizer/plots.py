@@ -96,7 +96,7 @@ def da_plot(loc, X, y, n_per_class: int = 3, classes: Sequence[int] | None = Non
             seed: int = 0, layout: str | None = None):
     """Data-adaptive localization: for each class (row), ``n_per_class`` example instances
     (columns) with the regions the localizer removes at ``tau`` (default ``tau_``)."""
-    from .fit import _labels
+    from .common import labels as _labels
 
     t, _ = loc._internal(X, layout)
     yt = _labels(y, len(t), loc.n_classes_, "y").numpy()

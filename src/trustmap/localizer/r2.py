@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 __all__ = ["R2Estimate", "R2Path", "per_sample_risk", "chance_risk", "permutation_risk", "boot_means", "boot_quantiles", "above_chance",
-           "r2_summary", "target_gap", "isotonic", "r2_value"]
+           "r2_summary", "r2_keep_summary", "target_gap", "isotonic", "r2_value"]
 
 METRICS = ("acc", "loss")
 
@@ -202,6 +202,40 @@ def r2_summary(clean: np.ndarray, masked: np.ndarray, *, level: float = 0.95, me
     low = np.minimum(low, est)
     high = np.maximum(high, est)
     return {"estimate": est, "low": low, "high": high, "clean": np.full_like(b, a), "masked": b}
+
+
+def r2_keep_summary(kept: np.ndarray, base: np.ndarray, *, level: float = 0.95, method: str = "bootstrap",
+                    n_boot: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
+    """R² of the *kept* regions ('preserve'): ``1 - mean(kept) / mean(base)`` for ``kept`` risks ``(T, N)``
+    (the input with only the region kept) and ``base`` risks ``(N,)`` (nothing kept: the baseline), with a
+    paired bootstrap (or delta-method) interval. It is the generalized partial R² of the kept features
+    against none, as the removal R² is that of the whole input against the input without the region."""
+    kept = np.atleast_2d(np.asarray(kept, dtype=np.float64))
+    base = np.asarray(base, dtype=np.float64)
+    b = base.mean()
+    a = kept.mean(1)
+    est = r2_value(a, b)
+    alpha = 1.0 - level
+    if method == "bootstrap":
+        means = boot_means(np.concatenate([base[None], kept]), n_boot, seed)
+        r_star = r2_value(means[1:], means[:1])
+        low = np.quantile(r_star, alpha / 2, axis=1)
+        high = np.quantile(r_star, 1 - alpha / 2, axis=1)
+    else:
+        from statistics import NormalDist
+
+        z = NormalDist().inv_cdf(1 - alpha / 2)
+        n = base.shape[0]
+        vb = base.var(ddof=1) if n > 1 else 0.0
+        va = kept.var(1, ddof=1) if n > 1 else np.zeros_like(a)
+        cov = ((kept - a[:, None]) * (base - b)[None, :]).sum(1) / max(n - 1, 1)
+        sb = b if b > 0 else np.inf
+        var = (va / sb ** 2 + a ** 2 * vb / sb ** 4 - 2 * a * cov / sb ** 3) / n
+        se = np.sqrt(np.maximum(var, 0.0))
+        low, high = est - z * se, est + z * se
+    low = np.minimum(low, est)
+    high = np.maximum(high, est)
+    return {"estimate": est, "low": low, "high": high, "clean": a, "masked": np.full_like(a, b)}
 
 
 def target_gap(masked: np.ndarray, y: np.ndarray, clean_logits: np.ndarray, metric: str, n_classes: int,

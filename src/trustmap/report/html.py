@@ -18,12 +18,13 @@ import numpy as np
 
 from .. import _io
 from ..errors import RunDirError
+from ..explain.registry import methods_where
 from ..jobs.record import RUN_FORMAT, RUN_FORMATS  # the one run-record schema
 
 __all__ = ["build_report", "load_run", "Run", "RUN_FORMAT", "SYNTHESIS_METHODS"]
 
 #: methods whose output is a synthesized input, not a map of the given input (shown, not scored)
-SYNTHESIS_METHODS = ("activation_max",)
+SYNTHESIS_METHODS = tuple(methods_where(synthesizes_inputs=True))
 _DPI = 80
 
 
