@@ -29,6 +29,7 @@ from test_explain_synthetic import fit, flat_cnn, gap_fcn, pointing  # noqa: E40
 from trustmap.data import load, make_synthetic  # noqa: E402
 from trustmap.explain import explain  # noqa: E402
 
+AREAS = [0.025, 0.05, 0.1]
 VARIANTS = [
     ("saliency", {}), ("saliency", {"times_input": True, "absolute": False}),
     ("smoothgrad", {}), ("smoothgrad", {"times_input": True, "absolute": False}),
@@ -36,11 +37,26 @@ VARIANTS = [
     ("gradcam", {}), ("gradcam", {"per_channel": True}), ("hirescam", {}), ("hirescam", {"per_channel": True}),
     ("gradcam_pp", {}), ("gradcam_pp", {"per_channel": True}), ("scorecam", {}), ("scorecam", {"per_channel": True}),
     ("ablationcam", {}), ("ablationcam", {"per_channel": True}), ("guided_gradcam", {}),
+    # issue 16
+    ("input_x_gradient", {}), ("deconvolution", {}), ("deeplift", {}), ("deeplift_shap", {}), ("gradient_shap", {}),
+    ("lrp", {}), ("lrp", {"composite": "epsilon"}), ("lrp", {"composite": "alpha_beta"}),
+    ("feature_ablation", {}), ("feature_ablation", {"per_channel": True}), ("shapley_sampling", {}),
+    ("tsr", {}), ("tsr", {"base": "integrated_gradients", "base_params": {"n_steps": 8}}),
+    ("extremal_mask", {"area": AREAS}), ("extremal_mask", {"area": AREAS, "score": "logit"}),
+    ("extremal_mask", {"area": AREAS, "per_channel": True}),
+    ("dynamask", {"area": AREAS}), ("dynamask", {"area": AREAS, "score": "logit"}),
 ]
 
 
 def label(method, params):
     return method + ("" if not params else " (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")")
+
+
+def wanted(method, params):
+    return ONLY is None or any(o in label(method, params) for o in ONLY)
+
+
+ONLY = None
 
 
 def preset_table():
@@ -56,7 +72,7 @@ def preset_table():
         acc[name] = (ok.mean(), ok.sum())
         mask = te.internal_mask()[ok]
         for method, params in VARIANTS:
-            if Xtr.shape[1] == 1 and params.get("per_channel"):
+            if (Xtr.shape[1] == 1 and params.get("per_channel")) or not wanted(method, params):
                 continue
             a = explain(net, Xte[ok], method, layout="NCL" if rank == 1 else "NCHW", **params)
             res[(label(method, params), name)] = (pointing(a.maps, mask), pointing(a.maps, mask, spatial_only=True))
@@ -64,6 +80,8 @@ def preset_table():
     lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for method, params in VARIANTS:
         lab = label(method, params)
+        if not wanted(method, params):
+            continue
         cells = []
         for c in cols:
             if (lab, c) not in res:
@@ -90,12 +108,12 @@ def presence_table():
         accs.append(f"{rank}D {correct.mean():.3f}")
         ok = correct & (te.y > 0)
         for method, params in VARIANTS:
-            if params.get("per_channel"):
+            if params.get("per_channel") or not wanted(method, params):
                 continue
             a = explain(net, Xte[ok], method, layout="NCL" if rank == 1 else "NCHW", **params)
             res[(label(method, params), rank)] = pointing(a.maps, te.internal_mask()[ok])
     for method, params in VARIANTS:
-        if params.get("per_channel"):
+        if params.get("per_channel") or not wanted(method, params):
             continue
         lab = label(method, params)
         lines.append(f"| {lab} | {res[(lab, 1)]:.2f} | {res[(lab, 2)]:.2f} |")
@@ -105,7 +123,10 @@ def presence_table():
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=None)
+    p.add_argument("--only", default=None, help="comma-separated substrings of the method labels to run")
     args = p.parse_args(argv)
+    global ONLY
+    ONLY = None if args.only is None else [o.strip() for o in args.only.split(",") if o.strip()]
     torch.set_num_threads(1)
     h1, t1 = preset_table()
     h2, t2 = presence_table()

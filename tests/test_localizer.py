@@ -457,7 +457,7 @@ def test_run_locate_writes_the_run(binary, tmp_path):
 
 
 def test_command_line_strings():
-    from trustmap.localizer.runner import _parse_number, _parse_taus
+    from trustmap.localizer.runner import parse_number as _parse_number, parse_taus as _parse_taus
 
     assert _parse_number("auto", "target_r2") == "auto" and _parse_number("0.8", "target_r2") == 0.8
     assert _parse_taus("2, 4,8") == [2.0, 4.0, 8.0] and _parse_taus("10") == 10.0 and _parse_taus("AUTO") == "auto"

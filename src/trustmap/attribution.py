@@ -74,8 +74,11 @@ class Attribution:
             k: (v[idx] if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == n else v)
             for k, v in self.extras.items()
         }
+        prov = dict(self.provenance)
+        if "data_sha256" in prov:  # the fingerprint is of the whole batch, not of this subset
+            prov["subset_of_data_sha256"] = prov.pop("data_sha256")
         return Attribution(self.maps[idx], self.targets[idx], self.method, dict(self.params),
-                           self.layout, extras, dict(self.provenance))
+                           self.layout, extras, prov)
 
     def internal(self) -> np.ndarray:
         """The maps as ``(N, C, *spatial)``."""
@@ -122,6 +125,8 @@ class Attribution:
     def load(cls, path: str | os.PathLike) -> "Attribution":
         """Read an Attribution written by :meth:`save` (checks the maps against their record)."""
         path = Path(path)
+        if path.suffix == ".json":  # the record was named: its maps are beside it
+            path = path.with_suffix(".npz")
         if not path.exists() and path.with_suffix(".npz").exists():
             path = path.with_suffix(".npz")
         jpath = _json_path(path)

@@ -31,13 +31,20 @@ import types
 
 from ..attribution import Attribution
 from .base import Explainer
-from .registry import REGISTRY, get_explainer, list_methods, register
+from .registry import REGISTRY, get_explainer, list_methods, methods_where, register
 from . import gradients as _gradients  # noqa: F401  (registers the methods)
 from . import cam as _cam  # noqa: F401
 from . import actmax as _actmax  # noqa: F401
+from . import perturbation as _perturbation  # noqa: F401
+from . import lime as _lime  # noqa: F401
+from . import backprop as _backprop  # noqa: F401
+from . import lrp as _lrp  # noqa: F401
+from . import ablation as _ablation  # noqa: F401
+from . import tsr as _tsr  # noqa: F401
+from . import masks as _masks  # noqa: F401
 from .class_average import class_average
 
-__all__ = ["explain", "Explainer", "REGISTRY", "get_explainer", "list_methods", "register", "class_average",
+__all__ = ["explain", "Explainer", "REGISTRY", "get_explainer", "list_methods", "methods_where", "register", "class_average",
            "run_explain"]
 
 

@@ -216,30 +216,12 @@ class MaskNet(nn.Module):
         return self.masks(self.logits(x), tau)
 
 
-def _gauss_kernel(sigma: float, dtype, device) -> torch.Tensor:
-    r = max(1, int(round(3 * sigma)))
-    k = torch.arange(-r, r + 1, dtype=dtype, device=device)
-    k = torch.exp(-0.5 * (k / sigma) ** 2)
-    return k / k.sum()
-
-
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur along every spatial axis (reflect padding), any rank."""
-    n, c = x.shape[:2]
-    k = _gauss_kernel(sigma, x.dtype, x.device)
-    r = (len(k) - 1) // 2
-    out = x
-    for ax in range(2, x.ndim):
-        size = out.shape[ax]
-        moved = out.movedim(ax, -1).reshape(-1, 1, size)
-        rr = min(r, size - 1)
-        kk = k if rr == r else _gauss_kernel(sigma, x.dtype, x.device)[r - rr: r + rr + 1]
-        kk = kk / kk.sum()
-        padded = F.pad(moved, (rr, rr), mode="reflect") if rr > 0 else moved
-        moved = F.conv1d(padded, kk.reshape(1, 1, -1))
-        shape = list(out.movedim(ax, -1).shape)
-        out = moved.reshape(shape).movedim(-1, ax)
-    return out
+    """Separable Gaussian blur along every spatial axis (reflect padding), any rank: the one blur,
+    :func:`trustmap.baselines.gaussian_blur`."""
+    from ..baselines import gaussian_blur
+
+    return gaussian_blur(x, sigma)
 
 
 def apply_mask(x: torch.Tensor, delta: torch.Tensor, base: torch.Tensor | None) -> torch.Tensor:
