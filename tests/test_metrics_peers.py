@@ -149,6 +149,8 @@ def test_sensitivity_equals_captum_with_the_same_draws(cnn_task):
     np.testing.assert_allclose(mx.per_sample, captum_sensitivity(grad_x_input, net, X, targets, draws), atol=1e-6)
     np.testing.assert_allclose(av.per_sample, captum_sensitivity(grad_x_input, net, X, targets, draws, np.mean),
                                atol=1e-6)
+    small = R.max_sensitivity(net, X, attr, n_samples=6, radius=0.05, seed=3, max_rows=7)   # blocks of one sample
+    np.testing.assert_allclose(small.per_sample, mx.per_sample, rtol=1e-12)
     # independent draws: the averages agree within sampling error
     rng = np.random.default_rng(12345)
     draws = [rng.uniform(-0.05, 0.05, size=(40,) + X.shape[1:]) for _ in range(len(X))]
