@@ -507,12 +507,14 @@ def test_evaluate_runs_robustness_metrics_from_the_table(cnn_task):
     net, X = cnn_task
     attr = get_explainer("saliency", absolute=False, times_input=True).explain(net, X)
     kw = {"n_samples": 4}
-    s = evaluate_explanations(net, X, None, {"gxi": attr, "array": attr.maps},
+    custom = Attribution(attr.maps, attr.targets, "my_method", layout=attr.layout)      # not a registered method
+    s = evaluate_explanations(net, X, None, {"gxi": attr, "array": attr.maps, "custom": custom},
                               ["max_sensitivity", "avg_sensitivity", "local_lipschitz", "random_logit"],
                               n_boot=100, n_perm=100, metric_params={"max_sensitivity": kw, "local_lipschitz": kw})
     direct = R.max_sensitivity(net, X, attr, n_samples=4, seed=0)
     assert s.value("gxi", "max_sensitivity") == pytest.approx(direct.value)
     assert np.isnan(s.value("array", "max_sensitivity"))          # a bare array cannot be re-explained
+    assert np.isnan(s.value("custom", "random_logit")) and np.isnan(s.value("custom", "local_lipschitz"))
     assert any("array" in n and "re-runnable" in n for n in s.settings["notes"])
     with pytest.raises(InputError):
         evaluate_explanations(net, X, None, {"gxi": attr}, ["sparseness"], n_boot=100, n_perm=100,

@@ -126,7 +126,11 @@ def _run_localization(metric: str):
 
 def rerunnable(a) -> bool:
     """Whether an attribution can be recomputed on other inputs or models (a registered explainer's)."""
-    return isinstance(a, Attribution) and a.method not in ("trust", "edge_detector", "array", "")
+    if not isinstance(a, Attribution) or a.method in ("trust", "edge_detector"):
+        return False
+    from ..explain import list_methods
+
+    return a.method in list_methods()
 
 
 def _run_randomization(ctx: _Context, a) -> dict[str, MetricResult]:

@@ -117,7 +117,7 @@ def noisy_linear_imputation(x: torch.Tensor, removed: torch.Tensor, noise: float
     if P <= DENSE_MAX and max_iter is None:
         y = _dense_solve(xd, rem, offs)
         if noise:
-            y = y + torch.randn(y.shape, generator=generator, dtype=torch.float64) * float(noise)
+            y = y + torch.randn(y.shape, generator=generator, dtype=torch.float64).to(y.device) * float(noise)
         return torch.where(rem, y, xd).to(x.dtype)
     keep = (~rem).to(torch.float64)
     remf = rem.to(torch.float64)
@@ -152,7 +152,7 @@ def noisy_linear_imputation(x: torch.Tensor, removed: torch.Tensor, noise: float
         p = z + beta * p
         rz = rz_new
     if noise:
-        y = y + torch.randn(y.shape, generator=generator, dtype=torch.float64) * float(noise)
+        y = y + torch.randn(y.shape, generator=generator, dtype=torch.float64).to(y.device) * float(noise)
     return torch.where(rem, y, xd).to(x.dtype)
 
 
