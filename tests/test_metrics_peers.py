@@ -274,6 +274,9 @@ def test_noisy_linear_imputation_equals_road_code():
         np.testing.assert_allclose(got, np.stack(refs), atol=1e-8)                 # direct solve (small grids)
         cg = noisy_linear_imputation(torch.as_tensor(x), torch.as_tensor(removed), noise=0.0, max_iter=500).numpy()
         np.testing.assert_allclose(cg, np.stack(refs), atol=1e-8)                  # conjugate gradients
+        everything = torch.ones((2,) + shape, dtype=torch.bool)            # nothing kept: no data leaks back
+        for kw in ({}, {"max_iter": 50}):
+            assert (noisy_linear_imputation(torch.as_tensor(x[:2]), everything, noise=0.0, **kw) == 0).all()
         noisy = noisy_linear_imputation(torch.as_tensor(x), torch.as_tensor(removed), noise=0.5,
                                         generator=torch.Generator().manual_seed(0)).numpy()
         d = (noisy - got)[removed]

@@ -634,7 +634,8 @@ def evaluate_explanations(model, X, y=None, attributions=None, metrics: Sequence
                 "seed": int(seed), "bootstrap": "percentile, paired (the same resamples for all methods)",
                 "test": "paired permutation test (values swapped within samples)",
                 "correction": "Holm-Bonferroni over the method pairs of each metric",
-                "model": {"name": m.name, "framework": m.framework}, "notes": sorted(set(notes))}
+                "model": {"name": m.name, "framework": m.framework}, "notes": sorted(set(notes)),
+                "metric_params": ctx.params}
     return ExplanationScores(methods, chosen, cells, comparisons, settings, results)
 
 
