@@ -556,3 +556,38 @@ def test_cli_scores_new_metrics_on_a_keras_file(tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz"),
                  "--explanations", str(expl), "--metrics", "sparsenes", "--out", str(out)]) == 2
     assert "sparseness" in capsys.readouterr().err
+
+
+def test_region_metrics_2d_equal_reference_loops():
+    """2D: square patches (Quantus' Selectivity grid, patches clipped at the border) and IROF on given
+    superpixel labels (Quantus' IROF loop with ``segments``), zero baseline."""
+    from trustmap.metrics.regions import irof, selectivity
+
+    rng = np.random.default_rng(3)
+    net = small_cnn2d(c=2, hw=8)
+    X = rng.normal(size=(4, 2, 8, 8)).astype(np.float32)
+    y = load_model(net).predict(X)
+    a = np.abs(rng.normal(size=X.shape))
+    prob = lambda z, t: torch.softmax(net(torch.as_tensor(z[None])), 1)[0, t].item()  # noqa: E731
+    want = []
+    for x, t, m in zip(X, y, a):
+        starts = [(i, j) for i in range(0, 8, 3) for j in range(0, 8, 3)]
+        sums = [m[:, i:i + 3, j:j + 3].sum() for i, j in starts]
+        xp, curve = x.copy(), []
+        for k in np.argsort(-np.asarray(sums), kind="stable"):
+            i, j = starts[k]
+            xp[:, i:i + 3, j:j + 3] = 0.0
+            curve.append(prob(xp, t))
+        want.append(np.trapezoid(np.array(curve), dx=1.0))
+    np.testing.assert_allclose(selectivity(net, X, a, patch_size=3, target=y).per_sample, want, atol=1e-6)
+    labels = (np.arange(8)[:, None] // 4) * 2 + (np.arange(8)[None, :] // 3 % 2)       # 4 irregular segments
+    want = []
+    for x, t, m in zip(X, y, a):
+        y0 = prob(x, t)
+        att = np.array([np.mean(m[:, labels == s]) for s in range(labels.max() + 1)])
+        xp, preds = x.copy(), []
+        for s in np.argsort(-att, kind="stable"):
+            xp[:, labels == s] = 0.0
+            preds.append(prob(xp, t) / y0)
+        want.append(len(preds) - np.trapezoid(np.array(preds), dx=1.0))
+    np.testing.assert_allclose(irof(net, X, a, segmentation=labels, target=y).per_sample, want, atol=1e-6)
