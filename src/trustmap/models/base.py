@@ -365,6 +365,10 @@ class Model:
         return TorchView(self, layout)
 
     def _unknown_layer(self, layer: str, names: list[str]) -> LayerError:
+        if not isinstance(layer, str):
+            return LayerError("a layer is named by a string", parameter="layer",
+                              expected="one of " + ", ".join(names[:40]), got=repr(layer),
+                              fix="pass the layer's name (model.layers() lists them), or None for the default")
         close = [n for n in names if layer.lower() in n.lower() or n.lower() in layer.lower()][:5]
         return LayerError("no layer of that name", parameter="layer", expected="one of " + ", ".join(names[:40]),
                           got=layer, fix=("did you mean " + " or ".join(close) + "?") if close else
