@@ -139,3 +139,29 @@ def test_as_torch_view(tmp_path):
     xk = np.random.default_rng(1).normal(size=(3, 16, 2)).astype(np.float32)
     got = km.as_torch()(torch.as_tensor(np.moveaxis(xk, -1, 1))).detach().numpy()
     np.testing.assert_allclose(got, km.logits(xk), rtol=1e-5, atol=1e-6)
+
+
+def test_onnx_model_through_the_view_and_explain_func(tmp_path):
+    """An ONNX file: the view predicts (forward only) and a forward-only method explains through explain_func."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(8)
+    w = rng.normal(size=(20, 3)).astype("float32")
+    b = rng.normal(size=3).astype("float32")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["f"], axis=1), helper.make_node("Gemm", ["f", "W", "B"], ["z"])],
+        "lin", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 10])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "lin.onnx")
+    m = load_model(tmp_path / "lin.onnx")
+    x = rng.normal(size=(4, 2, 10)).astype("float32")
+    np.testing.assert_allclose(m.as_torch()(torch.as_tensor(x)).numpy(), x.reshape(4, -1) @ w + b, atol=1e-5)
+    f = quantus_explain_func("occlusion", window=1, per_channel=True)
+    a = f(m.as_torch(), x, np.array([0, 1, 2, 0]))
+    # occlusion with window 1 on a linear model with a zero baseline is w * x for the target
+    want = (w.T.reshape(3, 2, 10)[[0, 1, 2, 0]] * x)
+    np.testing.assert_allclose(a, want, rtol=1e-4, atol=1e-5)
