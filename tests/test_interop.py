@@ -165,3 +165,37 @@ def test_onnx_model_through_the_view_and_explain_func(tmp_path):
     # occlusion with window 1 on a linear model with a zero baseline is w * x for the target
     want = (w.T.reshape(3, 2, 10)[[0, 1, 2, 0]] * x)
     np.testing.assert_allclose(a, want, rtol=1e-4, atol=1e-5)
+
+
+def test_real_quantus_when_available(tmp_path, monkeypatch):
+    """With Quantus importable (the benchmark environment: `.venv-bench/site`), its own MaxSensitivity runs
+    with quantus_explain_func on a channels-last Keras model, and its complexity metrics equal ours."""
+    import sys
+    import types
+    from pathlib import Path
+
+    site = Path(__file__).resolve().parents[1] / ".venv-bench" / "site"
+    if site.is_dir():
+        monkeypatch.syspath_prepend(str(site))
+    try:
+        import cv2  # noqa: F401
+    except ImportError:   # Quantus imports cv2 for rotation perturbations only
+        monkeypatch.setitem(sys.modules, "cv2", types.ModuleType("cv2"))
+    quantus = pytest.importorskip("quantus")
+    from trustmap.metrics import complexity, sparseness
+
+    keras_net = keras_channels_last(tmp_path)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 40, 1)).astype(np.float32)
+    x_cf = np.moveaxis(X, -1, 1)
+    y = load_model(keras_net).predict(X)
+    f = quantus_explain_func("saliency", absolute=False)
+    metric = quantus.MaxSensitivity(nr_samples=3, disable_warnings=True, display_progressbar=False)
+    s = np.asarray(metric(model=load_model(keras_net).as_torch(), x_batch=x_cf, y_batch=y, a_batch=None,
+                          explain_func=f, device="cpu"))
+    assert s.shape == (8,) and np.isfinite(s).all()
+    a = f(keras_net, x_cf, y)
+    for Q, ours in ((quantus.Sparseness, sparseness), (quantus.Complexity, complexity)):
+        q = np.asarray(Q(disable_warnings=True, display_progressbar=False)(
+            model=load_model(keras_net).as_torch(), x_batch=x_cf, y_batch=y, a_batch=a, device="cpu"))
+        np.testing.assert_allclose(ours(a, X=x_cf, model=keras_net, layout="NCL").per_sample, q, atol=1e-6)
