@@ -128,6 +128,7 @@ def test_as_torch_view(tmp_path):
     sal = get_explainer("saliency", absolute=False).explain(m, x.detach().numpy(), target=1).maps
     np.testing.assert_allclose(x.grad.numpy(), sal, rtol=1e-5, atol=1e-7)
     assert list(view.parameters()) == []                              # the view owns nothing
+    assert not view.training                                          # Quantus refuses models in training mode
     # channels-last view of the same model
     v2 = m.as_torch(layout="NLC")
     torch.testing.assert_close(v2(x.detach().transpose(1, 2)), view(x.detach()))
@@ -199,3 +200,10 @@ def test_real_quantus_when_available(tmp_path, monkeypatch):
         q = np.asarray(Q(disable_warnings=True, display_progressbar=False)(
             model=load_model(keras_net).as_torch(), x_batch=x_cf, y_batch=y, a_batch=a, device="cpu"))
         np.testing.assert_allclose(ours(a, X=x_cf, model=keras_net, layout="NCL").per_sample, q, atol=1e-6)
+    from trustmap.metrics import selectivity
+
+    q = np.asarray(quantus.Selectivity(patch_size=4, perturb_baseline=0.0, disable_warnings=True,
+                                       display_progressbar=False)(
+        model=load_model(keras_net).as_torch(), x_batch=x_cf, y_batch=y, a_batch=np.abs(a), device="cpu"))
+    ours = selectivity(keras_net, x_cf, np.abs(a), patch_size=4, target=y, layout="NCL")
+    np.testing.assert_allclose(ours.extras["curves"], q, atol=1e-6)
