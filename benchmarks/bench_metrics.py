@@ -215,10 +215,10 @@ def run_new(quick: bool = False, net=None) -> str:
     lines = ["## Metrics of issue 17: time over the floor\n",
              f"MNIST-1D CNN, {n} test inputs, signed saliency maps, default masking (zero baseline); minimum of "
              f"{reps} runs, each timed right after its floor (the batched passes the metric needs, batch {n}). "
-             "Shared 2-core machine (other jobs running): ratios are indicative. Quantus was not run (it imports "
-             "torchvision, which does not import here); its formulas are checked as reference loops in "
-             "`tests/test_metrics_peers.py`. Captum runs when installed in `.venv-bench/site` "
-             "(`pip install --no-deps --target .venv-bench/site captum`).\n",
+             "Shared 2-core machine (other jobs running): ratios are indicative. The peers run when installed in "
+             "`.venv-bench/site` (`pip install --no-deps --target .venv-bench/site captum quantus`; Quantus 0.6.0 "
+             "imports without torchvision, cv2 is stubbed: it serves only its rotation perturbations). Every "
+             "metric's formula is also checked against a reference loop in `tests/test_metrics_peers.py`.\n",
              "| metric | time (s) | floor (s) | floor passes | ratio |", "|---|---|---|---|---|"]
     for name, t, f, passes in rows:
         lines.append(f"| {name} | {t:.4f} | {f:.4f} | {passes} | {t / f:.2f}x |")
