@@ -128,6 +128,7 @@ def test_as_torch_view(tmp_path):
     sal = get_explainer("saliency", absolute=False).explain(m, x.detach().numpy(), target=1).maps
     np.testing.assert_allclose(x.grad.numpy(), sal, rtol=1e-5, atol=1e-7)
     assert list(view.parameters()) == []                              # the view owns nothing
+    assert not view.training                                          # Quantus refuses models in training mode
     # channels-last view of the same model
     v2 = m.as_torch(layout="NLC")
     torch.testing.assert_close(v2(x.detach().transpose(1, 2)), view(x.detach()))
@@ -139,3 +140,70 @@ def test_as_torch_view(tmp_path):
     xk = np.random.default_rng(1).normal(size=(3, 16, 2)).astype(np.float32)
     got = km.as_torch()(torch.as_tensor(np.moveaxis(xk, -1, 1))).detach().numpy()
     np.testing.assert_allclose(got, km.logits(xk), rtol=1e-5, atol=1e-6)
+
+
+def test_onnx_model_through_the_view_and_explain_func(tmp_path):
+    """An ONNX file: the view predicts (forward only) and a forward-only method explains through explain_func."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(8)
+    w = rng.normal(size=(20, 3)).astype("float32")
+    b = rng.normal(size=3).astype("float32")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["f"], axis=1), helper.make_node("Gemm", ["f", "W", "B"], ["z"])],
+        "lin", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 10])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "lin.onnx")
+    m = load_model(tmp_path / "lin.onnx")
+    x = rng.normal(size=(4, 2, 10)).astype("float32")
+    np.testing.assert_allclose(m.as_torch()(torch.as_tensor(x)).numpy(), x.reshape(4, -1) @ w + b, atol=1e-5)
+    f = quantus_explain_func("occlusion", window=1, per_channel=True)
+    a = f(m.as_torch(), x, np.array([0, 1, 2, 0]))
+    # occlusion with window 1 on a linear model with a zero baseline is w * x for the target
+    want = (w.T.reshape(3, 2, 10)[[0, 1, 2, 0]] * x)
+    np.testing.assert_allclose(a, want, rtol=1e-4, atol=1e-5)
+
+
+def test_real_quantus_when_available(tmp_path, monkeypatch):
+    """With Quantus importable (the benchmark environment: `.venv-bench/site`), its own MaxSensitivity runs
+    with quantus_explain_func on a channels-last Keras model, and its complexity metrics equal ours."""
+    import sys
+    import types
+    from pathlib import Path
+
+    site = Path(__file__).resolve().parents[1] / ".venv-bench" / "site"
+    if site.is_dir():
+        monkeypatch.syspath_prepend(str(site))
+    try:
+        import cv2  # noqa: F401
+    except ImportError:   # Quantus imports cv2 for rotation perturbations only
+        monkeypatch.setitem(sys.modules, "cv2", types.ModuleType("cv2"))
+    quantus = pytest.importorskip("quantus")
+    from trustmap.metrics import complexity, sparseness
+
+    keras_net = keras_channels_last(tmp_path)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 40, 1)).astype(np.float32)
+    x_cf = np.moveaxis(X, -1, 1)
+    y = load_model(keras_net).predict(X)
+    f = quantus_explain_func("saliency", absolute=False)
+    metric = quantus.MaxSensitivity(nr_samples=3, disable_warnings=True, display_progressbar=False)
+    s = np.asarray(metric(model=load_model(keras_net).as_torch(), x_batch=x_cf, y_batch=y, a_batch=None,
+                          explain_func=f, device="cpu"))
+    assert s.shape == (8,) and np.isfinite(s).all()
+    a = f(keras_net, x_cf, y)
+    for Q, ours in ((quantus.Sparseness, sparseness), (quantus.Complexity, complexity)):
+        q = np.asarray(Q(disable_warnings=True, display_progressbar=False)(
+            model=load_model(keras_net).as_torch(), x_batch=x_cf, y_batch=y, a_batch=a, device="cpu"))
+        np.testing.assert_allclose(ours(a, X=x_cf, model=keras_net, layout="NCL").per_sample, q, atol=1e-6)
+    from trustmap.metrics import selectivity
+
+    q = np.asarray(quantus.Selectivity(patch_size=4, perturb_baseline=0.0, disable_warnings=True,
+                                       display_progressbar=False)(
+        model=load_model(keras_net).as_torch(), x_batch=x_cf, y_batch=y, a_batch=np.abs(a), device="cpu"))
+    ours = selectivity(keras_net, x_cf, np.abs(a), patch_size=4, target=y, layout="NCL")
+    np.testing.assert_allclose(ours.extras["curves"], q, atol=1e-6)

@@ -149,6 +149,8 @@ def test_sensitivity_equals_captum_with_the_same_draws(cnn_task):
     np.testing.assert_allclose(mx.per_sample, captum_sensitivity(grad_x_input, net, X, targets, draws), atol=1e-6)
     np.testing.assert_allclose(av.per_sample, captum_sensitivity(grad_x_input, net, X, targets, draws, np.mean),
                                atol=1e-6)
+    small = R.max_sensitivity(net, X, attr, n_samples=6, radius=0.05, seed=3, max_rows=7)   # blocks of one sample
+    np.testing.assert_allclose(small.per_sample, mx.per_sample, rtol=1e-12)
     # independent draws: the averages agree within sampling error
     rng = np.random.default_rng(12345)
     draws = [rng.uniform(-0.05, 0.05, size=(40,) + X.shape[1:]) for _ in range(len(X))]
@@ -272,6 +274,9 @@ def test_noisy_linear_imputation_equals_road_code():
         np.testing.assert_allclose(got, np.stack(refs), atol=1e-8)                 # direct solve (small grids)
         cg = noisy_linear_imputation(torch.as_tensor(x), torch.as_tensor(removed), noise=0.0, max_iter=500).numpy()
         np.testing.assert_allclose(cg, np.stack(refs), atol=1e-8)                  # conjugate gradients
+        everything = torch.ones((2,) + shape, dtype=torch.bool)            # nothing kept: no data leaks back
+        for kw in ({}, {"max_iter": 50}):
+            assert (noisy_linear_imputation(torch.as_tensor(x[:2]), everything, noise=0.0, **kw) == 0).all()
         noisy = noisy_linear_imputation(torch.as_tensor(x), torch.as_tensor(removed), noise=0.5,
                                         generator=torch.Generator().manual_seed(0)).numpy()
         d = (noisy - got)[removed]
@@ -505,12 +510,14 @@ def test_evaluate_runs_robustness_metrics_from_the_table(cnn_task):
     net, X = cnn_task
     attr = get_explainer("saliency", absolute=False, times_input=True).explain(net, X)
     kw = {"n_samples": 4}
-    s = evaluate_explanations(net, X, None, {"gxi": attr, "array": attr.maps},
+    custom = Attribution(attr.maps, attr.targets, "my_method", layout=attr.layout)      # not a registered method
+    s = evaluate_explanations(net, X, None, {"gxi": attr, "array": attr.maps, "custom": custom},
                               ["max_sensitivity", "avg_sensitivity", "local_lipschitz", "random_logit"],
                               n_boot=100, n_perm=100, metric_params={"max_sensitivity": kw, "local_lipschitz": kw})
     direct = R.max_sensitivity(net, X, attr, n_samples=4, seed=0)
     assert s.value("gxi", "max_sensitivity") == pytest.approx(direct.value)
     assert np.isnan(s.value("array", "max_sensitivity"))          # a bare array cannot be re-explained
+    assert np.isnan(s.value("custom", "random_logit")) and np.isnan(s.value("custom", "local_lipschitz"))
     assert any("array" in n and "re-runnable" in n for n in s.settings["notes"])
     with pytest.raises(InputError):
         evaluate_explanations(net, X, None, {"gxi": attr}, ["sparseness"], n_boot=100, n_perm=100,
@@ -549,3 +556,38 @@ def test_cli_scores_new_metrics_on_a_keras_file(tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz"),
                  "--explanations", str(expl), "--metrics", "sparsenes", "--out", str(out)]) == 2
     assert "sparseness" in capsys.readouterr().err
+
+
+def test_region_metrics_2d_equal_reference_loops():
+    """2D: square patches (Quantus' Selectivity grid, patches clipped at the border) and IROF on given
+    superpixel labels (Quantus' IROF loop with ``segments``), zero baseline."""
+    from trustmap.metrics.regions import irof, selectivity
+
+    rng = np.random.default_rng(3)
+    net = small_cnn2d(c=2, hw=8)
+    X = rng.normal(size=(4, 2, 8, 8)).astype(np.float32)
+    y = load_model(net).predict(X)
+    a = np.abs(rng.normal(size=X.shape))
+    prob = lambda z, t: torch.softmax(net(torch.as_tensor(z[None])), 1)[0, t].item()  # noqa: E731
+    want = []
+    for x, t, m in zip(X, y, a):
+        starts = [(i, j) for i in range(0, 8, 3) for j in range(0, 8, 3)]
+        sums = [m[:, i:i + 3, j:j + 3].sum() for i, j in starts]
+        xp, curve = x.copy(), []
+        for k in np.argsort(-np.asarray(sums), kind="stable"):
+            i, j = starts[k]
+            xp[:, i:i + 3, j:j + 3] = 0.0
+            curve.append(prob(xp, t))
+        want.append(np.trapezoid(np.array(curve), dx=1.0))
+    np.testing.assert_allclose(selectivity(net, X, a, patch_size=3, target=y).per_sample, want, atol=1e-6)
+    labels = (np.arange(8)[:, None] // 4) * 2 + (np.arange(8)[None, :] // 3 % 2)       # 4 irregular segments
+    want = []
+    for x, t, m in zip(X, y, a):
+        y0 = prob(x, t)
+        att = np.array([np.mean(m[:, labels == s]) for s in range(labels.max() + 1)])
+        xp, preds = x.copy(), []
+        for s in np.argsort(-att, kind="stable"):
+            xp[:, labels == s] = 0.0
+            preds.append(prob(xp, t) / y0)
+        want.append(len(preds) - np.trapezoid(np.array(preds), dx=1.0))
+    np.testing.assert_allclose(irof(net, X, a, segmentation=labels, target=y).per_sample, want, atol=1e-6)

@@ -183,16 +183,22 @@ def infidelity(model, X, maps, *, n_samples: int = 10, std: float = 0.1, normali
     p = prepare(model, X, maps, target=target, layout=layout)
     n = len(p.x)
     rng = np.random.default_rng(seed)
-    x64 = p.x.detach().cpu().double().numpy()
-    noise = np.stack([rng.normal(0.0, std, size=(ns,) + x64.shape[1:]) for _ in range(n)])   # (N, S, ...)
-    xp = torch.as_tensor((x64[:, None] - noise).astype(np.float32)).to(device=p.x.device, dtype=p.x.dtype)
-    seen = x64[:, None] - xp.double().cpu().numpy()                                         # the I the model saw
     y = target_scores(p.model, p.x, p.targets, output)
-    flat_xp = xp.reshape((n * ns,) + tuple(p.x.shape[1:]))
-    yp = scores_of_variants(p.model, p.x, p.targets, ns, lambda i, j: flat_xp[i * ns + j], output)
-    diff = y[:, None] - yp                                                                   # (N, S)
-    a = p.maps.cpu().numpy().reshape(n, 1, -1)
-    ia = (seen.reshape(n, ns, -1) * a).sum(2)                                               # (N, S)
+    a_all = p.maps.cpu().numpy().reshape(n, 1, -1)
+    diff = np.empty((n, ns))
+    ia = np.empty((n, ns))
+    rows = max(1, p.model.batch_size(p.x[0].numel()))
+    step = max(1, rows // ns)
+    for s in range(0, n, step):                     # blocks of samples: memory bounded, draws sample by sample
+        x_b = p.x[s:s + step]
+        x64 = x_b.detach().cpu().double().numpy()
+        noise = np.stack([rng.normal(0.0, std, size=(ns,) + x64.shape[1:]) for _ in range(len(x64))])
+        xp = torch.as_tensor((x64[:, None] - noise).astype(np.float32)).to(device=p.x.device, dtype=p.x.dtype)
+        seen = x64[:, None] - xp.double().cpu().numpy()                                 # the I the model saw
+        flat_xp = xp.reshape((len(x64) * ns,) + tuple(p.x.shape[1:]))
+        yp = scores_of_variants(p.model, x_b, p.targets[s:s + step], ns, lambda i, j: flat_xp[i * ns + j], output)
+        diff[s:s + step] = y[s:s + step, None] - yp                                     # (B, S)
+        ia[s:s + step] = (seen.reshape(len(x64), ns, -1) * a_all[s:s + step]).sum(2)    # (B, S)
     beta = np.ones(n)
     if normalize:
         num, den = (ia * diff).mean(1), (ia * ia).mean(1)

@@ -126,7 +126,11 @@ def _run_localization(metric: str):
 
 def rerunnable(a) -> bool:
     """Whether an attribution can be recomputed on other inputs or models (a registered explainer's)."""
-    return isinstance(a, Attribution) and a.method not in ("trust", "edge_detector", "array", "")
+    if not isinstance(a, Attribution) or a.method in ("trust", "edge_detector"):
+        return False
+    from ..explain import list_methods
+
+    return a.method in list_methods()
 
 
 def _run_randomization(ctx: _Context, a) -> dict[str, MetricResult]:
@@ -630,7 +634,8 @@ def evaluate_explanations(model, X, y=None, attributions=None, metrics: Sequence
                 "seed": int(seed), "bootstrap": "percentile, paired (the same resamples for all methods)",
                 "test": "paired permutation test (values swapped within samples)",
                 "correction": "Holm-Bonferroni over the method pairs of each metric",
-                "model": {"name": m.name, "framework": m.framework}, "notes": sorted(set(notes))}
+                "model": {"name": m.name, "framework": m.framework}, "notes": sorted(set(notes)),
+                "metric_params": ctx.params}
     return ExplanationScores(methods, chosen, cells, comparisons, settings, results)
 
 

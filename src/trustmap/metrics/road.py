@@ -62,40 +62,38 @@ def _shift(t: torch.Tensor, offset: tuple[int, ...]) -> torch.Tensor:
     return out
 
 
-#: grids up to this many positions are solved directly (batched LU), larger ones by conjugate gradients
-DENSE_MAX = 128
-
-
-def _dense_solve(xd: torch.Tensor, rem: torch.Tensor, offs) -> torch.Tensor:
-    """The full-grid system (known entries: ``y = x``; removed: ``deg y_u - sum w y_v = 0``) by LU,
-    in blocks of rows bounded to ~64 MB."""
-    spatial = tuple(xd.shape[2:])
-    P = int(np.prod(spatial))
-    W = torch.zeros((P, P), dtype=torch.float64, device=xd.device)
-    idx = torch.arange(P, device=xd.device).reshape(spatial)
-    for off, w in offs:
-        src = idx
-        dst = idx
-        for ax, o in enumerate(off):
-            if o > 0:
-                src, dst = src.narrow(ax, 0, spatial[ax] - o), dst.narrow(ax, o, spatial[ax] - o)
-            elif o < 0:
-                src, dst = src.narrow(ax, -o, spatial[ax] + o), dst.narrow(ax, 0, spatial[ax] + o)
-        W[src.reshape(-1), dst.reshape(-1)] += w
-    L = torch.diag(W.sum(1)) - W
-    eye = torch.eye(P, dtype=torch.float64, device=xd.device)
-    flat_x = xd.reshape(-1, P)
-    flat_r = rem.reshape(-1, P)
-    out = torch.empty_like(flat_x)
-    step = max(1, (64 * 2**20) // (8 * P * P))
-    for s in range(0, len(flat_x), step):
-        r = flat_r[s:s + step]
-        r_solve = r & ~r.all(1, keepdim=True)            # a row with nothing kept has no data: imputed as 0
-        rf = r_solve.to(torch.float64)[:, :, None]
-        A = rf * L + (1 - rf) * eye
-        b = torch.where(r, torch.zeros_like(flat_x[s:s + step]), flat_x[s:s + step])
-        out[s:s + step] = torch.linalg.solve(A, b)
-    return out.reshape(xd.shape)
+def _tridiagonal_solve(xd: torch.Tensor, rem: torch.Tensor, w: float) -> torch.Tensor:
+    """1D: the full-line system (kept entries ``y = x``; removed ``deg y_u - w y_(u-1) - w y_(u+1) = 0``)
+    by the Thomas algorithm, vectorized over all rows and channels (one step per position). A line
+    with nothing kept has no data and is imputed as 0."""
+    flat_x = xd.reshape(-1, xd.shape[-1])
+    r = rem.reshape(-1, xd.shape[-1])
+    empty = r.all(1, keepdim=True)
+    flat_x = torch.where(empty, torch.zeros_like(flat_x), flat_x)   # nothing kept: solve y = 0 there
+    r = r & ~empty
+    L = flat_x.shape[1]
+    rf = r.to(torch.float64)
+    has_left = torch.ones(L, dtype=torch.float64, device=xd.device)
+    has_left[0] = 0
+    has_right = torch.ones(L, dtype=torch.float64, device=xd.device)
+    has_right[-1] = 0
+    a = -w * has_left * rf                              # coefficient of y_(u-1)
+    c = -w * has_right * rf                             # coefficient of y_(u+1)
+    b = torch.where(r, w * (has_left + has_right), torch.ones_like(rf))
+    d = torch.where(r, torch.zeros_like(flat_x), flat_x)
+    cp = torch.empty_like(flat_x)
+    dp = torch.empty_like(flat_x)
+    cp[:, 0] = c[:, 0] / b[:, 0]
+    dp[:, 0] = d[:, 0] / b[:, 0]
+    for i in range(1, L):
+        m = b[:, i] - a[:, i] * cp[:, i - 1]
+        cp[:, i] = c[:, i] / m
+        dp[:, i] = (d[:, i] - a[:, i] * dp[:, i - 1]) / m
+    y = torch.empty_like(flat_x)
+    y[:, -1] = dp[:, -1]
+    for i in range(L - 2, -1, -1):
+        y[:, i] = dp[:, i] - cp[:, i] * y[:, i + 1]
+    return y.reshape(xd.shape)
 
 
 def noisy_linear_imputation(x: torch.Tensor, removed: torch.Tensor, noise: float = 0.01,
@@ -106,18 +104,17 @@ def noisy_linear_imputation(x: torch.Tensor, removed: torch.Tensor, noise: float
     Solves ``sum_v w_uv (y_u - y_v) = 0`` over the in-bounds neighbours ``v`` of every removed
     ``u`` (``y_v = x_v`` where not removed), for every row and channel at once, by Jacobi-
     preconditioned conjugate gradients in float64 (symmetric positive definite as long as some
-    entry of the channel is kept) — directly by batched LU on grids of up to :data:`DENSE_MAX`
-    positions — then adds ``N(0, noise²)`` to the imputed entries.
+    entry of the channel is kept) — 1D lines directly by the Thomas algorithm — then adds
+    ``N(0, noise²)`` to the imputed entries.
     """
     nd = x.ndim - 2
     offs = NEIGHBOURS[nd]
     xd = x.to(torch.float64)
     rem = removed.to(torch.bool).expand_as(xd)
-    P = int(np.prod(x.shape[2:]))
-    if P <= DENSE_MAX and max_iter is None:
-        y = _dense_solve(xd, rem, offs)
+    if nd == 1 and max_iter is None and x.shape[-1] <= 4096:
+        y = _tridiagonal_solve(xd, rem, offs[0][1])
         if noise:
-            y = y + torch.randn(y.shape, generator=generator, dtype=torch.float64) * float(noise)
+            y = y + torch.randn(y.shape, generator=generator, dtype=torch.float64).to(y.device) * float(noise)
         return torch.where(rem, y, xd).to(x.dtype)
     keep = (~rem).to(torch.float64)
     remf = rem.to(torch.float64)
@@ -152,7 +149,7 @@ def noisy_linear_imputation(x: torch.Tensor, removed: torch.Tensor, noise: float
         p = z + beta * p
         rz = rz_new
     if noise:
-        y = y + torch.randn(y.shape, generator=generator, dtype=torch.float64) * float(noise)
+        y = y + torch.randn(y.shape, generator=generator, dtype=torch.float64).to(y.device) * float(noise)
     return torch.where(rem, y, xd).to(x.dtype)
 
 

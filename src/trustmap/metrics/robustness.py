@@ -93,19 +93,36 @@ def _norms(d: np.ndarray) -> np.ndarray:
     return np.sqrt((d.reshape(d.shape[0], d.shape[1], -1) ** 2).sum(-1))
 
 
-def _perturbed_maps(model, X, maps, explainer, params, target, layout, n_samples, draw, seed, max_rows):
-    """(prepared, given maps (N, ...), perturbed maps (N, S, ...), perturbations (N, S, ...))."""
+def _sample_blocks(n: int, n_samples: int, max_rows: int):
+    step = max(1, int(max_rows) // max(1, n_samples))
+    for s in range(0, n, step):
+        yield slice(s, min(n, s + step))
+
+
+def _perturbation_distances(model, X, maps, explainer, params, target, layout, n_samples, draw, seed, max_rows):
+    """``(prepared, ||Φ(x + δ_j) − a|| (N, S), ||δ_j as the model saw it|| (N, S))``.
+
+    Samples are processed in blocks of ``max_rows // n_samples`` (perturbed copies explained together,
+    then reduced to norms), so memory stays bounded; the draws are made sample by sample from one
+    NumPy generator, so they do not depend on the block size."""
     p = prepare(model, X, maps, target=target, layout=layout)
     fn, _ = _explainer(maps, explainer, params)
-    x = p.x.detach().cpu().to(torch.float64).numpy()
-    a = p.maps.cpu().numpy()
-    n = len(x)
+    x_all = p.x.detach().cpu().to(torch.float64).numpy()
+    a_all = p.maps.cpu().numpy()
+    n = len(x_all)
     rng = np.random.default_rng(seed)
-    delta = np.stack([draw(rng, x.shape[1:], n_samples) for _ in range(n)])           # (N, S, C, *sp)
-    xp = (x[:, None] + delta).reshape((n * n_samples,) + x.shape[1:]).astype(np.float32)
-    tg = np.repeat(p.targets, n_samples)
-    ap = reexplain(fn, p.model, xp, tg, max_rows).reshape((n, n_samples) + x.shape[1:])
-    return p, a, ap, delta
+    dist = np.empty((n, n_samples))
+    step = np.empty((n, n_samples))
+    for blk in _sample_blocks(n, n_samples, max_rows):
+        x, a = x_all[blk], a_all[blk]
+        delta = np.stack([draw(rng, x.shape[1:], n_samples) for _ in range(len(x))])         # (B, S, C, *sp)
+        xp = (x[:, None] + delta).astype(np.float32)
+        tg = np.repeat(p.targets[blk], n_samples)
+        ap = reexplain(fn, p.model, xp.reshape((-1,) + x.shape[1:]), tg, max_rows)
+        ap = ap.reshape((len(x), n_samples) + x.shape[1:])
+        dist[blk] = _norms(ap - a[:, None])
+        step[blk] = _norms(xp.astype(np.float64) - x[:, None])
+    return p, dist, step
 
 
 def sensitivity(model, X, maps=None, *, explainer=None, params: dict | None = None, n_samples: int = 10,
@@ -126,10 +143,10 @@ def sensitivity(model, X, maps=None, *, explainer=None, params: dict | None = No
         raise InputError("unknown normalize", parameter="normalize", expected="'explanation', 'input' or None",
                          got=normalize, fix="normalize='explanation' (Captum's sensitivity_max)")
     maps = _default_maps(model, X, maps, explainer, params, target, layout)
-    p, a, ap, _ = _perturbed_maps(model, X, maps, explainer, params, target, layout, n_samples,
-                                  lambda rng, shape, s: rng.uniform(-radius, radius, size=(s,) + shape), seed,
-                                  max_rows)
-    d = _norms(ap - a[:, None])                                                        # (N, S)
+    p, d, _ = _perturbation_distances(model, X, maps, explainer, params, target, layout, n_samples,
+                                      lambda rng, shape, s: rng.uniform(-radius, radius, size=(s,) + shape), seed,
+                                      max_rows)
+    a = p.maps.cpu().numpy()
     if normalize == "explanation":
         den = np.sqrt((a.reshape(len(a), -1) ** 2).sum(1))
         den = np.where(den == 0, 1.0, den)
@@ -179,13 +196,11 @@ def local_lipschitz(model, X, maps=None, *, explainer=None, params: dict | None 
     n_samples = _check_int(n_samples, "n_samples", 1)
     std = _check_pos(std, "std")
     maps = _default_maps(model, X, maps, explainer, params, target, layout)
-    p, a, ap, delta = _perturbed_maps(model, X, maps, explainer, params, target, layout, n_samples,
-                                      lambda rng, shape, s: rng.normal(0.0, std, size=(s,) + shape), seed,
-                                      max_rows)
-    # the model sees float32 inputs: measure the step it saw
-    xin = p.x.detach().cpu().double().numpy()
-    seen = (xin[:, None] + delta).astype(np.float32).astype(np.float64) - xin[:, None]
-    r = (_norms(ap - a[:, None]) / np.maximum(_norms(seen), 1e-300)).max(1)
+    # the model sees float32 inputs: the step is measured as the model saw it
+    p, d, stp = _perturbation_distances(model, X, maps, explainer, params, target, layout, n_samples,
+                                        lambda rng, shape, s: rng.normal(0.0, std, size=(s,) + shape), seed,
+                                        max_rows)
+    r = (d / np.maximum(stp, 1e-300)).max(1)
     return MetricResult("local_lipschitz", float(r.mean()), r, False,
                         {"n_samples": n_samples, "std": std, "seed": seed, "method": p.method}, {},
                         {"targets": p.targets})

@@ -397,6 +397,7 @@ class TorchView(torch.nn.Module):
         object.__setattr__(self, "trustmap_model", model)  # not a submodule: the view owns nothing
         self.layout = name
         self._lay = lay
+        self.eval()  # the view always evaluates the model in evaluation mode; say so to tools that check
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.trustmap_model
