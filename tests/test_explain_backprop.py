@@ -208,7 +208,7 @@ def test_cli_runs_new_methods_on_a_saved_keras_file(tmp_path, capsys):
     assert Attribution.load(out / "shapley_sampling.npz").maps.shape == x.shape
     capsys.readouterr()
     assert main(["explain", "--model", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"),
-                 "--method", "lrp", "--out", str(tmp_path / "o2")]) == 2
+                 "--method", "lrp", "--quiet", "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "PyTorch" in err[0]
 

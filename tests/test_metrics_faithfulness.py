@@ -171,12 +171,20 @@ def test_faithfulness_correlation_by_hand(linear_task):
 def test_r2_by_hand(linear_task):
     T = linear_task
     X, y = T["X"], T["y"]
-    r = r2_at_budget(T["net"], X, y, T["random"], frac=0.25)
+    r = r2_at_budget(T["net"], X, y, T["random"], frac=0.25, r_metric="acc")
     ranks = rank_entries(torch.as_tensor(T["random"]), Masking()).numpy()
     masked = np.where(ranks < 8, 0.0, X)
     c = (np_logits(T["W"], 0, X).argmax(1) != y).mean()
     m = (np_logits(T["W"], 0, masked).argmax(1) != y).mean()
     assert r.value == pytest.approx(1 - c / m)
+
+    def risk_prob(z):  # the default risk: 1 - softmax probability of the label
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        return (1 - p[np.arange(len(y)), y]).mean()
+    r_prob = r2_at_budget(T["net"], X, y, T["random"], frac=0.25)
+    assert r_prob.value == pytest.approx(1 - risk_prob(np_logits(T["W"], 0, X)) / risk_prob(np_logits(T["W"], 0, masked)),
+                                         rel=1e-5)
     assert r.extras["low"] <= r.value <= r.extras["high"]
     assert r.params["k"] == 8
     assert r2_at_budget(T["net"], X, y, T["random"], tau=8.2).params["k"] == 8
@@ -265,9 +273,9 @@ def test_r2_soft_mask_equals_localizer_r2():
     y = (np_logits(W, 0, X).argmax(1) ^ (rng.random(240) < 0.1)).astype(np.int64)
     loc = Localizer(tau=3.0, baseline="zero", epochs=2, n_boot=200, seed=0).fit(net, X, y)
     att = loc.locate(X)
-    ours = r2_at_budget(net, X, y, att, soft=True)
+    ours = r2_at_budget(net, X, y, att, soft=True, r_metric=loc.r_metric_)
     theirs = loc.r2(X, y)
-    assert ours.value == pytest.approx(theirs.estimate, abs=1e-9)
+    assert ours.value == pytest.approx(theirs.estimate, abs=1e-6)  # float32 probabilities
     assert ours.extras["clean_mean"] == pytest.approx(theirs.clean_risk)
 
 

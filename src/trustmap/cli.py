@@ -384,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model file (.keras, .h5, .onnx, .safetensors)")
     p.add_argument("--target-r2", default="auto", help="'auto' or a number in (0, 1] (default: auto)")
     p.add_argument("--tau", default="auto", help="'auto' or comma-separated τ values")
-    p.add_argument("--r-metric", default="acc", choices=["acc", "loss"])
+    p.add_argument("--r-metric", default="auto", choices=["auto", "prob", "acc", "loss"],
+                   help="risk behind R²: 'prob' (1 - p of the label; the default of --mode trust), 'acc' (0/1 error; the paper's), 'loss' (cross-entropy); 'auto' picks the mode's default")
     p.add_argument("--split", default="auto",
                    help="built-in dataset: 'auto' (the validation rows recorded by `trustmap train`, else the "
                         "test split), 'test' or 'train'")

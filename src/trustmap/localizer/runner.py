@@ -70,7 +70,7 @@ def parse_taus(value: Any) -> Any:
 
 
 def run_locate(model, data, out_dir, *, y=None, X_val=None, y_val=None, target_r2: Any = "auto",
-               tau: Any = "auto", r_metric: str = "acc", mode: str = "trust", layout: str | None = None,
+               tau: Any = "auto", r_metric: str = "auto", mode: str = "trust", layout: str | None = None,
                epochs: int = 20, seed: int = 0, progress: bool = False, resume: bool = True, plots: bool = True,
                safe_mode: bool = True, distributed: Any = "auto", device: Any = None,
                **localizer_kwargs) -> dict[str, Any]:

@@ -560,7 +560,7 @@ def _rerun_similarity(model, X, attr, layout, normalize, seed) -> tuple[np.ndarr
 
 def evaluate_explanations(model, X, y=None, attributions=None, metrics: Sequence[str] | str | None = None, *,
                           mask=None, frac: float = 0.3, steps: int | str = "auto", r2_tau: float | None = None,
-                          r2_frac: float | None = None, r_metric: str = "acc", n_runs: int = 100,
+                          r2_frac: float | None = None, r_metric: str = "prob", n_runs: int = 100,
                           subset: float = 0.1, layout=None, masking=None, baseline: Any = "zero",
                           normalize: str | None = None, budget: str = "total", channels: str = "each",
                           reference=None, n_boot: int = 2000, level: float = 0.95, n_perm: int = 10000,

@@ -231,14 +231,15 @@ def faithfulness_correlation(model, X, maps, *, n_runs: int = 100, subset: float
 
 # ---- R² at a budget --------------------------------------------------------------------------------
 def r2_at_budget(model, X, y, maps, *, tau: float | None = None, frac: float | None = None, soft: bool = False,
-                 r_metric: str = "acc", level: float = 0.95, n_boot: int = 2000, layout=None,
+                 r_metric: str = "prob", level: float = 0.95, n_boot: int = 2000, layout=None,
                  masking: Masking | None = None, baseline: Any = "zero", normalize: str | None = None,
                  budget: str = "total", channels: str = "each", seed: int = 0, blur_sigma: float | None = None,
                  reference=None) -> MetricResult:
     """The TRUST localizer's generalized partial R² for any map used as a mask (higher is better).
 
-    ``R² = 1 - mean(c) / mean(m)`` with per-sample risks (0/1 error for ``r_metric='acc'``,
-    cross-entropy for ``'loss'``, against the labels ``y``) on the clean inputs ``c`` and on the
+    ``R² = 1 - mean(c) / mean(m)`` with per-sample risks (``1 - p`` of the label for
+    ``r_metric='prob'``, the default and the localizer's; 0/1 error for ``'acc'``; cross-entropy for
+    ``'loss'``; against the labels ``y``) on the clean inputs ``c`` and on the
     inputs with the map's top ``k`` entries set to the baseline ``m``. The budget is the
     localizer's: ``tau`` (mask mass: ``k = round(tau)`` entries, per sample, or per channel
     with ``budget='per_channel'``), or ``frac`` of the entries; give one. ``soft=True`` uses the
@@ -249,8 +250,9 @@ def r2_at_budget(model, X, y, maps, *, tau: float | None = None, frac: float | N
     from ..localizer import r2 as _r2
 
     if r_metric not in _r2.METRICS:
-        raise InputError("unknown r_metric", parameter="r_metric", expected="'acc' or 'loss'", got=r_metric,
-                         fix="r_metric='acc' (error rate) or 'loss' (cross-entropy)")
+        raise InputError("unknown r_metric", parameter="r_metric", expected="'prob', 'acc' or 'loss'",
+                         got=r_metric, fix="r_metric='prob' (1 - probability of the label; the localizer's "
+                         "default), 'acc' (error rate) or 'loss' (cross-entropy)")
     if not isinstance(level, (int, float)) or not 0 < float(level) < 1:
         raise InputError("level must be in (0, 1)", parameter="level", expected="0 < level < 1", got=level,
                          fix="e.g. level=0.95")
