@@ -85,7 +85,7 @@ class UNetBackbone(nn.Module):
 
 
 class DilatedBackbone(nn.Module):
-    """A light ``g`` (the default): a stack of 'same'-size convolutions with growing dilation (1, 2,
+    """A light ``g`` (``backbone='dilated'``): a stack of 'same'-size convolutions with growing dilation (1, 2,
     4, 8: a receptive field of 61 samples per axis with kernel 5) on the input plus coordinate
     channels, then a 1x1 convolution to the mask logits. No down/up-sampling, ~5x fewer
     multiply-adds than :class:`UNetBackbone` at the same width, so a trained localizer explains
