@@ -52,7 +52,8 @@ from .common import mix as _mix
 from .common import safe_fingerprint as _safe_fingerprint
 from .common import stratified_split as _stratified_split
 from .context import make_context
-from .model import BACKBONES, DEFAULT_BACKBONE, MaskNet, check_sizes, default_backbone, paper_backbone
+from .model import (BACKBONES, DEFAULT_BACKBONE, KerasBackbone, MaskNet, check_sizes, default_backbone, is_keras_model,
+                    paper_backbone)
 from .training import mask_logits
 
 __all__ = ["Localizer", "OptimisticFitWarning", "OBJECTIVES", "BASELINES", "MODES", "R_METRICS"]
@@ -130,9 +131,11 @@ class Localizer:
     sparsity : 'auto' | float >= 0
         Penalty on the fraction of τ the mask spends (ramped up over the first quarter of
         training). 'auto': 0.5 (paper mode: 0).
-    backbone : None | nn.Module | 'unet' | 'dilated' | 'paper'
+    backbone : None | nn.Module | keras.Model | 'unet' | 'dilated' | 'paper'
         ``g``: a module ``(N, C, *spatial) -> (N, M, *spatial)`` (M = C, or 1 with
-        ``per_channel=False``). None: 'unet', a small conv encoder–decoder with coordinate channels
+        ``per_channel=False``), or a Keras 3 network (torch backend) mapping channels-last
+        ``(N, *spatial, C) -> (N, *spatial, M)`` (:class:`~.model.KerasBackbone`; pass the same
+        architecture to :meth:`load`). None: 'unet', a small conv encoder–decoder with coordinate channels
         (paper mode: the dnn-locate ECG example's network, 'paper'). 'dilated': a light stack of
         dilated convolutions (8x fewer parameters, ~5x faster ``locate``; as good as 'unet' on the
         187-sample distractor task with the removal objective, worse with 'preserve' on short
@@ -352,8 +355,8 @@ class Localizer:
                              got=self.blur_sigma, fix="e.g. blur_sigma=5 (samples)")
         b = self.backbone
         if not (b is None or isinstance(b, nn.Module) or (isinstance(b, str) and b in BACKBONES)):
-            raise InputError("backbone must be None, " + ", ".join(map(repr, BACKBONES)) + " or a torch module",
-                             parameter="backbone", expected="None, a backbone name or an nn.Module",
+            raise InputError("backbone must be None, " + ", ".join(map(repr, BACKBONES)) + " or a torch/Keras module",
+                             parameter="backbone", expected="None, a backbone name, an nn.Module or a keras.Model",
                              got=type(b).__name__,
                              fix="pass a module mapping (N, C, *spatial) to (N, M, *spatial) mask logits")
         es = self.early_stopping
@@ -399,6 +402,8 @@ class Localizer:
 
     def _make_backbone(self, rank: int, channels: int, mask_channels: int) -> tuple[nn.Module, str]:
         b = self.backbone
+        if is_keras_model(b):  # a user's Keras network (channels-last), trained as a clone
+            return KerasBackbone.clone_of(b), "custom"
         if isinstance(b, nn.Module):
             import copy
 
