@@ -490,7 +490,7 @@ def demo(*, out_dir: str | os.PathLike = "runs/demo", dataset: str | None = "mni
     fit_on = ("the 70% part of the data file" if fit_set is train_set and data is not None and test_data is None
               else ("--data (the user's model was trained elsewhere)" if fit_set is train_set
                     else f"the test split of {ds_name} (never trained on)"))
-    y_fit = fit_set.y if fit_set.y is not None else m.predict(fit_set.X, layout=fit_set.layout)
+    y_fit = fit_set.y  # None: the localizer takes the model's predictions as labels
     nf = min(cfg["n_fit"], len(fit_set.X))
     fit_idx = np.sort(np.random.default_rng(seed + 1).permutation(len(fit_set.X))[:nf])
     try:
@@ -498,7 +498,8 @@ def demo(*, out_dir: str | os.PathLike = "runs/demo", dataset: str | None = "mni
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            loc, _paths = fit_localizer(m, fit_set.X[fit_idx], np.asarray(y_fit)[fit_idx], out / "localizer",
+            loc, _paths = fit_localizer(m, fit_set.X[fit_idx], None if y_fit is None else np.asarray(y_fit)[fit_idx],
+                                        out / "localizer",
                                         layout=fit_set.layout, epochs=cfg["loc_epochs"], seed=seed,
                                         progress=progress, n_boot=cfg["n_boot"])
         notes += [f"localizer: {w.message}" for w in caught]

@@ -232,10 +232,10 @@ def _locate(sess, model, data, out, dataset, split, rows, engine, chunk_rows, fo
                 except (ValueError, OSError):  # an unreadable earlier fit is fitted again
                     loc = None
             X, y = gather(src, idx, chunk_rows)
-            if y is None:
-                y, used_pred = m.predict(X, layout=src.layout), True
+            used_pred = y is None  # the localizer then takes the model's predictions as labels
             if loc is None:
                 loc, _paths = fit_localizer(m, X, y, out, layout=src.layout, seed=seed,
+                                            val_accuracy=recorded_val_accuracy(model),
                                             progress=bool(progress) and sess.is_main, plots=plots,
                                             write=sess.is_main, distributed=distributed,
                                             checkpoint=(out / "checkpoint") if resume else None, **localizer_params)
@@ -297,6 +297,22 @@ def _locate(sess, model, data, out, dataset, split, rows, engine, chunk_rows, fo
     files = [out / f for f in rec["files"].values()] + [Path(masks), out / "run.json"]
     return {**summary, "files": [str(f) for f in files], "record": rec,
             **{k: str(out / v) for k, v in rec["files"].items()}}
+
+
+def recorded_val_accuracy(model) -> float | None:
+    """The validation accuracy a zoo model file records (at its best epoch), else None."""
+    if not isinstance(model, (str, os.PathLike)) or not str(model).endswith(".safetensors"):
+        return None
+    try:
+        from ..zoo import read_info
+
+        hist = read_info(model).get("history") or {}
+        acc = hist.get("val_acc") or []
+        best = int(hist.get("best_epoch", -1))
+        v = acc[best] if acc and -len(acc) <= best < len(acc) else None
+        return None if v is None or not np.isfinite(float(v)) else float(v)
+    except Exception:  # no record, or not a zoo model
+        return None
 
 
 def score(m, X, y, attrs: dict, out_dir=None, metrics=None, *, layout=None, mask=None, seed: int = 0,

@@ -41,6 +41,11 @@ def parse_value(text: str) -> Any:
         return False
     if low in ("none", "null"):
         return None
+    for conv in (int, float):
+        try:
+            return conv(t)
+        except ValueError:
+            pass
     try:
         return json.loads(t)
     except ValueError:

@@ -128,8 +128,6 @@ def _run_locate(sess, model, data, out: Path, y, X_val, y_val, target_r2, tau, r
     if sess.is_main:
         out.mkdir(parents=True, exist_ok=True)
     X, yy = load_arrays(data, y)
-    if yy is None:  # no labels: the localizer explains the model's own decisions
-        yy = m.predict(X, layout=layout)
     if isinstance(X_val, (str, os.PathLike)):
         X_val, y_val = load_arrays(X_val, y_val)
     loc, paths = fit_localizer(m, X, yy, out, X_val=X_val, y_val=y_val, tau=tau, target_r2=target_r2,
@@ -148,14 +146,14 @@ def _run_locate(sess, model, data, out: Path, y, X_val, y_val, target_r2, tau, r
 
 
 def fit_localizer(m, X, y, out: Path, *, X_val=None, y_val=None, plots: bool = True, write: bool = True,
-                  **params) -> tuple[Any, dict[str, str]]:
+                  val_accuracy: float | None = None, **params) -> tuple[Any, dict[str, str]]:
     """Fit a :class:`Localizer` (``params``: its parameters) on ``X, y`` and write ``localizer.safetensors``
     (+ ``.json``), ``r2_path.json`` and the plots to ``out`` (when ``write``). Returns ``(localizer, paths)``."""
     from .fit import Localizer
 
     out = Path(out)
     loc = Localizer(**params)
-    loc.fit(m, X, y, X_val, y_val)
+    loc.fit(m, X, y, X_val, y_val, val_accuracy=val_accuracy)  # y=None: the model's predictions are the labels
     names = {"localizer": "localizer.safetensors", "r2_path": "r2_path.json"}
     if plots and _has_matplotlib():
         names.update(r2_path_png="r2_path.png", da_plot_png="da_plot.png", path_plot_png="path_plot.png")
@@ -176,6 +174,7 @@ def fit_localizer(m, X, y, out: Path, *, X_val=None, y_val=None, plots: bool = T
         "split": loc.split_,
         "settings": loc.settings_,
         "params": loc._json_params(),
+        "labels": getattr(loc, "labels_source_", "labels" if y is not None else "predictions"),
     }
     _io.write_json(out / "r2_path.json", summary)
     if plots and _has_matplotlib():
