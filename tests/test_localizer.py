@@ -465,3 +465,32 @@ def test_command_line_strings():
         _parse_number("high", "target_r2")
     with pytest.raises(InputError):
         _parse_taus("2,x")
+
+
+def test_keras_mask_network(binary, tmp_path):
+    """A user's Keras network as g (dnn-locate lets users pass their own Keras localizer): trained as a
+    clone (the user's weights unchanged), saved and loaded with a freshly built same architecture."""
+    keras = pytest.importorskip("keras")
+
+    def build():
+        return keras.Sequential([keras.Input((None, 1)), keras.layers.Conv1D(8, 7, padding="same", activation="relu"),
+                                 keras.layers.Conv1D(8, 7, padding="same", activation="relu"),
+                                 keras.layers.Conv1D(1, 1)])
+
+    task, net = binary
+    user = build()
+    before = [w.copy() for w in user.get_weights()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loc = Localizer(backbone=user, seed=0, **FAST).fit(net, task.X, task.y)
+    for a, b in zip(before, user.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    trained = [p.detach().numpy() for n, p in loc.net_.backbone.named_parameters()]
+    assert len(trained) == len(before) and any(not np.allclose(a, b) for a, b in zip(before, trained))  # trained
+    m = loc.masks(task.X[:20])
+    assert m.shape == task.X[:20].shape and np.all((m >= 0) & (m < 1))
+    p = loc.save(tmp_path / "k")
+    with pytest.raises(InputError, match="custom backbone"):
+        Localizer.load(p)
+    back = Localizer.load(p, backbone=build())
+    np.testing.assert_allclose(back.masks(task.X[:20]), m, rtol=1e-6, atol=1e-7)

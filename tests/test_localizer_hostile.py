@@ -164,3 +164,54 @@ def test_loading_a_safetensors_model_leaves_the_global_rng_alone(tmp_path):
     assert torch.equal(torch.random.get_rng_state(), state)
     zoo.load(path)
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_early_stopping_keeps_the_best_weights_and_resumes(task_net, tmp_path):
+    """Early stopping and the plateau schedule (dnn-locate's EarlyStopping(restore_best_weights) and
+    ReduceLROnPlateau): the validation loss is recorded, training stops after `patience` bad epochs,
+    the best epoch's weights are the fitted ones, and a checkpointed fit resumes to the same result."""
+    from trustmap.localizer.training import validation_loss
+
+    task, net = task_net
+    kw = {**KW, "epochs": 12, "lr": 0.05, "early_stopping": 1, "lr_schedule": "plateau"}
+    with quiet():
+        loc = Localizer(**kw).fit(net, task.X, task.y)
+    h = loc.history_
+    vals = [e["val_loss"] for e in h]
+    # reference loop: the rule of the docstring, replayed on the recorded validation losses
+    best, bad, scale, stop, lrs = np.inf, 0, 1.0, None, []
+    for i, v in enumerate(vals):
+        lrs.append(0.05 * scale)  # the rate the epoch trained with
+        if not np.isfinite(best) or v < best - 1e-4 * abs(best):
+            best, bad, best_i = v, 0, i
+        else:
+            bad += 1
+            if bad % 2 == 0:
+                scale = max(scale / 2, 1 / 64)
+        if bad >= 1:
+            stop = i
+            break
+    assert len(h) == (12 if stop is None else stop + 1)  # stopped at the first bad epoch, if any
+    assert loc.best_epoch_ == best_i  # the last epoch that improved by more than 1e-4 (relative)
+    np.testing.assert_allclose([e["lr"] for e in h], lrs, rtol=1e-12)
+    # the fitted weights are the best epoch's: on the calibration split their validation loss is the best one
+    import trustmap
+    from trustmap.localizer.common import stratified_split
+    from trustmap.localizer.training import reference
+
+    m = trustmap.load_model(net)
+    cal = stratified_split(task.y, [0.6, 0.2, 0.2], np.random.default_rng(KW["seed"]))[1]
+    xc, yc = torch.from_numpy(task.X[cal]), torch.from_numpy(task.y[cal])
+    v = validation_loss(loc, m, loc.net_, xc, yc, reference(loc, m, xc, yc), loc.tau_grid_.min(), loc.tau_grid_.max())
+    assert v == pytest.approx(vals[best_i], rel=1e-5)
+    with quiet():
+        again = Localizer(**{**kw, "checkpoint": tmp_path / "ck"}).fit(net, task.X, task.y)
+    assert [e["val_loss"] for e in again.history_] == vals
+    with quiet():
+        resumed = Localizer(**{**kw, "checkpoint": tmp_path / "ck"}).fit(net, task.X, task.y)
+    for (k1, v1), (k2, v2) in zip(loc.net_.state_dict().items(), resumed.net_.state_dict().items()):
+        assert torch.equal(v1, v2), k1
+    with pytest.raises(InputError):
+        Localizer(early_stopping=0)
+    with pytest.raises(InputError):
+        Localizer(lr_schedule="step")

@@ -377,7 +377,8 @@ def load(name: str, split: str = "train", seed: int = 0, **kw) -> Dataset:
         Per-set options. ``ecg208``: ``fs`` (sampling rate in Hz, default 125: the record is
         resampled from its 360 Hz), ``window`` (beat length in seconds, default 1.496 = 187 samples
         at 125 Hz), ``r_index`` (where the R peak sits in each beat, in samples; default 0.248 s
-        before it, 31 at 125 Hz); ``meta['sampling_rate_hz']`` records the rate. Synthetic presets: ``n_train``, ``n_test`` and any :func:`make_synthetic` argument.
+        before it, 31 at 125 Hz); ``meta['sampling_rate_hz']`` records the rate. Synthetic presets:
+        ``n_train``, ``n_test`` and any :func:`make_synthetic` argument.
     """
     if not isinstance(name, str) or name.strip().lower() not in _LOADERS:
         raise InputError("unknown dataset", parameter="name", expected="one of " + ", ".join(NAMES), got=name,

@@ -46,8 +46,10 @@ def checkpoint_record_path(checkpoint) -> Path:
     return p / "checkpoint.json"
 
 
-def save_checkpoint(loc, fp: str, stage: int, epoch: int, net: nn.Module, opt, extra: dict) -> None:
+def save_checkpoint(loc, fp: str, stage: int, epoch: int, net: nn.Module, opt, extra: dict, stopper=None) -> None:
     tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    if stopper is not None and stopper.best_state is not None:
+        tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in stopper.best_state.items()})
     osd = opt.state_dict()
     for pid, pstate in osd["state"].items():
         for key, val in pstate.items():
@@ -58,7 +60,7 @@ def save_checkpoint(loc, fp: str, stage: int, epoch: int, net: nn.Module, opt, e
                if isinstance(val, torch.Tensor)}
     record = {"format": CKPT_FORMAT, "fingerprint": fp, "stage": stage, "epoch": epoch,
               "param_groups": osd["param_groups"], "scalar_keys": scalars, "history": loc.history_,
-              "sweep": extra.get("sweep", [])}
+              "sweep": extra.get("sweep", []), "stopper": None if stopper is None else stopper.state()}
     records.save_versioned(checkpoint_record_path(loc.checkpoint), tensors, record, parameter="checkpoint")
 
 
@@ -83,6 +85,8 @@ def load_checkpoint(loc, fp: str) -> dict | None:
             if record["scalar_keys"].get(f"{pid}.{key}"):
                 v = v.reshape(())
             opt_state.setdefault(int(pid), {})[key] = v
+    best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")} or None
     return {"stage": int(record["stage"]), "epoch": int(record["epoch"]), "net": net_state,
+            "stopper": record.get("stopper"), "best": best,
             "opt": {"state": opt_state, "param_groups": record["param_groups"]},
             "history": record.get("history", []), "sweep": record.get("sweep", [])}

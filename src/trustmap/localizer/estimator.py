@@ -52,7 +52,8 @@ from .common import mix as _mix
 from .common import safe_fingerprint as _safe_fingerprint
 from .common import stratified_split as _stratified_split
 from .context import make_context
-from .model import BACKBONES, DEFAULT_BACKBONE, MaskNet, check_sizes, default_backbone, paper_backbone
+from .model import (BACKBONES, DEFAULT_BACKBONE, KerasBackbone, MaskNet, check_sizes, default_backbone, is_keras_model,
+                    paper_backbone)
 from .training import mask_logits
 
 __all__ = ["Localizer", "OptimisticFitWarning", "OBJECTIVES", "BASELINES", "MODES", "R_METRICS"]
@@ -130,13 +131,24 @@ class Localizer:
     sparsity : 'auto' | float >= 0
         Penalty on the fraction of τ the mask spends (ramped up over the first quarter of
         training). 'auto': 0.5 (paper mode: 0).
-    backbone : None | nn.Module | keras.Model | 'dilated' | 'unet' | 'paper'
+    backbone : None | nn.Module | keras.Model | 'unet' | 'dilated' | 'paper'
         ``g``: a module ``(N, C, *spatial) -> (N, M, *spatial)`` (M = C, or 1 with
-        ``per_channel=False``). None: 'dilated', a light stack of dilated convolutions with
-        coordinate channels (paper mode: the dnn-locate ECG example's network, 'paper'); 'unet':
-        a small conv encoder–decoder (the default before 0.x: ~5x slower to run, masks alike on the
-        known-region tasks).
+        ``per_channel=False``), or a Keras 3 network (torch backend) mapping channels-last
+        ``(N, *spatial, C) -> (N, *spatial, M)`` (:class:`~.model.KerasBackbone`; pass the same
+        architecture to :meth:`load`). None: 'unet', a small conv encoder–decoder with coordinate channels
+        (paper mode: the dnn-locate ECG example's network, 'paper'). 'dilated': a light stack of
+        dilated convolutions (8x fewer parameters, ~5x faster ``locate``; as good as 'unet' on the
+        187-sample distractor task with the removal objective, worse with 'preserve' on short
+        signals; benchmarks/bench_locate.py).
     epochs, batch_size, lr, weight_decay : training (Adam, cosine-decayed learning rate).
+    early_stopping : None | int
+        Patience in epochs: stop when the validation loss (the training loss on the calibration
+        split at 4 fixed τ; paper mode: on the evaluation data) has not improved for that many
+        epochs, and keep the best epoch's weights (``best_epoch_``). None (default): train all epochs.
+    lr_schedule : 'cosine' | 'plateau'
+        'cosine' (default): cosine decay to 5 % over the epochs. 'plateau': constant, halved after
+        every 2 epochs without improvement of the validation loss (at least 1/64 of ``lr``); the
+        best epoch's weights are kept. ``history_`` records ``val_loss`` and ``lr`` per epoch.
     calibration, holdout : fractions of ``X`` for the calibration and held-out splits when no
         ``X_val`` is given (with ``X_val``, it is split in two halves for them).
     confidence : float in (0, 1)
@@ -211,7 +223,7 @@ class Localizer:
                  weight_decay: float = 0.0, calibration: float = 0.2, holdout: float = 0.2,
                  confidence: float = 0.95, ci: str = "bootstrap", n_boot: int = 2000, blur_sigma: Any = "auto",
                  seed: int = 0, progress: bool = False, checkpoint: Any = None, layout: str | None = None,
-                 distributed: Any = "auto") -> None:
+                 distributed: Any = "auto", early_stopping: int | None = None, lr_schedule: str = "cosine") -> None:
         self.tau = tau
         self.target_r2 = target_r2
         self.r_metric = r_metric
@@ -239,13 +251,15 @@ class Localizer:
         self.checkpoint = checkpoint
         self.layout = layout
         self.distributed = distributed
+        self.early_stopping = early_stopping
+        self.lr_schedule = lr_schedule
         self._validate()
 
     # ---- scikit-learn style parameters -----------------------------------------------------
     _PARAMS = ("tau", "target_r2", "r_metric", "mode", "objective", "baseline", "per_channel", "budget", "sink",
                "sparsity", "backbone", "width", "epochs", "batch_size", "lr", "weight_decay", "calibration",
                "holdout", "confidence", "ci", "n_boot", "blur_sigma", "seed", "progress", "checkpoint", "layout",
-               "distributed")
+               "distributed", "early_stopping", "lr_schedule")
 
     def get_params(self, deep: bool = False) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self._PARAMS}
@@ -342,9 +356,17 @@ class Localizer:
         b = self.backbone
         if not (b is None or isinstance(b, nn.Module) or (isinstance(b, str) and b in BACKBONES)):
             raise InputError("backbone must be None, " + ", ".join(map(repr, BACKBONES)) + " or a torch/Keras module",
-                             parameter="backbone", expected="None, a backbone name or an nn.Module / keras.Model",
+                             parameter="backbone", expected="None, a backbone name, an nn.Module or a keras.Model",
                              got=type(b).__name__,
                              fix="pass a module mapping (N, C, *spatial) to (N, M, *spatial) mask logits")
+        es = self.early_stopping
+        if es is not None and (isinstance(es, bool) or not isinstance(es, (int, np.integer)) or int(es) < 1):
+            raise InputError("early_stopping must be None or a patience in epochs >= 1", parameter="early_stopping",
+                             expected="None or an int >= 1", got=es, fix="e.g. early_stopping=3")
+        if not isinstance(self.lr_schedule, str) or self.lr_schedule not in ("cosine", "plateau"):
+            raise InputError("unknown lr_schedule", parameter="lr_schedule", expected="'cosine' or 'plateau'",
+                             got=self.lr_schedule, fix="lr_schedule='plateau' halves the rate when the validation "
+                             "loss stalls")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise InputError("seed must be an int", parameter="seed", expected="an int", got=self.seed, fix="seed=0")
 
@@ -380,6 +402,8 @@ class Localizer:
 
     def _make_backbone(self, rank: int, channels: int, mask_channels: int) -> tuple[nn.Module, str]:
         b = self.backbone
+        if is_keras_model(b):  # a user's Keras network (channels-last), trained as a clone
+            return KerasBackbone.clone_of(b), "custom"
         if isinstance(b, nn.Module):
             import copy
 
@@ -599,7 +623,8 @@ class Localizer:
         where = ("the training data (paper mode, as dnn-locate)" if self.mode == "paper" and
                  self.split_.get("evaluation") == "train" else
                  "X_val" if self.mode == "paper" else
-                 f"a held-out split of {self.split_['holdout']} samples that neither training nor the choice of tau saw")
+                 f"a held-out split of {self.split_['holdout']} samples that neither training nor the choice of tau "
+                 "saw")
         if self.settings_["objective"] == "preserve":
             what = (f"R² = 1 - risk(only the located region kept, the rest replaced by the baseline) / risk(baseline "
                     f"alone): the share of the classifier's predictive power the region alone carries")

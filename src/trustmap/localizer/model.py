@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from ..errors import InputError
 
 __all__ = ["BACKBONES", "DEFAULT_BACKBONE", "MaskNet", "DilatedBackbone", "UNetBackbone", "PaperBackbone",
-           "default_backbone", "paper_backbone", "masks_from_probs",
+           "default_backbone", "paper_backbone", "masks_from_probs", "KerasBackbone", "is_keras_model",
            "apply_mask", "blur"]
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -85,7 +85,7 @@ class UNetBackbone(nn.Module):
 
 
 class DilatedBackbone(nn.Module):
-    """A light ``g`` (the default): a stack of 'same'-size convolutions with growing dilation (1, 2,
+    """A light ``g`` (``backbone='dilated'``): a stack of 'same'-size convolutions with growing dilation (1, 2,
     4, 8: a receptive field of 61 samples per axis with kernel 5) on the input plus coordinate
     channels, then a 1x1 convolution to the mask logits. No down/up-sampling, ~5x fewer
     multiply-adds than :class:`UNetBackbone` at the same width, so a trained localizer explains
@@ -110,6 +110,43 @@ class DilatedBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([x, _coords(x)], 1) if self.coords else x)
+
+
+def is_keras_model(obj) -> bool:
+    return type(obj).__module__.startswith("keras") and hasattr(obj, "get_weights") and hasattr(obj, "weights")
+
+
+class KerasBackbone(nn.Module):
+    """A user's Keras 3 network as ``g`` (Keras on the torch backend), as dnn-locate lets users pass their
+    own Keras localizer. The network is channels-last (Keras' convention): it maps ``(N, *spatial, C)``
+    to ``(N, *spatial, M)``; the wrapper moves the channel axis on the way in and out. Its weights are
+    registered here under positional names (``w0``, ``w1``, ...: Keras names change when a model is
+    built twice in one process), so the optimizer trains them and the localizer saves and loads them.
+    The network is called with ``training=`` following this module's mode (its Dropout/BatchNorm layers
+    follow ``fit`` / evaluation). The user's model is not modified: ``fit`` trains a clone."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self._keras = [model]  # a list: not a torch submodule (its own parameter names are unstable)
+        for i, v in enumerate(model.weights):
+            value = v.value
+            if not isinstance(value, nn.Parameter):
+                raise InputError("the Keras mask network does not run on the torch backend", parameter="backbone",
+                                 expected="a keras.Model built with KERAS_BACKEND=torch", got=type(value).__name__,
+                                 fix="set KERAS_BACKEND=torch before importing keras")
+            self.register_parameter(f"w{i}", value)
+
+    @classmethod
+    def clone_of(cls, model) -> "KerasBackbone":
+        import keras
+
+        clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        return cls(clone)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._keras[0](x.movedim(1, -1), training=self.training)
+        return out.movedim(-1, 1)
 
 
 class PaperBackbone(nn.Sequential):

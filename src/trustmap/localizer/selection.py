@@ -92,7 +92,8 @@ def fit_joint(loc, ctx, model: Model, x_tr, y_tr, x_cal, y_cal, x_ho, y_ho, risk
     with progress_bar(loc, ctx, int(loc.epochs)) as bar:
         if bar is not None and state is not None:
             bar.update(int(state["epoch"]) + 1)
-        train(loc, ctx, model, net, x_tr, y_tr, float(grid.min()), float(grid.max()), 0, state, fp, {}, callback, bar)
+        train(loc, ctx, model, net, x_tr, y_tr, float(grid.min()), float(grid.max()), 0, state, fp, {}, callback, bar,
+              val=(x_cal, y_cal))
     loc.net_ = net
     level = float(loc.confidence)
     preserve = loc.settings_["objective"] == "preserve"
@@ -138,7 +139,7 @@ def fit_sweep(loc, ctx, model: Model, x_tr, y_tr, x_ev, y_ev, risk_c, grid, stat
             if bar is not None and st is not None:
                 bar.update(int(st["epoch"]) + 1)
             train(loc, ctx, model, net, x_tr, y_tr, float(tau), float(tau), stage, st, fp,
-                  {"tau": float(tau), "sweep": done}, callback, bar)
+                  {"tau": float(tau), "sweep": done}, callback, bar, val=(x_ev, y_ev))
             loc.net_ = net
             masked = masked_risks(loc, ctx, model, x_ev, y_ev, np.array([tau]))
             base = baseline_risks(loc, model, x_ev, y_ev) if preserve else None

@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..models import Model
 from . import r2 as _r2
@@ -105,10 +106,77 @@ def mask_logits(net: MaskNet, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(outs)
 
 
+class Stopper:
+    """Early stopping with the best weights and a plateau learning-rate schedule, on a validation loss.
+
+    After every epoch the loss is measured on the validation data (the calibration split: never the
+    held-out one) at 4 fixed τ across the trained range, in evaluation mode. An epoch that does not
+    lower it by 1e-4 (relative) counts as bad; with ``lr_schedule='plateau'`` the learning rate is
+    halved after every 2 bad epochs in a row; with ``early_stopping=p`` training stops after ``p`` bad
+    epochs in a row, and the weights of the best epoch are restored at the end either way."""
+
+    def __init__(self, patience: int | None, plateau: bool) -> None:
+        self.patience, self.plateau = patience, plateau
+        self.best, self.bad, self.lr_scale, self.best_epoch, self.stopped = math.inf, 0, 1.0, -1, False
+        self.best_state: dict | None = None
+
+    def state(self) -> dict:
+        return {"best": None if not math.isfinite(self.best) else self.best, "bad": self.bad,
+                "lr_scale": self.lr_scale, "best_epoch": self.best_epoch, "stopped": self.stopped}
+
+    def load(self, st: dict, best_state: dict | None) -> None:
+        self.best = math.inf if st.get("best") is None else float(st["best"])
+        self.bad, self.lr_scale = int(st["bad"]), float(st["lr_scale"])
+        self.best_epoch, self.stopped = int(st["best_epoch"]), bool(st["stopped"])
+        self.best_state = best_state
+
+    def update(self, epoch: int, value: float, net: nn.Module) -> None:
+        improved = (not math.isfinite(self.best)) or value < self.best - 1e-4 * abs(self.best)
+        if improved:
+            self.best, self.bad, self.best_epoch = value, 0, epoch
+            self.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            self.bad += 1
+            if self.plateau and self.bad % 2 == 0:
+                self.lr_scale = max(self.lr_scale / 2, 1 / 64)
+        if self.patience is not None and self.bad >= self.patience:
+            self.stopped = True
+
+
+def validation_loss(loc, model: Model, net: MaskNet, x: torch.Tensor, y: torch.Tensor, ref: torch.Tensor | None,
+                    tau_lo: float, tau_hi: float) -> float:
+    """The training loss on validation data at 4 fixed τ (geometric over the range), evaluation mode,
+    without the sparsity ramp's progress (full penalty); same value on every rank."""
+    settings = loc.settings_
+    taus = np.unique(np.geomspace(tau_lo, tau_hi, 4))
+    total = 0.0
+    was = net.training
+    net.eval()
+    try:
+        with model.frozen(), torch.inference_mode():
+            for s in chunks(len(x), x[0].numel()):
+                xb, yb = x[s], y[s]
+                z = net.logits(xb)
+                base = baseline(xb, settings["baseline"], loc.base_stats_,
+                                torch.Generator(device="cpu").manual_seed(mix(loc.seed, 55)))
+                for tau in taus:
+                    tb = torch.full((len(xb),), float(tau), dtype=xb.dtype, device=xb.device)
+                    delta = net.masks(z, tb)
+                    xm = compose(xb, delta, base, settings["objective"])
+                    out = loss(settings, loc.log_prior_, model.logits_t(xm), yb, delta, tb,
+                               None if ref is None else ref[s], 1.0)
+                    total += float(out) * len(xb)
+    finally:
+        net.train(was)
+    return total / (len(x) * len(taus))
+
+
 def train(loc, ctx, model: Model, net: MaskNet, x: torch.Tensor, y: torch.Tensor, tau_lo: float, tau_hi: float,
-          stage: int, state: dict | None, fp: str, extra: dict, callback, bar) -> None:
+          stage: int, state: dict | None, fp: str, extra: dict, callback, bar,
+          val: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
     """Train ``net`` for ``loc.epochs`` epochs, τ drawn log-uniform in ``[tau_lo, tau_hi]`` per sample
-    (resuming from ``state`` when it is this stage's checkpoint)."""
+    (resuming from ``state`` when it is this stage's checkpoint). ``val``: validation data for early
+    stopping / the plateau schedule (:class:`Stopper`), when either is on."""
     from .checkpoint import save_checkpoint
 
     # the few head parameters (BatchNorm scale/shift = the softmax's temperature, the sink) learn faster
@@ -117,16 +185,21 @@ def train(loc, ctx, model: Model, net: MaskNet, x: torch.Tensor, y: torch.Tensor
     head_mult = HEAD_LR_MULT if loc.mode == "trust" else 1.0  # the paper trains every weight alike
     opt = torch.optim.Adam([{"params": body, "lr_mult": 1.0}, {"params": head, "lr_mult": head_mult}],
                            lr=float(loc.lr), weight_decay=float(loc.weight_decay))
+    watch = val is not None and (loc.early_stopping is not None or loc.lr_schedule == "plateau")
+    stopper = Stopper(loc.early_stopping, loc.lr_schedule == "plateau") if watch else None
     start = 0
     if state is not None and state.get("stage") == stage:
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["opt"])
         start = int(state["epoch"]) + 1
         loc.history_ = list(state.get("history", []))
+        if stopper is not None and state.get("stopper"):
+            stopper.load(state["stopper"], state.get("best"))
     n, bs = len(x), int(loc.batch_size)
     steps_per_epoch = max(1, math.ceil(n / bs))
     total = steps_per_epoch * int(loc.epochs)
     ref = reference(loc, model, x, y)
+    val_ref = reference(loc, model, val[0], val[1]) if stopper is not None else None
     settings = loc.settings_
     objective = settings["objective"]
     lr0 = float(loc.lr)
@@ -135,6 +208,8 @@ def train(loc, ctx, model: Model, net: MaskNet, x: torch.Tensor, y: torch.Tensor
     with ctx.patched(net):
         fwd = ctx.wrap(net)  # DDP over this rank's shard of every global batch (one process: net itself)
         for epoch in range(start, int(loc.epochs)):
+            if stopper is not None and stopper.stopped:
+                break
             net.train()
             gen = torch.Generator(device="cpu").manual_seed(mix(loc.seed, stage, epoch))
             order = torch.randperm(n, generator=gen)
@@ -147,7 +222,8 @@ def train(loc, ctx, model: Model, net: MaskNet, x: torch.Tensor, y: torch.Tensor
                 for i in range(steps_per_epoch):
                     step = epoch * steps_per_epoch + i
                     for g in opt.param_groups:
-                        g["lr"] = g["lr_mult"] * lr0 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / total)))
+                        g["lr"] = g["lr_mult"] * lr0 * (stopper.lr_scale if stopper is not None and stopper.plateau
+                                                        else 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / total)))
                     idx = order[i * bs:(i + 1) * bs]
                     if len(idx) < 2 and n >= 2:  # BatchNorm needs two samples
                         continue
@@ -179,14 +255,21 @@ def train(loc, ctx, model: Model, net: MaskNet, x: torch.Tensor, y: torch.Tensor
             seconds = ctx.max_float(seconds)  # the slowest rank's time
             logs = {"stage": stage, "epoch": epoch, "loss": total_loss / n, "seconds": seconds,
                     **{k: v for k, v in extra.items() if k != "sweep"}}
+            if stopper is not None:
+                v = validation_loss(loc, model, net, val[0], val[1], val_ref, tau_lo, tau_hi)
+                stopper.update(epoch, v, net)
+                logs.update({"val_loss": v, "lr": float(opt.param_groups[0]["lr"]), "best_epoch": stopper.best_epoch})
             loc.history_.append(logs)
             if loc.checkpoint is not None and ctx.is_main:
-                save_checkpoint(loc, fp, stage, epoch, net, opt, extra)
+                save_checkpoint(loc, fp, stage, epoch, net, opt, extra, stopper)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{logs['loss']:.4f}", **({"tau": f"{extra['tau']:.3g}"} if "tau" in extra else {}))
             if callback is not None:
                 callback(epoch, dict(logs))
+        if stopper is not None and stopper.best_state is not None:
+            net.load_state_dict(stopper.best_state)  # the best epoch's weights
+            loc.best_epoch_ = stopper.best_epoch
         ctx.broadcast_module(net)  # data-parallel: the ranks agree already; this makes sure of it
     net.eval()
 
