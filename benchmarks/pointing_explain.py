@@ -29,6 +29,7 @@ from test_explain_synthetic import fit, flat_cnn, gap_fcn, pointing  # noqa: E40
 from trustmap.data import load, make_synthetic  # noqa: E402
 from trustmap.explain import explain  # noqa: E402
 
+SMALL = [0.005, 0.01, 0.025]  # areas for per-entry masks on 12 channels (the region is 0.5 % of the entries)
 VARIANTS = [
     ("saliency", {}), ("saliency", {"times_input": True, "absolute": False}),
     ("smoothgrad", {}), ("smoothgrad", {"times_input": True, "absolute": False}),
@@ -38,11 +39,13 @@ VARIANTS = [
     ("ablationcam", {}), ("ablationcam", {"per_channel": True}), ("guided_gradcam", {}),
     # issue 16
     ("input_x_gradient", {}), ("deconvolution", {}), ("deeplift", {}), ("deeplift_shap", {}), ("gradient_shap", {}),
-    ("lrp", {}), ("lrp", {"composite": "epsilon"}), ("lrp", {"composite": "alpha_beta"}),
+    ("lrp", {}), ("lrp", {"composite": "epsilon"}), ("lrp", {"composite": "epsilon_plus_flat"}),
     ("feature_ablation", {}), ("feature_ablation", {"per_channel": True}), ("shapley_sampling", {}),
     ("tsr", {}), ("tsr", {"base": "integrated_gradients", "base_params": {"n_steps": 8}}),
+    ("feature_ablation", {"segmentation": "fixed", "segment_size": 4}),
     ("extremal_mask", {}), ("extremal_mask", {"score": "log_prob"}), ("extremal_mask", {"per_channel": True}),
-    ("dynamask", {}), ("dynamask", {"score": "logit"}),
+    ("extremal_mask", {"per_channel": True, "area": SMALL}),
+    ("dynamask", {}), ("dynamask", {"score": "logit"}), ("dynamask", {"area": SMALL}),
 ]
 
 
