@@ -146,7 +146,7 @@ def test_non_finite_logits_are_a_typed_error(task_net):
         Localizer(**KW).fit(bad, task.X, task.y)
     for k, v in bad.state_dict().items():  # the model is left as it was (NaN included)
         assert torch.equal(v.isnan(), before[k].isnan()) and torch.equal(v.nan_to_num(), before[k].nan_to_num())
-    with pytest.raises(DataError, match="not finite"):
+    with pytest.raises(DataError, match="not finite|NaN or Inf"):  # the model-level check may see it first
         Localizer(**KW).fit(net, task.X * 1e37, task.y)
     X = task.X.copy()
     X[3, 0, 5] = np.inf

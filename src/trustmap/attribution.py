@@ -90,6 +90,9 @@ class Attribution:
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+        from .records import check_output_path
+
+        check_output_path(path)  # a typed error, not an OSError, when a parent is a file
         arrays = {"maps": self.maps, "targets": self.targets}
         scalars: dict[str, Any] = {}
         for k, v in self.extras.items():
@@ -125,6 +128,8 @@ class Attribution:
     def load(cls, path: str | os.PathLike) -> "Attribution":
         """Read an Attribution written by :meth:`save` (checks the maps against their record)."""
         path = Path(path)
+        if path.suffix == ".json":  # the record was named: its maps are beside it
+            path = path.with_suffix(".npz")
         if not path.exists() and path.with_suffix(".npz").exists():
             path = path.with_suffix(".npz")
         jpath = _json_path(path)

@@ -14,6 +14,7 @@ __all__ = [
     "TargetError",
     "DataError",
     "NonFiniteError",
+    "LabelError",
     "ModelLoadError",
     "ModelOutputError",
     "UnsafeModelError",
@@ -81,6 +82,10 @@ class DataError(InputError):
 
 class NonFiniteError(DataError):
     """A model's scores (or a computed result) are NaN or Inf where finite numbers are needed."""
+
+
+class LabelError(DataError, TargetError):
+    """Labels are not class indices (not numeric, NaN, fractional, not one-hot, out of range)."""
 
 
 class ModelOutputError(TrustmapError, ValueError):

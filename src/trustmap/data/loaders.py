@@ -19,7 +19,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .._io import to_jsonable
-from ..errors import TrustmapError, DataError, DependencyError, InputError, LayoutError, MissingFileError, ShapeError, UnsupportedError
+from ..labels import check_labels
+from ..errors import (DataError, DependencyError, InputError, LayoutError, MissingFileError, ShapeError, TrustmapError,
+                      UnsupportedError)
 from ..layout import Layout, as_layout
 
 __all__ = ["Dataset", "read", "from_arrays", "guess_layout", "READ_FORMATS"]
@@ -238,25 +240,7 @@ def _as_float32(x, *, parameter: str) -> np.ndarray:
 
 
 def _as_labels(y, n: int, *, parameter: str) -> np.ndarray:
-    arr = _to_numpy(y)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise ShapeError("labels need one entry per sample", parameter=parameter, expected=f"shape ({n},)",
-                         got=f"shape {arr.shape}", fix="pass one class index per sample")
-    if arr.dtype.kind not in "iufb":
-        raise DataError("labels must be class indices", parameter=parameter, expected="integers",
-                        got=f"dtype {arr.dtype}", fix="encode string labels first (or read them from a file)")
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise DataError("labels must be whole numbers", parameter=parameter, expected="integers",
-                            got=arr[~(np.isfinite(arr) & (arr == np.round(arr)))][:3],
-                            fix="pass class indices 0..K-1")
-    out = arr.astype(np.int64)
-    if out.min() < 0:
-        raise DataError("labels must be non-negative class indices", parameter=parameter, expected="0..K-1",
-                        got=int(out.min()), fix="map the labels to 0..K-1")
-    return out
+    return check_labels(_to_numpy(y), n, parameter=parameter)
 
 
 def encode_labels(values, *, parameter: str = "y") -> tuple[np.ndarray, list[str], dict[str, Any]]:

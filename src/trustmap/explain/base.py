@@ -29,7 +29,7 @@ from .. import baselines as _baselines
 from ..attribution import Attribution
 from ..errors import InputError, NonFiniteError, UnsupportedError
 from .registry import methods_where
-from ..models import Model, load_model
+from ..models import Model, load_model, preserved_rng
 
 __all__ = ["Explainer", "pick_scores", "input_gradient", "sample_seeds", "per_sample_normal", "row_chunks",
            "chunk_rows", "check_choice", "check_number", "CPU_ROWS"]
@@ -93,6 +93,10 @@ class Explainer:
             ``maps`` with the shape and layout of ``x``.
         """
         self._validate()
+        with preserved_rng():  # no method moves the caller's global random streams
+            return self._explain(model, x, target, layout)
+
+    def _explain(self, model, x, target, layout) -> Attribution:
         m = load_model(model)
         if self.needs_gradients and not m.differentiable:
             raise UnsupportedError(f"{self.name} needs gradients or layer access, which {m.framework} models "
@@ -200,6 +204,7 @@ def check_choice(value, choices, parameter: str, fix: str | None = None):
 def check_number(value, parameter: str, *, minimum=None, maximum=None, integer: bool = False,
                  open_min: bool = False):
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = ok and not (isinstance(value, (float, np.floating)) and not np.isfinite(value))  # NaN/Inf never valid
     if ok and integer:
         ok = float(value) == int(value)
     if ok and minimum is not None:

@@ -7,13 +7,13 @@ import os
 from pathlib import Path
 
 from ..errors import ModelLoadError
-from .base import Capture, LayerInfo, Model, check_array
+from .base import Capture, LayerInfo, Model, check_array, preserved_rng
 from .keras_model import KerasModel, import_keras, is_keras_model, load_keras_file
 from .onnx_model import OnnxModel, black_box_methods
 from .torch_model import TorchModel
 
 __all__ = ["load_model", "Model", "TorchModel", "KerasModel", "OnnxModel", "LayerInfo", "Capture",
-           "BLACK_BOX_METHODS", "black_box_methods", "check_array", "import_keras"]
+           "BLACK_BOX_METHODS", "black_box_methods", "check_array", "import_keras", "preserved_rng"]
 
 
 def __getattr__(name):  # BLACK_BOX_METHODS is derived from the explainer classes on use (no import cycle)
@@ -28,7 +28,8 @@ def load_model(obj, *, safe_mode: bool = True, custom_objects: dict | None = Non
     refused with a :class:`~trustmap.errors.ModelOutputError` naming the shape."""
     if isinstance(obj, Model):
         return obj
-    return _load(obj, safe_mode=safe_mode, custom_objects=custom_objects, **options).check_shape()
+    with preserved_rng():  # building modules and Keras clones draws from the global RNGs
+        return _load(obj, safe_mode=safe_mode, custom_objects=custom_objects, **options).check_shape()
 
 
 def _load(obj, *, safe_mode: bool = True, custom_objects: dict | None = None, **options) -> Model:

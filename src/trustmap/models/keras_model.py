@@ -2,7 +2,13 @@
 
 trustmap works on a private clone of the user's model (same weights; a fused final
 softmax/sigmoid replaced by a linear activation so logits are reachable). The user's
-model object is never called, edited or hooked.
+model object is never called, edited or hooked. Lambda layers are cloned around the same
+function object (nothing is deserialized). Where no clone can be made (a custom layer whose
+config does not rebuild it), the model itself is run: ``frozen()`` and ``capture()`` restore
+everything they touch (``requires_grad``, the patched layer call).
+
+Keras' process-wide safe-mode flag is exactly what it was after every load, whatever happens
+(:func:`preserved_safe_mode`).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -216,9 +223,19 @@ class KerasModel(Model):
         channels = shape[-1] if self.channels_last else shape[1]
         spatial = shape[1:-1] if self.channels_last else shape[2:]
         self.keras_model = model
-        clone, kind = _linear_clone(keras, model)
-        for v in clone.weights:
-            v.value.requires_grad_(False)
+        try:
+            clone, kind = _linear_clone(keras, model)
+            self.private_copy = True
+            for v in clone.weights:
+                v.value.requires_grad_(False)
+        except UnsupportedError as exc:
+            # no private copy (e.g. a custom layer without a usable get_config): run the user's model
+            # itself; frozen() switches its weights' requires_grad off and restores them, capture()
+            # restores the layer it patches, and a final softmax stays (logits are recovered as log p)
+            warnings.warn(f"{model.name}: {exc.what}; trustmap runs the model itself (nothing is changed, "
+                          "gradient methods explain log-probabilities if it ends in a softmax)", stacklevel=3)
+            clone, kind = model, None
+            self.private_copy = False
         self._clone = clone
         # a Functional model saved with a list of inputs wants a list (else keras warns every call)
         self._list_input = isinstance(getattr(clone, "_inputs_struct", None), list)
@@ -231,6 +248,21 @@ class KerasModel(Model):
     def device(self) -> torch.device:
         w = self._clone.weights
         return w[0].value.device if w else torch.device("cpu")
+
+    @contextlib.contextmanager
+    def _frozen(self) -> Iterator[None]:
+        if self.private_copy:  # the clone's weights never need gradients
+            yield
+            return
+        values = [v.value for v in self._clone.weights]
+        flags = [t.requires_grad for t in values]
+        try:
+            for t in values:
+                t.requires_grad_(False)
+            yield
+        finally:
+            for t, f in zip(values, flags):
+                t.requires_grad_(f)
 
     def _weights_finite(self) -> bool:
         return all(bool(torch.isfinite(v.value).all()) for v in self._clone.weights
