@@ -217,13 +217,13 @@ def bench_model(name, n, methods, rows):
     return layer, k
 
 
-def loop_vs_batch(n: int = 100, n_iter: int = 50) -> str:
+def loop_vs_batch(models, n: int = 100, n_iter: int = 50) -> str:
     """Optimised masks for ``n`` inputs: one batched call versus one call per input (the loop TorchRay's
     ``extremal_perturbation`` and tint's ``Dynamask`` need: they take one input at a time)."""
     lines = [f"Optimised masks, {n} inputs, {n_iter} iterations, one area: batched vs one input at a time "
              "(the per-input loop of TorchRay / tint, run with trustmap's own code so only the batching differs).",
              "", "| model | method | batched (s) | one at a time (s) | speed-up |", "|---|---|---:|---:|---:|"]
-    for name in ("mnist1d_cnn", "ecg_fcn", "mnist2d_cnn"):
+    for name in models:
         build, shape = MODELS[name]
         torch.manual_seed(0)
         module = build().eval()
@@ -306,7 +306,7 @@ def main(argv=None):
         text = text.replace("## Explainers: gradient and CAM methods (issue 3)", "## Explainers: issue 16's methods")
         text += "\nTimed at: " + "; ".join(f"{k} {v}" for k, v in NEW_PARAMS.items()) + ".\n"
     if args.loop:
-        text += "\n" + loop_vs_batch() + "\n"
+        text += "\n" + loop_vs_batch(args.models.split(",")) + "\n"
     print(text)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")

@@ -71,3 +71,21 @@ def test_variable_blur_keeps_where_sigma_is_small_and_averages_where_large():
     np.testing.assert_allclose(variable_blur(x, torch.full_like(x, 1e-3)).numpy(), x.numpy(), atol=1e-6)
     far = variable_blur(x, torch.full_like(x, 1e4))
     np.testing.assert_allclose(far.numpy(), x.mean(-1, keepdim=True).expand_as(x).numpy(), atol=1e-4)
+
+
+def test_masks_point_at_the_class_bump_not_the_distractor():
+    """The localizer's distractor task (a bump shared by all samples at t=30, the class bump at t=100):
+    with default parameters both masks put their maximum on the class bump."""
+    from trustmap.data import load
+
+    from test_explain_synthetic import fit, flat_cnn, pointing
+
+    tr, te = load("synthetic-distractor", "train", n_train=600), load("synthetic-distractor", "test", n_test=60)
+    Xtr, Xte = tr.internal(), te.internal()
+    net = fit(flat_cnn(1, 1, Xtr.shape[2:], k=2), Xtr, tr.y, epochs=6)
+    with torch.no_grad():
+        ok = (net(torch.as_tensor(Xte)).argmax(1).numpy() == te.y) & (te.y == 1)
+    assert ok.sum() >= 20
+    for method in ("extremal_mask", "dynamask"):
+        a = explain(net, Xte[ok], method, layout="NCL")
+        assert pointing(a.maps, te.internal_mask()[ok]) >= 0.95, method

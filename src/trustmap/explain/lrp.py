@@ -243,6 +243,9 @@ class LRP(Explainer):
     Parameters
     ----------
     composite : 'epsilon' | 'gamma' | 'alpha_beta' | 'epsilon_plus_flat'
+        Default ``alpha_beta`` (Zennit's ``EpsilonAlpha2Beta1``): it keeps maps per channel;
+        ``epsilon_plus_flat``'s flat first layer spreads relevance evenly over the channels of a
+        receptive field, so its maps cannot say which channel matters (a 12-lead ECG).
     epsilon : float
         ε of the ε rule (Zennit's default 1e-6; larger values absorb weak, contradictory relevance).
     gamma : float
@@ -253,7 +256,7 @@ class LRP(Explainer):
 
     name = "lrp"
 
-    def __init__(self, composite: str = "epsilon_plus_flat", epsilon: float = 1e-6, gamma: float = 0.25,
+    def __init__(self, composite: str = "alpha_beta", epsilon: float = 1e-6, gamma: float = 0.25,
                  alpha: float = 2.0, beta: float = 1.0) -> None:
         self.composite = composite
         self.epsilon = epsilon
