@@ -217,6 +217,33 @@ def bench_model(name, n, methods, rows):
     return layer, k
 
 
+def loop_vs_batch(n: int = 100, n_iter: int = 50) -> str:
+    """Optimised masks for ``n`` inputs: one batched call versus one call per input (the loop TorchRay's
+    ``extremal_perturbation`` and tint's ``Dynamask`` need: they take one input at a time)."""
+    lines = [f"Optimised masks, {n} inputs, {n_iter} iterations, one area: batched vs one input at a time "
+             "(the per-input loop of TorchRay / tint, run with trustmap's own code so only the batching differs).",
+             "", "| model | method | batched (s) | one at a time (s) | speed-up |", "|---|---|---:|---:|---:|"]
+    for name in ("mnist1d_cnn", "ecg_fcn", "mnist2d_cnn"):
+        build, shape = MODELS[name]
+        torch.manual_seed(0)
+        module = build().eval()
+        model = trustmap.load_model(module)
+        x = torch.randn(n, *shape)
+        with torch.no_grad():
+            y = module(x).argmax(1).numpy()
+        for method in ("extremal_mask", "dynamask"):
+            kw = {"n_iter": n_iter, "area": 0.1}
+            tb = measure(lambda: explain(model, x, method, target=y, **kw))
+            t0 = time.perf_counter()
+            with _quiet():
+                for i in range(n):
+                    explain(model, x[i:i + 1], method, target=y[i:i + 1], **kw)
+            tl = time.perf_counter() - t0
+            lines.append(f"| {name} | {method} | {tb:.2f} | {tl:.2f} | {tl / tb:.1f}× |")
+            print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def markdown(rows, meta) -> str:
     lines = ["## Explainers: gradient and CAM methods (issue 3)", "",
              f"`benchmarks/bench_explain.py`, {meta['n']} inputs per model, one thread (OMP_NUM_THREADS=1), "
@@ -249,6 +276,7 @@ def main(argv=None):
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated, or 'new' (issue 16's)")
     p.add_argument("--out", default=None, help="write the markdown results here")
+    p.add_argument("--loop", action="store_true", help="also time optimised masks batched vs one input at a time")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rows, layers = [], {}
@@ -274,6 +302,11 @@ def main(argv=None):
             "machine": f"{platform.machine()} {platform.processor() or ''} ({os.cpu_count()} cores)".strip(),
             "layers": layers}
     text = markdown(rows, meta)
+    if methods == list(NEW_METHODS):
+        text = text.replace("## Explainers: gradient and CAM methods (issue 3)", "## Explainers: issue 16's methods")
+        text += "\nTimed at: " + "; ".join(f"{k} {v}" for k, v in NEW_PARAMS.items()) + ".\n"
+    if args.loop:
+        text += "\n" + loop_vs_batch() + "\n"
     print(text)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")

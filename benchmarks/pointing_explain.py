@@ -29,7 +29,6 @@ from test_explain_synthetic import fit, flat_cnn, gap_fcn, pointing  # noqa: E40
 from trustmap.data import load, make_synthetic  # noqa: E402
 from trustmap.explain import explain  # noqa: E402
 
-AREAS = [0.025, 0.05, 0.1]
 VARIANTS = [
     ("saliency", {}), ("saliency", {"times_input": True, "absolute": False}),
     ("smoothgrad", {}), ("smoothgrad", {"times_input": True, "absolute": False}),
@@ -42,9 +41,8 @@ VARIANTS = [
     ("lrp", {}), ("lrp", {"composite": "epsilon"}), ("lrp", {"composite": "alpha_beta"}),
     ("feature_ablation", {}), ("feature_ablation", {"per_channel": True}), ("shapley_sampling", {}),
     ("tsr", {}), ("tsr", {"base": "integrated_gradients", "base_params": {"n_steps": 8}}),
-    ("extremal_mask", {"area": AREAS}), ("extremal_mask", {"area": AREAS, "score": "logit"}),
-    ("extremal_mask", {"area": AREAS, "per_channel": True}),
-    ("dynamask", {"area": AREAS}), ("dynamask", {"area": AREAS, "score": "logit"}),
+    ("extremal_mask", {}), ("extremal_mask", {"score": "log_prob"}), ("extremal_mask", {"per_channel": True}),
+    ("dynamask", {}), ("dynamask", {"score": "logit"}),
 ]
 
 

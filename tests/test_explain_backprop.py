@@ -186,3 +186,41 @@ def test_method_facts_derive_the_lists():
     assert set(SYNTHESIS_METHODS) == {"activation_max"}
     assert {"smoothgrad", "gradient_shap", "deeplift_shap", "lime"} <= set(methods_where(stochastic=True))
     assert "deeplift" in methods_where(needs_gradients=True, stochastic=False)
+
+
+def test_cli_runs_new_methods_on_a_saved_keras_file(tmp_path, capsys):
+    from trustmap.attribution import Attribution
+    from trustmap.cli import main
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    km = keras.Sequential([keras.Input((40, 2)), keras.layers.Conv1D(4, 5, activation="relu"),
+                           keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(3, activation="softmax")])
+    km.save(tmp_path / "m.keras")
+    x = np.random.default_rng(0).normal(size=(3, 40, 2)).astype("float32")  # unlabeled, channels last
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "out"
+    code = main(["explain", "--model", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"),
+                 "--method", "deeplift,shapley_sampling", "--plots", "1", "--out", str(out)])
+    assert code == 0
+    a = Attribution.load(out / "deeplift.npz")
+    assert a.maps.shape == x.shape and np.abs(a.extras["delta"]).max() < 1e-4
+    assert Attribution.load(out / "shapley_sampling.npz").maps.shape == x.shape
+    capsys.readouterr()
+    assert main(["explain", "--model", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"),
+                 "--method", "lrp", "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "PyTorch" in err[0]
+
+
+def test_inplace_activations_with_positional_flags():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Conv1d(1, 3, 3), nn.LeakyReLU(0.1, inplace=True), nn.Conv1d(3, 3, 3), nn.ELU(inplace=True),
+                        nn.Flatten(), nn.Linear(3 * 12, 2)).eval()
+    x = np.random.default_rng(0).normal(size=(3, 1, 16)).astype("float32")
+    a = explain(net, x, "deeplift", target=1)
+    assert np.abs(a.extras["delta"]).max() < 1e-5 and a.extras["rules_applied"] == 2
+    b = explain(net, x, "lrp", composite="epsilon", target=1)
+    assert np.isfinite(b.maps).all()
+    with torch.no_grad():
+        assert torch.allclose(net(torch.as_tensor(x)), net(torch.as_tensor(x)))  # model still works

@@ -130,16 +130,28 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f["weights_only"] = d / "w.weights.h5"
     (d / "weights_only.h5").write_bytes((d / "w.weights.h5").read_bytes())
     f["weights_only"] = d / "weights_only.h5"
-    # data
-    np.savez(d / "d.npz", X=Xd, y=yd)
-    f["npz"] = d / "d.npz"
-    np.save(d / "d.npy", Xd)
     # corrupt and hostile files of every format we read
     def cut(src: Path, name: str, frac: float = 0.5) -> Path:
         b = src.read_bytes()
         (d / name).write_bytes(b[: int(len(b) * frac)])
         return d / name
 
+    # data
+    np.savez(d / "d.npz", X=Xd, y=yd)
+    f["npz"] = d / "d.npz"
+    np.save(d / "d.npy", Xd)
+
+    import h5py
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({f"t{i}": Xd[:, i] for i in range(L)} | {"label": yd}), d / "d.parquet")
+    f["trunc.parquet"] = cut(d / "d.parquet", "trunc.parquet")
+    with h5py.File(d / "d.h5", "w") as h:
+        h["X"], h["y"] = Xd, yd
+    f["trunc_data.h5"] = cut(d / "d.h5", "trunc_data.h5", 0.4)
+    (d / "bad.ts").write_bytes(b"@problemName x\n@data\n1,2,\xff\xfe:0\n")
+    f["bad.ts"] = d / "bad.ts"
     for name in ("empty.npy", "empty.npz", "empty.csv", "empty.parquet", "empty.h5", "empty.keras", "empty.onnx"):
         (d / name).write_bytes(b"")
         f[name] = d / name
@@ -208,6 +220,7 @@ class _ScalarOut(_SpatialOut):  # returns a 0-d tensor
 
 _state = torch.get_rng_state()
 NAN_NET, SPATIAL_NET, SCALAR_NET = _nan_net(), _SpatialOut(), _ScalarOut()
+ZOO_NET = trustmap.zoo.mnist1d_cnn(n_classes=3, length=L, channels=2)
 torch.set_rng_state(_state)
 
 
@@ -300,6 +313,38 @@ API = [
     ("unknown_parameter", lambda f: trustmap.explain(NET, X, method="saliency", steps=3), E.InputError, "steps"),
     ("bad_n_steps", lambda f: trustmap.explain(NET, X, method="integrated_gradients", n_steps=0), E.InputError,
      "n_steps"),
+    ("smoothgrad_n_samples_nan", lambda f: trustmap.explain(NET, X, method="smoothgrad", n_samples=float("nan")),
+     E.InputError, "n_samples"),
+    ("kernelshap_n_samples_nan", lambda f: trustmap.explain(NET, X, method="kernelshap", n_samples=float("nan")),
+     E.InputError, "n_samples"),
+    ("ig_seed_nan", lambda f: trustmap.explain(NET, X, method="integrated_gradients", seed=float("nan")),
+     E.InputError, "seed"),
+    ("ig_n_steps_huge", lambda f: trustmap.explain(NET, X, method="integrated_gradients", n_steps=10**9),
+     E.InputError, "Gauss-Legendre"),
+    ("occlusion_window_too_big", lambda f: trustmap.explain(NET, X, method="occlusion", window=100), E.ShapeError,
+     "window"),
+    ("scorecam_layer_float", lambda f: trustmap.explain(NET, X, method="scorecam", layer=3.5), E.LayerError,
+     "named by a string"),
+    ("gradcam_layer_unknown", lambda f: trustmap.explain(NET, X, method="gradcam", layer="conv9"), E.LayerError,
+     "no layer of that name"),
+    ("gradcam_layer_without_space", lambda f: trustmap.explain(NET, X, method="gradcam", layer="5"), E.LayerError,
+     "spatial"),
+    ("evaluate_seed_negative", lambda f: trustmap.evaluate(NET, X, attributions={"s": np.ones_like(X)}, seed=-1,
+                                                           n_boot=100, n_perm=100), E.InputError, "seed"),
+    ("evaluate_n_boot_small", lambda f: trustmap.evaluate(NET, X, attributions={"s": np.ones_like(X)}, n_boot=3),
+     E.InputError, "n_boot"),
+    ("attribution_save_under_file", lambda f: _attr_for(X).save(f["afile"] / "att"), E.InputError,
+     "under a file"),
+    # one sample, one class
+    ("train_one_sample", lambda f: trustmap.zoo.Trainer(epochs=1, progress=False).fit(ZOO_NET, X[:1, :1], Y[:1]),
+     E.DataError, "too few samples"),
+    ("class_average_missing_class", lambda f: trustmap.explain.class_average(NET, X[:2], np.array([0, 0]),
+                                                                           method="saliency", classes=[0, 2]),
+     E.DataError, "no sample of class 2"),
+    ("evaluate_r2_one_sample_labels", lambda f: trustmap.evaluate(NET, X[:1], np.array([5]),
+                                                                  attributions={"s": np.ones_like(X[:1])},
+                                                                  metrics=["r2"], n_boot=100, n_perm=100),
+     E.TargetError, "0..2"),
     # evaluate: maps for other inputs, non-finite maps
     ("evaluate_other_data", lambda f: trustmap.evaluate(NET, X + 1, attributions={"s": _attr_for(X)},
                                                         n_boot=100, n_perm=100), E.DataError, "other inputs"),
@@ -326,7 +371,8 @@ API = [
       for n, m in (("empty.npy", "empty"), ("trunc.npy", "npy"), ("empty.npz", "empty"), ("trunc.npz", "truncated"),
                    ("latin.csv", "not UTF-8"), ("empty.csv", "empty"), ("header_only.csv", "no rows"),
                    ("bad.parquet", "Parquet"), ("empty.parquet", "Parquet"), ("bad.h5", "HDF5"),
-                   ("empty.h5", "HDF5"), ("pickle.npz", "pickle"))],
+                   ("empty.h5", "HDF5"), ("pickle.npz", "pickle"), ("trunc.parquet", "Parquet"),
+                   ("trunc_data.h5", "HDF5"), ("bad.ts", ".ts"))],
     ("read_missing", lambda f: trustmap.datasets.read(f["dir"] / "nope.npz"), E.MissingFileError, "not found"),
     ("read_unknown_suffix", lambda f: trustmap.datasets.read(f["afile"]), E.InputError, "unknown data file type"),
     ("read_directory", lambda f: _dir_npz(f), E.InputError, "directory"),
@@ -439,6 +485,8 @@ CLI = [
 def test_cli_hostile_input(name, argv, error, match, files, capsys):
     before = _snapshot()
     args = argv(files)
+    if "--quiet" not in args and args[0] != "report":
+        args = args + ["--quiet"]  # progress bars on stderr are not part of the one-line error
     code, out, err = _cli(args, capsys)
     assert code == 2, (code, err)
     lines = err.strip().splitlines()
@@ -456,12 +504,12 @@ def test_cli_hostile_input(name, argv, error, match, files, capsys):
 
 
 def test_cli_ctrl_c_is_one_line_and_exit_130(files, capsys, monkeypatch):
-    import trustmap.explain.runner as runner
+    import trustmap.jobs.commands as commands
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "run_explain", interrupted)
+    monkeypatch.setattr(commands, "explain", interrupted)
     code, out, err = _cli(_explain(files), capsys)
     assert code == 130 and err.strip() == "trustmap explain: interrupted"
 
@@ -469,15 +517,16 @@ def test_cli_ctrl_c_is_one_line_and_exit_130(files, capsys, monkeypatch):
 def test_cli_warnings_are_one_line(files, capsys, monkeypatch):
     import warnings
 
-    import trustmap.explain.runner as runner
+    import trustmap.jobs.commands as commands
 
     def warns(*a, **k):
         warnings.warn("something to know\nover two lines", UserWarning, stacklevel=2)
-        return {}
+        raise KeyboardInterrupt  # stop right after the warning; the warning line comes first
 
-    monkeypatch.setattr(runner, "run_explain", warns)
+    monkeypatch.setattr(commands, "explain", warns)
     code, out, err = _cli(_explain(files), capsys)
-    assert code == 0 and err.strip() == "warning: something to know over two lines"
+    assert code == 130 and err.strip().splitlines() == ["warning: something to know over two lines",
+                                                        "trustmap explain: interrupted"]
 
 
 def _sub(args, **kw):
@@ -494,9 +543,9 @@ def test_real_exit_codes_in_a_subprocess(files):
     p = _sub(["-m", "trustmap.cli", *map(str, _explain(files, "--json", data="latin.csv"))])
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
     assert json.loads(p.stdout)["error"]["type"] == "DataError"
-    code = ("import sys, trustmap.cli as c, trustmap.stream as s\n"
+    code = ("import sys, trustmap.cli as c, trustmap.jobs.commands as s\n"
             "def stop(*a, **k):\n    raise KeyboardInterrupt\n"
-            "s.stream_explain = stop\n"
+            "s.explain = stop\n"
             f"sys.exit(c.main({[str(a) for a in _explain(files, '--stream')]!r}))\n")
     p = _sub(["-c", code])
     assert p.returncode == 130, p.stderr
@@ -633,3 +682,23 @@ def test_keras_model_that_cannot_be_cloned_runs_itself_and_is_restored():
     assert all(np.array_equal(p, q) for p, q in zip(weights, km.get_weights()))
     assert all("call" not in layer.__dict__ for layer in km.layers)  # no patched call left behind
     np.testing.assert_allclose(keras.ops.convert_to_numpy(km(XK)), ref)
+
+
+def test_cli_unsafe_lambda_model_runs_and_leaves_safe_mode(files, capsys):
+    """`--unsafe` (the user's opt-in) explains a Lambda .h5 and .keras from the command line; without
+    it the same command is refused; Keras' flag is the same afterwards either way."""
+    data = files["dir"] / "k.npz"
+    np.savez(data, X=XK, y=Y)
+    before = keras_safe_mode()
+    for key in ("lam_h5", "lam_keras"):
+        argv = ["explain", "--model", files[key], "--data", data, "--method", "saliency,gradcam", "--plots", "0",
+                "--quiet", "--json", "--out", files["dir"] / f"cli_{key}"]
+        code, out, err = _cli(argv, capsys)
+        assert code == 2 and json.loads(out)["error"]["type"] == "UnsafeModelError"
+        code, out, err = _cli(argv + ["--unsafe"], capsys)
+        assert code == 0, err
+        assert json.loads(out)["methods"] == ["saliency", "gradcam"]
+        a = trustmap.Attribution.load(files["dir"] / f"cli_{key}" / "gradcam.npz")
+        assert a.maps.shape == XK.shape and np.isfinite(a.maps).all()
+        assert keras_safe_mode() == before
+    _assert_lambda_json_refused()

@@ -163,8 +163,8 @@ def test_two_processes_give_the_single_process_localizer(setup, ddp_run, name):
     same_peak = np.mean(argmax(r0["masks"]) == argmax(single["masks"]))
     assert same_peak == 1.0 if f64 else same_peak >= 0.99
     assert float(r0["tau"]) == float(single["tau"])
-    for k in ("r2_path", "r2_low", "cal_path"):
-        np.testing.assert_allclose(r0[k], single[k], rtol=0, atol=1e-12 if f64 else 0.03, err_msg=k)
+    for k in ("r2_path", "r2_low", "cal_path"):  # the 'prob' risk is smooth in the masks: R² within their 1e-6
+        np.testing.assert_allclose(r0[k], single[k], rtol=0, atol=1e-6 if f64 else 0.03, err_msg=k)
     np.testing.assert_allclose(r0["loss"], single["loss"], rtol=1e-9 if f64 else 1e-4)
     if name != "paper64":  # the masks are about the task: on the class bump for class-1 samples
         from trustmap.localizer.tasks import window_mass

@@ -90,6 +90,9 @@ class Attribution:
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+        from .records import check_output_path
+
+        check_output_path(path)  # a typed error, not an OSError, when a parent is a file
         arrays = {"maps": self.maps, "targets": self.targets}
         scalars: dict[str, Any] = {}
         for k, v in self.extras.items():

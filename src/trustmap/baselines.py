@@ -111,6 +111,11 @@ def _as_array(baseline, names: Sequence[str], parameter: str) -> np.ndarray:
     return a
 
 
+def _caller_shape(internal: tuple[int, ...], layout) -> tuple[int, ...]:
+    """The caller's array shape for an internal shape (computed on a zero-stride view: no allocation)."""
+    return tuple(np.shape(layout.from_internal(np.broadcast_to(np.zeros((), np.float32), internal))))
+
+
 def _fit_array(a: np.ndarray, t: torch.Tensor, layout, parameter: str) -> np.ndarray:
     """The array brought to an internal shape that broadcasts to ``t`` ``(N, C, *spatial)``."""
     n, c, sp = t.shape[0], t.shape[1], tuple(t.shape[2:])
@@ -120,13 +125,15 @@ def _fit_array(a: np.ndarray, t: torch.Tensor, layout, parameter: str) -> np.nda
     if a.shape == (c,):  # one value per channel
         return a.reshape((1, c) + (1,) * len(sp))
     if layout is not None:  # the caller's layout: anything that broadcasts to the caller's array
-        caller = tuple(np.shape(layout.from_internal(np.empty(internal, dtype=np.float32))))
-        try:
-            full = np.broadcast_to(a, caller)
-        except ValueError:
-            full = None
-        if full is not None:
-            return np.asarray(layout.to_internal(np.ascontiguousarray(full)))
+        caller = _caller_shape(internal, layout)
+        if a.ndim <= len(caller):
+            padded = a.reshape((1,) * (len(caller) - a.ndim) + a.shape)
+            try:
+                fits = np.broadcast_shapes(padded.shape, caller) == caller
+            except ValueError:
+                fits = False
+            if fits:  # size-1 axes move like the caller's axes; nothing is expanded
+                return np.asarray(layout.to_internal(padded))
     for lead in ((), (1,), (n,)):
         b = a if lead else a[None]
         if a.shape == lead + (*sp, c) and (*sp, c) != (c, *sp):  # one sample channels-last
@@ -140,8 +147,7 @@ def _fit_array(a: np.ndarray, t: torch.Tensor, layout, parameter: str) -> np.nda
         pass
     caller_txt = ""
     if layout is not None:
-        caller_txt = f", {tuple(np.shape(layout.from_internal(np.empty(internal, dtype=np.float32))))[1:]} " \
-                     f"(one sample in {layout.name})"
+        caller_txt = f", {_caller_shape(internal, layout)[1:]} (one sample in {layout.name})"
     raise ShapeError("baseline does not match the input's shape (it must broadcast to it)", parameter=parameter,
                      expected=f"a shape that broadcasts to the input: ({c},) per channel, {(c, *sp)}, {(*sp, c)}, "
                               f"{sp}{caller_txt}, optionally with a leading axis of {n}",

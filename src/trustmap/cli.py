@@ -458,8 +458,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
 # ---- the error wrapper: typed errors, usage errors, Ctrl-C, warnings --------------------------------
 #: the last usage-error message (for the --json error object)
 _LAST_USAGE: list[str] = []

@@ -70,6 +70,24 @@ def _first_tensor(args, kwargs):
     return args[0] if args else kwargs.get("input", kwargs.get("self"))
 
 
+def activation_call(func, args, kwargs):
+    """``(x, fn, inplace)`` for an intercepted elementwise activation call: its input, the activation as an
+    out-of-place function of one tensor (its other arguments bound), and whether the call asked for an
+    in-place result (``nn.LeakyReLU(inplace=True)`` passes ``inplace`` positionally)."""
+    x = _first_tensor(args, kwargs)
+    rest_a = list(args[1:])
+    rest_k = {k: v for k, v in kwargs.items() if k not in ("input", "self")}
+    inplace = func in _RELU_INPLACE or bool(rest_k.pop("inplace", False))
+    if rest_a and isinstance(rest_a[-1], bool):  # a positional inplace flag (F.relu, F.elu, F.leaky_relu, ...)
+        inplace = inplace or rest_a.pop()
+    base = torch.relu if (func in _RELU or func in _RELU_INPLACE) else func
+
+    def fn(v, base=base, rest_a=tuple(rest_a), rest_k=rest_k):
+        return base(v, *rest_a, **rest_k)
+
+    return x, fn, bool(inplace)
+
+
 # ---- deconvolution -------------------------------------------------------------------------
 class _DeconvReLU(torch.autograd.Function):
     """ReLU forward; backward ``relu(grad)`` whatever the input's sign (Zeiler & Fergus' deconvnet)."""
@@ -187,21 +205,10 @@ class _DeepLiftMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in _ELEMENTWISE:
-            x = _first_tensor(args, kwargs)
+            x, fn, inplace = activation_call(func, args, kwargs)
             if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim >= 1 and x.shape[0] % 2 == 0:
-                inplace = _is_inplace(func, args, kwargs)
-                rest_args = list(args[1:])
-                rest_kw = {k: v for k, v in kwargs.items() if k not in ("input", "self", "inplace")}
-                if func is F.relu and rest_args:
-                    rest_args = []  # the positional inplace flag
-                if inplace and func not in _RELU and func not in _RELU_INPLACE:
-                    inplace = False  # other in-place activations: computed out of place (their result is used)
-                    rest_kw.pop("inplace", None)
-                base = torch.relu if (func in _RELU or func in _RELU_INPLACE) else func
-
-                def fn(v, base=base, rest_args=tuple(rest_args), rest_kw=rest_kw):
-                    return base(v, *rest_args, **rest_kw)
-
+                # in-place activations other than ReLU are computed out of place (callers use the result)
+                inplace = inplace and (func in _RELU or func in _RELU_INPLACE)
                 self.count += 1
                 return _Rescale.apply(x, fn, inplace and not (x.is_leaf and x.requires_grad))
         for rank, funcs in _MAXPOOL.items():

@@ -204,6 +204,7 @@ def check_choice(value, choices, parameter: str, fix: str | None = None):
 def check_number(value, parameter: str, *, minimum=None, maximum=None, integer: bool = False,
                  open_min: bool = False):
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = ok and not (isinstance(value, (float, np.floating)) and not np.isfinite(value))  # NaN/Inf never valid
     if ok and integer:
         ok = float(value) == int(value)
     if ok and minimum is not None:

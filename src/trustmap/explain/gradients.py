@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ..errors import InputError
 from ..baselines import check_baseline, resolve_baseline
 from ..models import Model
 from .base import (Explainer, check_choice, check_number, chunk_rows, input_gradient, per_sample_normal,
@@ -25,6 +26,8 @@ __all__ = ["Saliency", "SmoothGrad", "IntegratedGradients", "GuidedBackprop", "g
            "IG_BASELINES", "IG_RULES"]
 
 IG_BASELINES = ("zero", "mean", "dataset_mean", "blur", "noise")
+#: Gauss-Legendre nodes come from an n x n eigenproblem; beyond this they cost more than they give
+IG_MAX_GAUSS_STEPS = 2048
 IG_RULES = ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
 
 
@@ -181,6 +184,11 @@ class IntegratedGradients(Explainer):
         check_baseline(self.baseline, IG_BASELINES)
         check_number(self.n_steps, "n_steps", minimum=1, integer=True)
         check_choice(self.rule, IG_RULES, "rule")
+        if self.rule == "gausslegendre" and self.n_steps > IG_MAX_GAUSS_STEPS:  # its nodes cost O(n^2) memory
+            raise InputError("too many Gauss-Legendre steps", parameter="n_steps",
+                             expected=f"at most {IG_MAX_GAUSS_STEPS} with rule='gausslegendre' (50 are exact to "
+                                      "about 1e-6 on smooth paths)", got=self.n_steps,
+                             fix="use fewer steps, or rule='riemann_trapezoid' for very many")
         check_number(self.blur_sigma, "blur_sigma", minimum=0, open_min=True)
         check_number(self.seed, "seed", integer=True)
 

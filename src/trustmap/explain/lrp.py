@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..errors import UnsupportedError
-from .backprop import _ELEMENTWISE, _first_tensor  # one package: the interception tables
+from .backprop import _ELEMENTWISE, _first_tensor, activation_call  # one package: the interception tables
 from .base import Explainer, check_choice, check_number, chunk_rows, row_chunks
 from .registry import register
 
@@ -208,14 +208,9 @@ class _LrpMode(TorchFunctionMode):
                 rest_a, rest_k = tuple(args[1:]), {k: v for k, v in kwargs.items() if k != "input"}
                 return _NormPool.apply(x, lambda v: func(v, *rest_a, **rest_k))
         if func in _ELEMENTWISE:
-            x = _first_tensor(args, kwargs)
+            x, fn, _ = activation_call(func, args, kwargs)
             if isinstance(x, torch.Tensor) and x.is_floating_point():
-                rest_a = tuple(args[1:])
-                rest_k = {k: v for k, v in kwargs.items() if k not in ("input", "self", "inplace")}
-                if func is F.relu:
-                    rest_a = ()
-                base = torch.relu if func in (F.relu, F.relu_, torch.relu_, torch.Tensor.relu_) else func
-                return _Pass.apply(x, lambda v: base(v, *rest_a, **rest_k))
+                return _Pass.apply(x, fn)  # computed out of place; callers use the result
         return func(*args, **kwargs)
 
 

@@ -8,7 +8,6 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..errors import ShapeError, TargetError
 from ..models import Model
 
 __all__ = ["is_number", "mix", "log_odds", "safe_fingerprint", "logits", "labels", "stratified_split", "chunks"]
@@ -52,41 +51,10 @@ def chunks(n: int, per_sample: int) -> list[slice]:
 
 
 def labels(y, n: int, k: int, parameter: str) -> torch.Tensor:
-    """Integer class indices ``(N,)`` from integer labels or one-hot rows; typed errors otherwise."""
-    if isinstance(y, torch.Tensor):
-        y = y.detach().cpu().numpy()
-    arr = np.asarray(y)
-    if arr.dtype == object or arr.dtype.kind not in "biuf":
-        raise TargetError("labels must be numeric", parameter=parameter, expected="class indices or one-hot rows",
-                          got=str(arr.dtype), fix="encode the labels as integers 0..K-1")
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim == 2:
-        if arr.shape[1] != k:
-            raise TargetError("one-hot labels do not match the model's classes", parameter=parameter,
-                              expected=f"{k} columns (the model has {k} classes)", got=f"{arr.shape[1]} columns",
-                              fix="pass labels for the classes the model predicts")
-        if not np.all((arr == 0) | (arr == 1)) or not np.all(arr.sum(1) == 1):
-            raise TargetError("2D labels must be one-hot rows", parameter=parameter, expected="one 1 per row",
-                              got="rows that are not one-hot", fix="pass class indices (N,) or one-hot rows")
-        arr = arr.argmax(1)
-    elif arr.ndim != 1:
-        raise ShapeError("labels must be (N,) class indices or (N, K) one-hot rows", parameter=parameter,
-                         expected="1 or 2 axes", got=f"shape {arr.shape}", fix="pass y as a 1D integer array")
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.all(np.mod(arr, 1) == 0):
-            raise TargetError("labels must be whole numbers", parameter=parameter, expected="integer class indices",
-                              got="non-integer values", fix="round or encode the labels as 0..K-1")
-    arr = arr.astype(np.int64)
-    if len(arr) != n:
-        raise ShapeError("one label per sample is needed", parameter=parameter, expected=f"{n} labels",
-                         got=f"{len(arr)} labels", fix="pass labels aligned with the inputs")
-    bad = (arr < 0) | (arr >= k)
-    if bad.any():
-        raise TargetError("labels do not match the model's classes", parameter=parameter,
-                          expected=f"class indices 0..{k - 1} (the model has {k} classes)", got=int(arr[bad][0]),
-                          fix="pass labels for the classes the model predicts")
-    return torch.from_numpy(arr)
+    """Integer class indices ``(N,)`` from integer labels or one-hot rows (:func:`trustmap.labels.check_labels`)."""
+    from ..labels import check_labels
+
+    return torch.from_numpy(check_labels(y, n, k, parameter=parameter, classes_desc=f"a model with {k} classes"))
 
 
 def stratified_split(y: np.ndarray, fractions: Sequence[float], rng: np.random.Generator) -> list[np.ndarray]:

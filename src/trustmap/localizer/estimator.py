@@ -61,10 +61,10 @@ OBJECTIVES = ("remove", "preserve", "prior", "paper")
 MODES = ("trust", "paper")
 BUDGETS = ("total", "per_channel")
 CI_METHODS = ("bootstrap", "delta")
-R_METRICS = ("auto", "acc", "loss")
+R_METRICS = ("auto", "acc", "prob", "loss")
 
 #: the defaults that ``'auto'`` resolves to in each mode (trust: chosen by benchmarks/bench_localizer.py)
-TRUST_DEFAULTS = {"objective": "remove", "baseline": "mean", "sink": True, "sparsity": 0.5, "r_metric": "acc"}
+TRUST_DEFAULTS = {"objective": "remove", "baseline": "mean", "sink": True, "sparsity": 0.5, "r_metric": "prob"}
 PAPER_DEFAULTS = {"objective": "paper", "baseline": "zero", "sink": False, "sparsity": 0.0, "r_metric": "acc"}
 
 
@@ -84,7 +84,7 @@ class Localizer:
     ----------
     tau : 'auto' | float | sequence of floats
         The τ path (the mask's budget). 'auto': 12 values, geometric, from 0.2 % to 10 % of the
-        mask's entries (at least 0.5). A single float fits that τ only.
+        mask's entries (30 % for ``objective='preserve'``; at least 0.5). A single float fits that τ only.
     target_r2 : 'auto' | float in (0, 1]
         The R² the chosen τ must reach. 'auto' is the chance level (the R² when the masked
         predictions carry no information about the labels); it is reached when the calibration
@@ -92,18 +92,21 @@ class Localizer:
         target is reached when the R²'s lower confidence bound reaches it. When no τ reaches it,
         ``tau_`` is the smallest τ whose masked risk is as high as the path's highest (within its
         interval), with a warning.
-    r_metric : 'auto' | 'acc' | 'loss'
-        Risk for R²: 0/1 error or cross-entropy. 'auto' (default): 'loss' (paper mode: 'acc', as
-        dnn-locate). The cross-entropy grades a removal finely and keeps doing so when the
-        classifier makes no error on the calibration data (as with labels that are its own
-        predictions), where the 0/1 error saturates: R² (acc) is 1 for every τ whose masks cause
-        any error.
+    r_metric : 'auto' | 'prob' | 'acc' | 'loss'
+        The risk in R²: ``1 - p_y`` ('prob': the expected error of a prediction drawn from the
+        classifier's probabilities), the 0/1 error ('acc') or the cross-entropy ('loss'). 'auto'
+        (default): 'prob' (paper mode: 'acc', as dnn-locate). 'prob' grades a removal finely and
+        keeps doing so when the classifier makes no error on the calibration data (as with labels
+        that are its own predictions), where the 0/1 error saturates (R² (acc) is 1 for every τ
+        whose masks cause any error); being bounded, it is not dominated by a few mislabeled
+        samples as the cross-entropy is (their loss is large on the clean input and falls when
+        anything is removed, which can make R² (loss) negative on a classifier that is right).
     mode : 'trust' | 'paper'
         See the module docstring. 'paper' is the faithful reproduction of dnn-locate.
     objective : 'auto' | 'remove' | 'preserve' | 'prior' | 'paper'
         What training minimizes on the masked input. 'preserve' (sufficiency): the smallest region
         whose *keeping* (the rest replaced by the baseline) keeps the prediction: the kept input's
-        log-odds of the class up to the clean input's (at most p = 0.98); its R² is
+        log-odds of the class up to the clean input's (at most p = 0.9); its R² is
         ``1 − risk(only the region kept) / risk(nothing kept)`` (see :mod:`.selection`) and its 'auto'
         target the whole input's R² on that scale. 'remove' (default): the true class's log-odds
         down to what the classifier gives the baseline itself (the input with every feature
@@ -127,10 +130,12 @@ class Localizer:
     sparsity : 'auto' | float >= 0
         Penalty on the fraction of τ the mask spends (ramped up over the first quarter of
         training). 'auto': 0.5 (paper mode: 0).
-    backbone : None | nn.Module | 'unet' | 'paper'
+    backbone : None | nn.Module | keras.Model | 'dilated' | 'unet' | 'paper'
         ``g``: a module ``(N, C, *spatial) -> (N, M, *spatial)`` (M = C, or 1 with
-        ``per_channel=False``). None: a small conv encoder–decoder with coordinate channels
-        ('unet'; paper mode: the dnn-locate ECG example's network, 'paper').
+        ``per_channel=False``). None: 'dilated', a light stack of dilated convolutions with
+        coordinate channels (paper mode: the dnn-locate ECG example's network, 'paper'); 'unet':
+        a small conv encoder–decoder (the default before 0.x: ~5x slower to run, masks alike on the
+        known-region tasks).
     epochs, batch_size, lr, weight_decay : training (Adam, cosine-decayed learning rate).
     calibration, holdout : fractions of ``X`` for the calibration and held-out splits when no
         ``X_val`` is given (with ``X_val``, it is split in two halves for them).
@@ -289,8 +294,8 @@ class Localizer:
         choice("ci", CI_METHODS, auto=False)
         _distributed._check_distributed(self.distributed)
         if not isinstance(self.r_metric, str) or self.r_metric not in R_METRICS:
-            raise InputError("unknown r_metric", parameter="r_metric", expected="'auto', 'acc' or 'loss'",
-                             got=self.r_metric, fix="use r_metric='loss' (cross-entropy) or 'acc' (error rate)")
+            raise InputError("unknown r_metric", parameter="r_metric", expected="'auto', 'acc', 'prob' or 'loss'",
+                             got=self.r_metric, fix="use r_metric='prob' (1 - p_y), 'acc' (error rate) or 'loss'")
         self._tau_grid_param()  # validates tau
         t = self.target_r2
         if not (isinstance(t, str) and t == "auto"):
@@ -527,7 +532,7 @@ class Localizer:
             self.target_r2_ = float(_r2.r2_value(risk_c.mean(), chance))
         if not paper and risk_c.mean() == 0 and metric == "acc" and settings["objective"] != "preserve":
             warnings.warn("the classifier makes no error on the calibration split, so R² (acc) is 1 for every "
-                          "tau whose masks cause any error; r_metric='loss' grades the removal more finely",
+                          "tau whose masks cause any error; r_metric='prob' grades the removal more finely",
                           stacklevel=3)
         # τ grid -----------------------------------------------------------------------------
         mask_channels = self.channels_ if self.per_channel else 1
@@ -536,7 +541,10 @@ class Localizer:
             entries = mask_channels * int(np.prod(self.spatial_))
             if settings["budget"] == "per_channel":
                 entries = int(np.prod(self.spatial_))
-            grid = np.unique(np.maximum(0.5, np.geomspace(0.002, 0.1, 12) * entries))
+            # removal: up to 10 % of the entries; keeping ('preserve'): up to 30 %, since what must be kept
+            # to restore a prediction is usually more than what must be removed to spoil it
+            top = 0.3 if settings["objective"] == "preserve" else 0.1
+            grid = np.unique(np.maximum(0.5, np.geomspace(0.002, top, 12) * entries))
         self.tau_grid_ = grid
         self.mask_channels_ = mask_channels
         self.log_prior_ = torch.log(torch.bincount(y_tr.cpu(), minlength=self.n_classes_).to(torch.float64)
@@ -585,7 +593,7 @@ class Localizer:
                           OptimisticFitWarning, stacklevel=4)
 
     def _r2_meaning(self) -> str:
-        metric = {"acc": "0/1 error", "loss": "cross-entropy"}[self.r_metric_]
+        metric = {"acc": "0/1 error", "prob": "1 - p(label)", "loss": "cross-entropy"}[self.r_metric_]
         lab = "the classifier's own predictions" if self.labels_source_ == "predictions" else "the given labels"
         level = f"{int(round(float(self.confidence) * 100))}%"
         where = ("the training data (paper mode, as dnn-locate)" if self.mode == "paper" and

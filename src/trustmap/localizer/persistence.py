@@ -83,7 +83,7 @@ def load(cls, path, model=None, backbone: nn.Module | None = None):
     else:
         params["backbone"] = kind
     params["checkpoint"] = None
-    if params.get("r_metric") not in ("auto", "acc", "loss"):
+    if params.get("r_metric") not in ("auto", "acc", "prob", "loss"):
         params["r_metric"] = "auto"
     obj = cls(**{k: (tuple(v) if isinstance(v, list) and k != "tau" else v) for k, v in params.items()
                  if k in cls._PARAMS})

@@ -1,7 +1,8 @@
 """The generalized partial R² of the TRUST localizer, its confidence interval, and the 'auto' target.
 
 For a frozen classifier f, per-sample risks on clean inputs ``c_i`` and on masked inputs ``m_i``
-(0/1 errors for ``metric='acc'``, cross-entropy for ``metric='loss'``)::
+(0/1 errors for ``metric='acc'``, ``1 - p_y`` for ``metric='prob'``, cross-entropy for
+``metric='loss'``)::
 
     R² = 1 - mean(c) / mean(m)
 
@@ -9,10 +10,15 @@ The interval is a paired bootstrap over samples (percentile) or the delta method
 clean and masked risks are resampled together, so their correlation is respected.
 
 The 'auto' target is the R² the classifier would have if its predictions carried no information
-about the labels: ``1 - mean(c) / chance`` where ``chance`` is the risk with permuted labels. The
-paper draws one random permutation; here ``chance`` is its exact expectation over all
-permutations (``1 - sum_k pi_k q_k`` for accuracy, with label and prediction frequencies ``pi``
-and ``q``; ``mean_i sum_k pi_k (-log p_k(x_i))`` for the loss), which removes that noise.
+about the labels: ``1 - mean(c) / chance``. For accuracy ``chance`` is the error with permuted
+labels; the paper draws one random permutation, here it is the exact expectation over all
+permutations, ``1 - sum_k pi_k q_k`` (label and prediction frequencies ``pi`` and ``q``), which
+removes that noise. ``'prob'`` (risk ``1 - p_y``, the expected error of a prediction drawn from
+the classifier's probabilities) likewise, with ``q`` the mean predicted probabilities. For the loss, ``chance`` is the cross-entropy of the best prediction that
+carries no information about the input, the label frequencies themselves: the entropy
+``-sum_k pi_k log pi_k``. (The permutation expectation of the loss, ``mean_i sum_k pi_k (-log p_k(x_i))``,
+grows without bound with the classifier's confidence: it measures confidently wrong predictions, not
+the absence of information, and no removal reaches it.)
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import torch
 __all__ = ["R2Estimate", "R2Path", "per_sample_risk", "chance_risk", "permutation_risk", "boot_means", "boot_quantiles", "above_chance",
            "r2_summary", "r2_keep_summary", "target_gap", "isotonic", "r2_value"]
 
-METRICS = ("acc", "loss")
+METRICS = ("acc", "prob", "loss")
 
 
 @dataclass(frozen=True)
@@ -97,9 +103,12 @@ class R2Path:
 
 
 def per_sample_risk(logits: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
-    """0/1 error (``'acc'``) or cross-entropy (``'loss'``) per sample, ``(N,)`` float64."""
+    """Per sample, ``(N,)`` float64: 0/1 error (``'acc'``), ``1 - p_y`` (``'prob'``: the expected error of
+    a prediction drawn from the classifier's probabilities) or cross-entropy (``'loss'``)."""
     if metric == "acc":
         return (logits.argmax(1) != y).to(torch.float64)
+    if metric == "prob":
+        return 1.0 - torch.softmax(logits.to(torch.float64), dim=1).gather(1, y[:, None])[:, 0]
     return torch.nn.functional.cross_entropy(logits.to(torch.float64), y, reduction="none")
 
 
@@ -108,20 +117,25 @@ def _chance_rows(y: np.ndarray, clean_logits: np.ndarray, metric: str, n_classes
     (``'acc'``) or per-class negative log-likelihoods (``'loss'``): ``(2K, N)``."""
     y_hot = np.eye(n_classes)[y].T
     if metric == "acc":
-        other = np.eye(n_classes)[clean_logits.argmax(1)].T
-    else:
-        other = -(clean_logits - _logsumexp(clean_logits)).T
-    return np.concatenate([y_hot, other])
+        return np.concatenate([y_hot, np.eye(n_classes)[clean_logits.argmax(1)].T])
+    if metric == "prob":
+        return np.concatenate([y_hot, np.exp(clean_logits - _logsumexp(clean_logits)).T])
+    return y_hot
 
 
 def _chance_from_means(means: np.ndarray, metric: str, n_classes: int) -> np.ndarray:
-    pi, other = means[:n_classes], means[n_classes:]
-    return 1.0 - (pi * other).sum(0) if metric == "acc" else (pi * other).sum(0)
+    pi = means[:n_classes]
+    if metric in ("acc", "prob"):
+        return 1.0 - (pi * means[n_classes:]).sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(pi > 0, pi * np.log(np.where(pi > 0, pi, 1.0)), 0.0).sum(0)
 
 
 def chance_risk(y: np.ndarray, clean_logits: np.ndarray, metric: str, n_classes: int) -> float:
-    """Expected risk under a random permutation of the labels (exact): ``1 - sum_k pi_k q_k`` for
-    ``'acc'``, ``mean_i sum_k pi_k (-log p_k(x_i))`` for ``'loss'``."""
+    """The risk of predictions that carry no information about the input: the exact expectation
+    under a random permutation of the labels, ``1 - sum_k pi_k q_k``, for ``'acc'`` (``q``: the
+    frequencies of the predicted classes) and ``'prob'`` (``q``: the mean predicted probabilities); the entropy of
+    the label frequencies ``-sum_k pi_k log pi_k`` (the cross-entropy of predicting them) for ``'loss'``."""
     rows = _chance_rows(np.asarray(y), np.asarray(clean_logits, dtype=np.float64), metric, n_classes)
     return float(_chance_from_means(rows.mean(1), metric, n_classes))
 

@@ -68,13 +68,15 @@ def _choose(loc, grid, masked_cal, risk_c, base_cal, cal, y_cal, clean_cal) -> i
         return int(hit[0])
     # the target is out of reach: the smallest tau whose risk cannot be told apart from the best the
     # path reaches (no later tau removes, or keeps, significantly more)
-    lo, hi = _r2.boot_quantiles(masked_cal, level, int(loc.n_boot), mix(loc.seed, 5))
+    # paired: each τ against the best τ sample by sample, so what every τ shares (e.g. the large risks
+    # of mislabeled samples) cancels instead of widening every interval
+    means = masked_cal.mean(1)
+    best = int(np.argmin(means) if preserve else np.argmax(means))
+    lo, hi = _r2.boot_quantiles(masked_cal - masked_cal[best][None, :], level, int(loc.n_boot), mix(loc.seed, 5))
     if preserve:
-        best = -_r2.isotonic(-masked_cal.mean(1))[-1]
-        i = int(np.flatnonzero(_r2.isotonic(-lo) >= -best)[0])
+        i = int(np.flatnonzero(lo <= 1e-12)[0])
     else:
-        top = _r2.isotonic(masked_cal.mean(1))[-1]
-        i = int(np.flatnonzero(_r2.isotonic(hi) >= top)[0])
+        i = int(np.flatnonzero(hi >= -1e-12)[0])
     loc.target_reached_ = False
     warnings.warn(f"no tau on the path reached the target R² {loc.target_r2_:.3f} (calibration R² at the "
                   f"largest tau {grid[-1]:.3g}: {cal.estimate[-1]:.3f}); tau_ = {grid[i]:.3g} is the smallest "

@@ -8,7 +8,7 @@ classifier's on it, ``ref`` a per-sample reference log-odds):
               baseline ``b`` itself: remove information down to "every feature removed", no further.
 ``'preserve'`` input ``b + δ ⊙ (x − b)`` (keep the region, the rest is the baseline);
               ``relu(ref − logodds_y)`` with ``ref`` the clean input's log-odds, capped at
-              :data:`PRESERVE_CAP` (p = 0.98): keep the prediction as sure as it was, up to that.
+              :data:`PRESERVE_CAP` (p = 0.9): keep the prediction as sure as it was, up to that.
 ``'prior'``   cross-entropy to the class prior on the removed input.
 ``'paper'``   minus the cross-entropy on the removed input (dnn-locate).
 
@@ -34,8 +34,8 @@ __all__ = ["compose", "reference", "loss", "train", "masked_risks", "mask_logits
            "HEAD_LR_MULT"]
 
 HEAD_LR_MULT = 10.0
-#: 'preserve' asks the kept input for the clean log-odds, at most this much (p = 0.98)
-PRESERVE_CAP = math.log(0.98 / 0.02)
+#: 'preserve' asks the kept input for the clean log-odds, at most this much (p = 0.9)
+PRESERVE_CAP = math.log(0.9 / 0.1)
 
 
 def compose(x: torch.Tensor, delta: torch.Tensor, base: torch.Tensor | None, objective: str) -> torch.Tensor:

@@ -161,7 +161,11 @@ def _run_new(metric: str, module: str, function: str, takes: tuple[str, ...] = (
             nan = np.full(n, np.nan)
             return {metric: MetricResult(metric, math.nan, nan, METRICS[metric].higher_is_better, {}, {})}
         if "model" in takes:
+            import inspect
+
             kw.setdefault("seed", ctx.seed)
+            if ctx.reference is not None and "reference" in inspect.signature(fn).parameters:
+                kw.setdefault("reference", ctx.reference)
             res = fn(ctx.model, ctx.X, a, layout=ctx.layout, masking=ctx.masking, **kw)
         else:
             res = fn(a, X=ctx.X, model=ctx.model, layout=ctx.layout, **kw)
@@ -169,7 +173,21 @@ def _run_new(metric: str, module: str, function: str, takes: tuple[str, ...] = (
     return run
 
 
+def _run_sensitivity(ctx: _Context, a) -> dict[str, MetricResult]:
+    from .robustness import sensitivity
+
+    if not rerunnable(a):
+        ctx.notes.append("sensitivity needs a re-runnable method (registered explainer)")
+        nan = np.full(len(ctx.X), np.nan)
+        return {k: MetricResult(k, math.nan, nan, False, {}, {}) for k in ("max_sensitivity", "avg_sensitivity")}
+    kw = {**ctx.kw("max_sensitivity"), **ctx.kw("avg_sensitivity")}
+    kw.setdefault("seed", ctx.seed)
+    mx, av = sensitivity(ctx.model, ctx.X, a, layout=ctx.layout, **kw)
+    return {"max_sensitivity": mx, "avg_sensitivity": av}
+
+
 _F = "faithfulness"
+_ROB, _CX, _AX = "robustness", "complexity", "axiomatic"
 #: The one metrics table: name -> :class:`MetricSpec` (direction, needs, runner, family, reference, cost).
 METRICS: dict[str, MetricSpec] = {
     "average_drop": MetricSpec(False, ("model",), _run_drop_increase, _F,
@@ -196,6 +214,50 @@ METRICS: dict[str, MetricSpec] = {
                                          "Adebayo et al. 2018", "1 explanation on a randomized copy"),
     "randomization_ssim": MetricSpec(False, ("model", "rerun"), _run_randomization, "randomization",
                                      "Adebayo et al. 2018", "1 explanation on a randomized copy (shared)"),
+    "random_logit": MetricSpec(False, ("model", "rerun"), _run_new("random_logit", "robustness", "random_logit",
+                                                                   ("model", "rerun")), "randomization",
+                               "Sixt et al. 2020 (Quantus RandomLogit)", "1 explanation", True),
+    "road_morf": MetricSpec(False, ("model",), _run_new("road_morf", "road", "road_morf"), _F,
+                            "Rong et al. 2022 (ROAD, noisy linear imputation; Quantus ROAD)",
+                            "len(percentages) forwards + imputation", True),
+    "road_lerf": MetricSpec(True, ("model",), _run_new("road_lerf", "road", "road_lerf"), _F,
+                            "Rong et al. 2022 (ROAD, least relevant first)",
+                            "len(percentages) forwards + imputation", True),
+    "selectivity": MetricSpec(False, ("model",), _run_new("selectivity", "regions", "selectivity"), _F,
+                              "Montavon et al. 2018 (Quantus Selectivity)", "1 forward per patch"),
+    "region_perturbation": MetricSpec(True, ("model",), _run_new("region_perturbation", "regions",
+                                                                 "region_perturbation"), _F,
+                                      "Samek et al. 2017 (AOPC, MoRF, grid patches)", "min(regions, patches) forwards"),
+    "irof": MetricSpec(True, ("model",), _run_new("irof", "regions", "irof"), _F,
+                       "Rieger & Hansen 2020 (Quantus IROF)", "1 forward per segment (+ superpixels in 2D)"),
+    "monotonicity_correlation": MetricSpec(True, ("model",), _run_new("monotonicity_correlation", "axiomatic",
+                                                                      "monotonicity_correlation"), _F,
+                                           "Nguyen & Martinez 2020 (Quantus MonotonicityCorrelation)",
+                                           "entries / features_in_step forwards"),
+    "infidelity": MetricSpec(False, ("model",), _run_new("infidelity", "axiomatic", "infidelity"), _F,
+                             "Yeh et al. 2019 (Captum infidelity)", "n_samples forwards", True),
+    "completeness": MetricSpec(False, ("model",), _run_new("completeness", "axiomatic", "completeness"), _AX,
+                               "Sundararajan et al. 2017 (Quantus Completeness, as a gap)", "1 forward"),
+    "non_sensitivity": MetricSpec(False, ("model",), _run_new("non_sensitivity", "axiomatic", "non_sensitivity"),
+                                  _AX, "Nguyen & Martinez 2020 (Quantus NonSensitivity)",
+                                  "n_samples * entries / features_in_step forwards", True),
+    # robustness: the explainer is re-run on perturbed inputs
+    "max_sensitivity": MetricSpec(False, ("model", "rerun"), _run_sensitivity, _ROB,
+                                  "Yeh et al. 2019 (Captum sensitivity_max)", "n_samples explanations", True),
+    "avg_sensitivity": MetricSpec(False, ("model", "rerun"), _run_sensitivity, _ROB, "Yeh et al. 2019",
+                                  "n_samples explanations (shared with max_sensitivity)", True),
+    "local_lipschitz": MetricSpec(False, ("model", "rerun"), _run_new("local_lipschitz", "robustness",
+                                                                      "local_lipschitz", ("model", "rerun")), _ROB,
+                                  "Alvarez-Melis & Jaakkola 2018 (Quantus LocalLipschitzEstimate)",
+                                  "n_samples explanations", True),
+    # complexity: the map alone
+    "sparseness": MetricSpec(True, (), _run_new("sparseness", "map_complexity", "sparseness", ()), _CX,
+                             "Chalasani et al. 2020 (Gini; Quantus Sparseness)", "map only"),
+    "complexity": MetricSpec(False, (), _run_new("complexity", "map_complexity", "complexity", ()), _CX,
+                             "Bhatt et al. 2020 (entropy; Quantus Complexity)", "map only"),
+    "effective_complexity": MetricSpec(False, (), _run_new("effective_complexity", "map_complexity",
+                                                           "effective_complexity", ()), _CX,
+                                       "Nguyen & Martinez 2020 (Quantus EffectiveComplexity)", "map only"),
 }
 DEFAULT_METRICS = ("average_drop", "increase_in_confidence", "deletion", "insertion", "faithfulness_correlation", "r2")
 LOCALIZATION_METRICS = ("pointing_game", "mass_inside", "topk_iou", "auprc")

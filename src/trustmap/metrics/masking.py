@@ -87,8 +87,9 @@ class Masking:
             if getattr(self, name) not in allowed:
                 raise InputError(f"unknown {name}", parameter=name, expected="one of " + ", ".join(map(repr, allowed)),
                                  got=getattr(self, name), fix=f"pass {name}={allowed[0]!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
-            raise InputError("seed must be an int", parameter="seed", expected="an int", got=self.seed, fix="seed=0")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or int(self.seed) < 0:
+            raise InputError("seed must be an int >= 0", parameter="seed", expected="an int >= 0", got=self.seed,
+                             fix="seed=0")
         if self.blur_sigma is not None and (not _is_number(self.blur_sigma) or not float(self.blur_sigma) > 0):
             raise InputError("blur_sigma must be positive", parameter="blur_sigma", expected="a number > 0 or None",
                              got=self.blur_sigma, fix="e.g. blur_sigma=2.0 (None: 1/20 of the shortest axis)")

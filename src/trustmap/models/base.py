@@ -23,7 +23,7 @@ import torch
 from ..errors import DataError, LayerError, ModelOutputError, NonFiniteError, TargetError, UnsupportedError
 from ..layout import Layout, resolve_layout
 
-__all__ = ["Model", "LayerInfo", "Capture", "OUTPUT_KINDS", "DEFAULT_BUDGET_BYTES", "preserved_rng"]
+__all__ = ["Model", "LayerInfo", "Capture", "OUTPUT_KINDS", "DEFAULT_BUDGET_BYTES", "preserved_rng", "TorchView"]
 
 OUTPUT_KINDS = ("auto", "logits", "probs", "sigmoid")
 DEFAULT_BUDGET_BYTES = 256 * 2**20
@@ -352,7 +352,23 @@ class Model:
                               got=int(arr[bad][0]), fix=f"pick a class index below {k}")
         return arr
 
+    def as_torch(self, layout: str | None = None) -> "torch.nn.Module":
+        """A ``torch.nn.Module`` view of this model for tools that expect one (Captum, Quantus).
+
+        ``forward(x)`` takes a tensor in ``layout`` (default: channels-first, ``'NCL'`` for 1D and
+        ``'NCHW'`` for 2D models; ``'NLC'``/``'NHWC'`` etc. also work) and returns the pre-softmax
+        scores ``(N, K)`` (:meth:`logits_t`), differentiable where the model is. Any loaded model
+        has one: a channels-last Keras model seen channels-first, an ONNX model (not
+        differentiable). The view holds no parameters and never changes the model's mode or
+        weights: each call runs in evaluation mode (:meth:`frozen`).
+        """
+        return TorchView(self, layout)
+
     def _unknown_layer(self, layer: str, names: list[str]) -> LayerError:
+        if not isinstance(layer, str):
+            return LayerError("a layer is named by a string", parameter="layer",
+                              expected="one of " + ", ".join(names[:40]), got=repr(layer),
+                              fix="pass the layer's name (model.layers() lists them), or None for the default")
         close = [n for n in names if layer.lower() in n.lower() or n.lower() in layer.lower()][:5]
         return LayerError("no layer of that name", parameter="layer", expected="one of " + ", ".join(names[:40]),
                           got=layer, fix=("did you mean " + " or ".join(close) + "?") if close else
@@ -361,6 +377,37 @@ class Model:
     def __repr__(self) -> str:
         sp = "x".join("?" if s is None else str(s) for s in (self.spatial or ("?",)))
         return f"<{type(self).__name__} {self.name!r}: {self.channels} channel(s) x {sp}, output={self.output}>"
+
+
+class TorchView(torch.nn.Module):
+    """What :meth:`Model.as_torch` returns: ``forward(x in layout) -> logits``."""
+
+    def __init__(self, model: Model, layout: str | None = None) -> None:
+        super().__init__()
+        from ..layout import LAYOUTS
+
+        name = layout if layout is not None else ("NCL" if model.rank == 1 else "NCHW")
+        lay = Layout(name)
+        if LAYOUTS[name][0] != model.rank:
+            from ..errors import LayoutError
+
+            raise LayoutError("layout does not have the model's rank", parameter="layout",
+                              expected=f"a rank-{model.rank} layout, e.g. {'NCL' if model.rank == 1 else 'NCHW'}",
+                              got=name, fix="pass the layout of the tensors you will feed")
+        object.__setattr__(self, "trustmap_model", model)  # not a submodule: the view owns nothing
+        self.layout = name
+        self._lay = lay
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.trustmap_model
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(np.asarray(x))
+        t = self._lay.to_internal(x).to(device=m.device, dtype=m.dtype)
+        with m.frozen():
+            return m.logits_t(t)
+
+    def extra_repr(self) -> str:
+        return f"{self.trustmap_model!r}, layout={self.layout!r}"
 
 
 def check_array(x, parameter: str = "x"):
