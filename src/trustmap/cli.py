@@ -581,13 +581,17 @@ def nonnegative_float(text: str) -> float:
 
 
 def target_arg(text: str) -> str:
-    """argparse type for ``--target``: 'pred', 'label' or a class index >= 0 (kept as given)."""
-    if text in ("pred", "label"):
+    """argparse type for ``--target``: 'predicted' (or 'pred'), 'label', a class index >= 0, or a file of
+    one class index per sample (kept as given; :func:`trustmap.jobs.parse_target` reads it)."""
+    if text in ("pred", "predicted", "label"):
         return text
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'pred', 'label' or a class index, got {text!r}") from None
+        if os.path.isfile(text):
+            return text
+        raise argparse.ArgumentTypeError(f"expected 'predicted', 'label', a class index or a file of class "
+                                         f"indices, got {text!r}") from None
     if v < 0:
         raise argparse.ArgumentTypeError(f"a class index is >= 0, got {v}")
     return text
