@@ -25,6 +25,8 @@ def test_explain_locate_evaluate_chain(trained, tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert sorted(res["methods"]) == ["gradcam", "saliency"]
     X, y = datasets.load("mnist1d", split="test")
+    record = json.loads((expl / "run.json").read_text())
+    assert record["data"]["name"] == "mnist1d" and record["labels"]["source"] == "dataset"
     att = Attribution.load(expl / "gradcam.npz")
     assert att.maps.shape == X[:60].shape and att.method == "gradcam"
 
@@ -33,6 +35,10 @@ def test_explain_locate_evaluate_chain(trained, tmp_path, capsys):
                  "--out", str(loc), "--quiet", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert 0 < res["tau"] and res["r2"]["low"] <= res["r2"]["estimate"] <= res["r2"]["high"]
+    # fitted on the validation rows `trustmap train` set aside, not on the classifier's training rows
+    hold = json.loads(trained.with_suffix(".json").read_text())["meta"]["holdout"]
+    assert "validation rows" in res["fit_on"] and res["n"] == hold["n"] == len(hold["rows"]) > 0
+    assert json.loads((loc / "run.json").read_text())["settings"]["fit_on"] == res["fit_on"]
     masks = Attribution.load(loc / "masks.npz")
     assert masks.maps.shape[1:] == X.shape[1:] and np.all((masks.maps >= 0) & (masks.maps < 1))
 

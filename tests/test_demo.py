@@ -94,6 +94,7 @@ def test_demo_with_the_users_model_and_data_files(quick_run, tmp_path):
     assert any("70/30" in n for n in res.manifest["notes"])
     np.testing.assert_array_equal(m.predict(r.samples["X"]), r.samples["pred"])
     assert res.manifest["model"]["fingerprint"] == m.fingerprint()
+    assert res.to_dict()["model"] == str(out / "model.safetensors") and res.failures == []
 
 
 def test_unlabeled_ecg_without_a_model_is_a_clear_error(tmp_path, capsys):

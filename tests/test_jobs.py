@@ -105,3 +105,21 @@ def test_cli_param_errors_are_one_line_and_exit_2(tmp_path, capsys):
     rc = main(["explain", "--model", str(path), "--data", str(tmp_path / "X.npy"), "--classes", "a,b",
                "--out", str(tmp_path / "o"), "--quiet"])
     assert rc == 2 and "3 names" in capsys.readouterr().err
+
+
+def test_cli_target_file_and_predicted(tmp_path, capsys):
+    from trustmap import zoo
+
+    torch.manual_seed(0)
+    path = zoo.save(zoo.build("mnist1d_cnn", n_classes=3, length=40), tmp_path / "m.safetensors")
+    np.save(tmp_path / "X.npy", np.random.default_rng(0).normal(size=(5, 40)).astype("float32"))
+    np.save(tmp_path / "t.npy", np.array([2, 0, 1, 1, 2]))
+    base = ["explain", "--model", str(path), "--data", str(tmp_path / "X.npy"), "--method", "saliency", "--plots", "0",
+            "--quiet", "--json"]
+    assert main(base + ["--target", str(tmp_path / "t.npy"), "--out", str(tmp_path / "a")]) == 0
+    assert trustmap.Attribution.load(tmp_path / "a" / "saliency.npz").targets.tolist() == [2, 0, 1, 1, 2]
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["target"].startswith("array:")
+    assert main(base + ["--target", "predicted", "--out", str(tmp_path / "b")]) == 0
+    pred = trustmap.load_model(path).predict(np.load(tmp_path / "X.npy"))
+    assert trustmap.Attribution.load(tmp_path / "b" / "saliency.npz").targets.tolist() == pred.tolist()
+    capsys.readouterr()

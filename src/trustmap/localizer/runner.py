@@ -180,7 +180,10 @@ def fit_localizer(m, X, y, out: Path, *, X_val=None, y_val=None, plots: bool = T
     if plots and _has_matplotlib():
         import matplotlib.pyplot as plt
 
-        figs = {"r2_path.png": loc.plot_r2_path, "da_plot.png": lambda: loc.da_plot(X, y),
+        from ..models import load_model
+
+        y_plot = y if y is not None else load_model(m).predict(X, layout=params.get("layout"))  # da_plot needs labels
+        figs = {"r2_path.png": loc.plot_r2_path, "da_plot.png": lambda: loc.da_plot(X, y_plot),
                 "path_plot.png": lambda: loc.path_plot(X)}
         for name, make in figs.items():
             fig = make()

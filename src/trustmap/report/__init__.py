@@ -3,11 +3,16 @@ file (figures as inline base64 PNG, CSS inline, no external request; a Content-S
 forbids any), with a table of contents and alt text on every image. ``trustmap report RUN_DIR``
 on the command line.
 
+Any run folder works: every command (``demo``, ``explain``, ``locate``, ``evaluate``, in memory,
+streamed or on Ray) writes a ``trustmap.run/2`` record (:mod:`trustmap.jobs.record`), and
+``build_report([DIR, DIR, ...])`` / ``trustmap report DIR DIR ...`` joins the folders of one model
+and data (:mod:`trustmap.report.runs`): the sections that exist appear.
+
 Run directory (written by :func:`trustmap.workflows.demo`)
 ---------------------------------------------------------
 
 ==============================  ====================================================================
-``run.json``                    the manifest (format ``trustmap.run/1``): settings, model and data
+``run.json``                    the manifest (format ``trustmap.run/2``; ``/1`` is read too): settings, model and data
                                 description, ``files`` (key -> relative path; every named file must
                                 exist), ``attributions`` (method -> ``attributions/<method>.npz``),
                                 ``samples_layout``, timings, notes, versions. Required.
