@@ -168,7 +168,14 @@ def test_image_overlay_shared_map(figs, tmp_path):
     grey, overlay = ax.get_images()
     np.testing.assert_allclose(np.asarray(grey.get_array()), x[0].mean(-1))
     np.testing.assert_allclose(np.asarray(overlay.get_array()), heat[0])
-    assert 0 < overlay.get_alpha() < 1
+    # a separate layer: transparent where the map is zero, nearly opaque at its peak, and in the
+    # colour bar's colours (its colormap and scale; nothing blended into the colormap)
+    alpha = np.asarray(overlay.get_alpha())
+    assert alpha.shape == heat[0].shape
+    np.testing.assert_allclose(alpha[heat[0] == 0], 0.0)
+    assert np.all(alpha[heat[0] == 1] > 0.8)
+    (cb,) = colorbars(fig)
+    assert overlay.cmap.name == cb.cmap.name and overlay.norm.vmax == cb.norm.vmax
     assert ax.get_xlabel() and ax.get_ylabel()
     assert len(colorbars(fig)) == 1
     assert "gradcam" in fig._suptitle.get_text() and "cat" in fig._suptitle.get_text()
