@@ -24,7 +24,7 @@ __all__ = ["build_report", "load_run", "Run", "RUN_FORMAT", "SYNTHESIS_METHODS"]
 RUN_FORMAT = "trustmap.run/1"
 #: methods whose output is a synthesized input, not a map of the given input (shown, not scored)
 SYNTHESIS_METHODS = ("activation_max",)
-_DPI = 80
+_DPI = 90
 
 
 # ---- loading ------------------------------------------------------------------------------------
@@ -171,16 +171,44 @@ def _esc(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
+#: widest figure in CSS pixels: the report's content column at a 1400 px window (figures are never
+#: scaled down by the page; wider ones are drawn at a lower dpi with their text enlarged to match)
+MAX_FIG_PX = 1000
+#: the smallest text in a figure, in CSS pixels
+MIN_TEXT_PX = 9.5
+
+
+def _legible(fig, dpi: float) -> None:
+    """Raise every text of ``fig`` to at least :data:`MIN_TEXT_PX` pixels at ``dpi``."""
+    from matplotlib.text import Text
+
+    min_pt = MIN_TEXT_PX * 72.0 / dpi
+    for ax in fig.axes:
+        for axis, which in ((ax.xaxis, "x"), (ax.yaxis, "y")):
+            labels = axis.get_ticklabels()
+            size = labels[0].get_fontsize() if labels else min_pt
+            if size < min_pt:
+                ax.tick_params(axis=which, labelsize=min_pt)
+    for t in fig.findobj(Text):
+        if t.get_text() and t.get_fontsize() < min_pt:
+            t.set_fontsize(min_pt)
+
+
 def _fig_png(fig) -> bytes:
+    w_in = float(fig.get_figwidth())
+    dpi = min(float(_DPI), MAX_FIG_PX / max(w_in, 1e-6))
+    _legible(fig, dpi)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight", facecolor="white")
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
     return buf.getvalue()
 
 
-def _img(png: bytes, alt: str, caption: str | None = None) -> str:
+def _img(png: bytes, alt: str, caption: str | None = None, wide: bool = False) -> str:
+    """A figure; ``wide``: a PNG drawn elsewhere, shown at its own size in a box that scrolls."""
     b64 = base64.b64encode(png).decode("ascii")
     cap = f"<figcaption>{_esc(caption)}</figcaption>" if caption else ""
-    return f'<figure><img src="data:image/png;base64,{b64}" alt="{_esc(alt)}">{cap}</figure>'
+    cls = ' class="wide"' if wide else ""
+    return f'<figure{cls}><div class="fig"><img src="data:image/png;base64,{b64}" alt="{_esc(alt)}"></div>{cap}</figure>'
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -197,8 +225,9 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return "n/a" if not np.isfinite(f) else f"{f:.{digits}g}"
 
 
-def _table(head: list[str], rows: list[list[Any]], num_from: int = 1, best: set | None = None) -> str:
-    out = ['<div class="scroll"><table><thead><tr>' + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+def _table(head: list[str], rows: list[list[Any]], num_from: int = 1, best: set | None = None,
+           cls: str = "") -> str:
+    out = [f'<div class="scroll"><table{f" class={chr(34)}{cls}{chr(34)}" if cls else ""}><thead><tr>' + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>"]
     for r, row in enumerate(rows):
         cells = []
         for c, v in enumerate(row):
@@ -242,34 +271,196 @@ def _class_names(run: Run) -> list[str] | None:
     return None
 
 
+# ---- what the numbers mean ---------------------------------------------------------------------
+#: one line per metric: what it tells the reader (the arrow in the table says which way is better)
+METRIC_MEANING: dict[str, str] = {
+    "average_drop": "how much the target's probability falls when only the map's top features are kept",
+    "increase_in_confidence": "share of samples whose target probability rises when only the top features are kept",
+    "deletion": "area under the target-score curve as the top features are removed first (a fast fall is faithful)",
+    "insertion": "area under the target-score curve as the top features are put back first into a blank input",
+    "faithfulness_correlation": "correlation between a feature set's attribution sum and the score drop when it is "
+                                "removed",
+    "r2": "generalized partial R² when the map's top features (the budget) are masked: the share of predictive "
+          "power they carry",
+    "pointing_game": "share of samples whose largest attribution falls inside the known ground-truth region",
+    "mass_inside": "share of the attribution mass inside the known ground-truth region",
+    "topk_iou": "overlap (IoU) of the top features with the known ground-truth region",
+    "auprc": "area under the precision-recall curve of the map as a detector of the ground-truth region",
+    "randomization_spearman": "rank correlation of the map with the map of a randomized model (low: the map "
+                              "depends on the model, as it should)",
+    "randomization_ssim": "structural similarity of the map with that of a randomized model (low: it depends on "
+                          "the model)",
+}
+#: metrics that measure faithfulness to the model (the summary's "most faithful")
+FAITHFULNESS = ("average_drop", "increase_in_confidence", "deletion", "insertion", "faithfulness_correlation", "r2")
+LOCALIZER_METHOD = "trust"
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return v is not None and bool(np.isfinite(float(v)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _best_counts(scores: dict, metrics: tuple[str, ...] | list[str] | None = None) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    hib = scores.get("higher_is_better", {})
+    for met in scores["metrics"]:
+        if metrics is not None and met not in metrics:
+            continue
+        vals = {m: scores["cells"][m].get(met, {}).get("value") for m in scores["methods"]}
+        vals = {m: float(v) for m, v in vals.items() if _finite(v)}
+        if vals:
+            best = (max if hib.get(met, True) else min)(vals, key=vals.get)
+            counts[best] = counts.get(best, 0) + 1
+    return counts
+
+
+@dataclass
+class _LocR2:
+    """The localizer's R² as the report shows it everywhere (one source of truth)."""
+
+    value: float
+    low: float | None
+    high: float | None
+    where: str          # which samples it was measured on
+    target: float | None
+    reached: bool | None  # against ``value`` (the same split as the number beside it)
+    other: dict | None  # the fit-time held-out R² when the headline is the test-sample one
+    tau: float | None
+    meaning: str
+
+    def text(self) -> str:
+        ci = f" [{_fmt(self.low)}, {_fmt(self.high)}]" if _finite(self.low) and _finite(self.high) else ""
+        return f"{_fmt(self.value)}{ci}"
+
+
+def _loc_r2(run: Run) -> _LocR2 | None:
+    """The headline R²: the scores table's cell for the localizer's masks when the run has one
+    (measured on the explained test samples, like every other number of the report), else the
+    localizer's held-out R² from its fit. "Target reached" is decided on the same number."""
+    loc = run.localizer
+    cell = None
+    if run.scores is not None and "r2" in run.scores.get("metrics", []):
+        cell = run.scores["cells"].get(LOCALIZER_METHOD, {}).get("r2")
+        if cell is not None and not _finite(cell.get("value")):
+            cell = None
+    if loc is None and cell is None:
+        return None
+    tau = (loc or {}).get("tau")
+    if tau is None and run.scores is not None:
+        tau = run.scores.get("settings", {}).get("r2_tau")
+    target = (loc or {}).get("target_r2")
+    fit_r2 = (loc or {}).get("r2") or {}
+    objective = (loc or {}).get("objective") or ((loc or {}).get("settings") or {}).get("objective")
+    if cell is not None:
+        value, low, high = float(cell["value"]), cell.get("low"), cell.get("high")
+        n = run.scores.get("settings", {}).get("n", "?")
+        where = f"the {n} explained test samples"
+        other = fit_r2 if _finite(fit_r2.get("estimate")) else None
+    else:
+        value, low, high = float(fit_r2.get("estimate", np.nan)), fit_r2.get("low"), fit_r2.get("high")
+        split = (loc or {}).get("split") or {}
+        where = (f"{split['holdout']} held-out samples of the fitting data" if split.get("holdout")
+                 else "the localizer's held-out samples")
+        other = None
+    reached = None if not (_finite(target) and _finite(value)) else bool(round(value, 3) >= round(float(target), 3))
+    labels = (loc or {}).get("labels_source")
+    meaning = (loc or {}).get("r2_meaning") or (
+        f"Masking the features the localizer selects (budget τ = {_fmt(tau)}) removes this share of the "
+        f"classifier's predictive power ({'its accuracy on the given labels' if labels != 'predictions' else 'agreement with its own predictions'}"
+        f"; 0: nothing lost, 1: all of it), measured on {where}.")
+    if objective == "preserve":
+        meaning += " (objective 'preserve': the masks keep, rather than remove, what the prediction needs.)"
+    return _LocR2(value, low, high, where, target if _finite(target) else None, reached, other, tau, meaning)
+
+
+def _reliance(run: Run) -> str | None:
+    """Where the localizer's masks (else the most faithful method's maps) put their mass, in words."""
+    if not run.attributions:
+        return None
+    name = LOCALIZER_METHOD if LOCALIZER_METHOD in run.attributions else None
+    if name is None and run.scores is not None:
+        best = _best_counts(run.scores, FAITHFULNESS)
+        name = max(best, key=best.get) if best else None
+    if name is None or name not in run.attributions:
+        name = next((k for k in run.attributions if k not in SYNTHESIS_METHODS), None)
+    if name is None:
+        return None
+    try:
+        a = run.attributions[name]
+        m = np.abs(np.asarray(a.internal(), dtype=np.float64))
+    except Exception:
+        return None
+    m = np.where(np.isfinite(m), m, 0.0).mean(axis=0)  # (C, *spatial)
+    total = float(m.sum())
+    if m.ndim < 2 or total <= 0:
+        return None
+    spatial = m.sum(axis=0)
+    flat = np.sort(spatial.ravel())[::-1]
+    k = int(np.searchsorted(np.cumsum(flat), 0.5 * total)) + 1
+    top = spatial >= flat[min(k, len(flat)) - 1]
+    share = 100.0 * k / spatial.size
+    who = "the localizer's masks" if name == LOCALIZER_METHOD else f"the {name} maps"
+    if spatial.ndim == 1:
+        pos = np.flatnonzero(top)
+        where = f"positions {pos.min()}–{pos.max()} of {spatial.size}"
+    else:
+        rows, cols = np.flatnonzero(top.any(axis=1)), np.flatnonzero(top.any(axis=0))
+        where = (f"rows {rows.min()}–{rows.max()} and columns {cols.min()}–{cols.max()} of the "
+                 f"{spatial.shape[0]}×{spatial.shape[1]} image")
+    text = f"Half of {who}' mass (averaged over the explained samples) lies in {share:.0f}% of the input: {where}"
+    if m.shape[0] > 1:
+        per = m.reshape(m.shape[0], -1).sum(axis=1) / total
+        order = np.argsort(per)[::-1][:3]
+        text += "; channels carrying most: " + ", ".join(f"{int(c)} ({100 * per[c]:.0f}%)" for c in order)
+    return text + "."
+
+
 # ---- sections ----------------------------------------------------------------------------------
-def _overview(run: Run) -> _Section:
+def _summary(run: Run) -> _Section:
     m = run.manifest
     items = [("dataset", str((run.data or {}).get("name", m.get("settings", {}).get("dataset", "?"))),
               f"{(run.data or {}).get('n_test', '?')} test samples")]
     if run.model_report is not None:
         items.append(("test accuracy", f"{run.model_report.accuracy:.3f}",
                       f"macro ROC-AUC {run.model_report.macro_roc_auc:.3f}"))
-    items.append(("explainers", str(len(run.attributions)), f"on {len(run.samples['X']) if run.samples else 0} samples"))
-    if run.localizer is not None:
-        r2 = run.localizer["r2"]
-        items.append(("localizer R²", _fmt(r2.get("estimate")), f"[{_fmt(r2.get('low'))}, {_fmt(r2.get('high'))}] "
-                                                                  f"at τ = {_fmt(run.localizer.get('tau'))}"))
-    if run.scores is not None:
-        best = _best_counts(run.scores)
-        if best:
-            top = max(best.items(), key=lambda kv: kv[1])
-            items.append(("most often best", top[0], f"{top[1]} of {len(run.scores['metrics'])} metrics"))
+    lr = _loc_r2(run)
+    if lr is not None:
+        items.append(("localizer R²", _fmt(lr.value),
+                      (f"[{_fmt(lr.low)}, {_fmt(lr.high)}] " if _finite(lr.low) else "") + f"at τ = {_fmt(lr.tau)}"))
+    best = _best_counts(run.scores, FAITHFULNESS) if run.scores is not None else {}
+    n_faith = len([x for x in (run.scores or {}).get("metrics", []) if x in FAITHFULNESS])
+    if best:
+        top = max(best.items(), key=lambda kv: kv[1])
+        items.append(("most faithful", top[0], f"best on {top[1]} of {n_faith} faithfulness metrics"))
+    items.append(("explainers", str(len(run.attributions)),
+                  f"on {len(run.samples['X']) if run.samples else 0} samples"))
     timings = m.get("timings") or {}
     if timings:
         items.append(("compute time", f"{sum(float(v) for v in timings.values()):.0f} s",
                       "training, localizer, explainers, scores"))
+    points = []
+    rel = _reliance(run)
+    if rel:
+        points.append(f"<li><b>What the model relies on.</b> {_esc(rel)}</li>")
+    if best:
+        top = max(best.items(), key=lambda kv: kv[1])
+        points.append(f"<li><b>Most faithful method.</b> {_esc(top[0])} is best on {top[1]} of {n_faith} "
+                      'faithfulness metrics (<a href="#scores">scores</a>).</li>')
+    if lr is not None:
+        target = ""
+        if lr.target is not None:
+            target = (f" The target R² {_fmt(lr.target)} is {'reached' if lr.reached else 'not reached'} "
+                      "on these samples.")
+        points.append(f"<li><b>Localizer R² = {_esc(lr.text())}.</b> {_esc(lr.meaning)}{_esc(target)} "
+                      '(<a href="#localizer">localizer</a>)</li>')
     notes = "".join(f'<p class="note">{_esc(n)}</p>' for n in (m.get("notes") or []))
-    what = ('<p>This report shows which parts of the inputs a fitted classifier relies on: the model and its '
-            'accuracy, the maps of every explainer on test samples (success and failure cases), class-average maps, '
-            'scores of the explanations with confidence intervals, and the TRUST localizer (dnn-locate) with its '
-            'generalized partial R².</p>')
-    return _Section("overview", "Overview", what + _cards(items) + notes)
+    if notes:
+        notes = f"<details><summary>{len(m.get('notes') or [])} notes from the run</summary>{notes}</details>"
+    return _Section("summary", "Summary", _cards(items) + (f'<ul class="points">{"".join(points)}</ul>'
+                                                             if points else "") + notes)
 
 
 def _model(run: Run) -> _Section | None:
@@ -304,18 +495,35 @@ def _model_report(run: Run) -> _Section | None:
     rep = run.model_report
     if rep is None:
         return None
-    from ..plot import plot_model_report
+    from ..plot import plot_class_accuracy, plot_confusion, plot_roc, plot_training_curves
 
     names = list(rep.class_names)
-    body = _figure(lambda: plot_model_report(rep, history=run.history),
-                   "Model report: training curves, ROC curve per class, normalized confusion matrix and per-class "
-                   "accuracy of the classifier on the test split",
-                   f"Test accuracy {rep.accuracy:.3f} on {rep.n} samples; macro ROC-AUC {rep.macro_roc_auc:.3f}.")
+    body = [f'<p class="note">Test accuracy {rep.accuracy:.3f} on {rep.n} samples; macro ROC-AUC '
+            f'{rep.macro_roc_auc:.3f}.</p>']
+    sub = []
+    if run.history is not None:
+        sub.append(("model-curves", "Training curves"))
+        body.append('<h3 id="model-curves">Training curves</h3>')
+        body.append(_figure(lambda: plot_training_curves(run.history),
+                            "Training curves: loss and accuracy per epoch on the training and validation data",
+                            "Loss and accuracy per epoch (solid: training, dashed: validation)."))
+    sub.append(("model-roc-confusion", "ROC and confusion matrix"))
+    body.append('<h3 id="model-roc-confusion">ROC and confusion matrix</h3><div class="figrow">')
+    body.append(_figure(lambda: plot_roc(rep), "ROC curve of every class (one against the rest) with its AUC",
+                        "ROC per class (one against the rest); AUC in the legend."))
+    body.append(_figure(lambda: plot_confusion(rep), "Normalized confusion matrix of the test split with the "
+                                                     "fraction and count in every cell",
+                        "Rows: true class, columns: predicted class; each row sums to 1."))
+    body.append("</div>")
+    sub.append(("model-per-class", "Per class"))
+    body.append('<h3 id="model-per-class">Per class</h3>')
+    body.append(_figure(lambda: plot_class_accuracy(rep), "Accuracy (recall) of every class as bars",
+                        "Accuracy (recall) per class; dashed: overall accuracy."))
     rows = [[_esc(names[k]), _fmt(rep.class_accuracy[k]), _fmt(rep.precision[k]), _fmt(rep.recall[k]),
              _fmt(rep.f1[k]), _fmt(rep.roc_auc[k]), _fmt(int(rep.support[k]))] for k in range(rep.n_classes)]
-    body += ("<details><summary>Per-class numbers</summary>"
-             + _table(["class", "accuracy", "precision", "recall", "F1", "ROC-AUC", "support"], rows) + "</details>")
-    return _Section("model-report", "Model report", body)
+    body.append("<details><summary>Per-class numbers</summary>"
+                + _table(["class", "accuracy", "precision", "recall", "F1", "ROC-AUC", "support"], rows) + "</details>")
+    return _Section("model-report", "Model report", "".join(body), sub)
 
 
 def _sample_info(run: Run):
@@ -369,14 +577,15 @@ def _explanations(run: Run) -> _Section | None:
                             f"Maps of all {len(maps)} methods for test sample {first}, one panel per method",
                             f"Sample {first}{_label_text(first, y, pred, conf, names)}: every method's map, "
                             "each scaled to its largest |value|."))
+    body.append(f'<h3 id="explain-galleries">Galleries per method</h3><p class="note">{len(order)} methods; '
+                'open one to see its maps on the success and failure cases.</p>')
     for k in order:
         a = run.attributions[k]
         sid = "explain-" + k.replace("_", "-")
-        sub.append((sid, k))
         synth = k in SYNTHESIS_METHODS
-        body.append(f'<h3 id="{sid}">{_esc(k)}</h3>')
         params = ", ".join(f"{p}={v}" for p, v in (a.params or {}).items() if v is not None)
-        body.append(f'<p class="note"><span class="tag">{_esc(a.method)}</span>{_esc(params)}</p>')
+        body.append(f'<details class="method" id="{sid}"><summary><b>{_esc(k)}</b> '
+                    f'<span class="params">{_esc(params)}</span></summary>')
         if synth:
             def render(a=a):
                 from ..plot import plot_gallery as pg
@@ -387,6 +596,7 @@ def _explanations(run: Run) -> _Section | None:
             body.append(_figure(render, f"{k}: inputs synthesized to maximize the class scores (not scored)",
                                 "Synthesized inputs (the target class in each title); shading: distance from "
                                 "the mean. Not an explanation of a given input, so it is not scored."))
+            body.append("</details>")
             continue
         body.append(_figure(lambda a=a: plot_gallery(X, a, groups, layout=a.layout, y_true=y, y_pred=pred,
                                                      confidence=conf, class_names=names,
@@ -394,6 +604,8 @@ def _explanations(run: Run) -> _Section | None:
                             f"Gallery of {k} maps on correct and wrong predictions, most and least confident",
                             f"{k}: rows are correct/most confident, correct/least confident, wrong/most "
                             "confident, wrong/least confident (empty groups are left out)."))
+        body.append("</details>")
+    sub.append(("explain-galleries", "Galleries per method"))
     return _Section("explanations", "Explanations", "".join(body), sub)
 
 
@@ -424,58 +636,102 @@ def _class_averages(run: Run) -> _Section | None:
     return _Section("class-averages", "Class-average maps", "".join(body), sub)
 
 
-def _best_counts(scores: dict) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    hib = scores.get("higher_is_better", {})
-    for met in scores["metrics"]:
-        vals = {m: scores["cells"][m].get(met, {}).get("value") for m in scores["methods"]}
-        vals = {m: float(v) for m, v in vals.items() if v is not None and np.isfinite(float(v))}
-        if vals:
-            best = (max if hib.get(met, True) else min)(vals, key=vals.get)
-            counts[best] = counts.get(best, 0) + 1
-    return counts
-
-
 def _scores(run: Run) -> _Section | None:
     sc = run.scores
     if sc is None:
         return None
     from ..plot import plot_metric_comparison
 
-    methods, metrics, cells = sc["methods"], sc["metrics"], sc["cells"]
+    methods, metrics, cells = sc["methods"], list(sc["metrics"]), sc["cells"]
     hib = sc.get("higher_is_better", {})
-    level = sc.get("settings", {}).get("level", 0.95)
-    rows, best = [], set()
-    for c, met in enumerate(metrics, start=1):
-        vals = [cells[m].get(met, {}).get("value") for m in methods]
-        fin = [(float(v), r) for r, v in enumerate(vals) if v is not None and np.isfinite(float(v))]
-        if fin:
-            best.add(((max if hib.get(met, True) else min)(fin)[1], c))
-    for m in methods:
-        row = [_esc(m)]
-        for met in metrics:
-            cell = cells[m].get(met, {})
-            v = cell.get("value")
-            row.append("n/a" if v is None else f"{_fmt(v)} <small>[{_fmt(cell.get('low'))}, {_fmt(cell.get('high'))}]</small>")
-        rows.append(row)
-    head = ["method"] + [f"{met} {'↑' if hib.get(met, True) else '↓'}" for met in metrics]
-    body = [f'<p class="note">Values with {int(round(level * 100))}% bootstrap intervals over the '
-            f'{_esc(sc.get("settings", {}).get("n", "?"))} explained samples (↑ higher is better, ↓ lower). '
-            'The best value per metric is highlighted.</p>', _table(head, rows, best=best)]
-    sig = [c for c in sc.get("comparisons", []) if c.get("significant")]
-    body.append(f'<p class="note">Paired comparisons: {_esc(sc.get("settings", {}).get("test", ""))}; '
-                f'{_esc(sc.get("settings", {}).get("correction", ""))}. {len(sig)} of {len(sc.get("comparisons", []))} '
-                'differences are significant.</p>')
-    sub = [("scores-chart", "Comparison chart")]
+    st = sc.get("settings", {})
+    level = st.get("level", 0.95)
+    # R² at budget: kept in the main table only when it separates the methods (the spread of the
+    # values exceeds the typical interval width); otherwise shown apart, with why
+    demoted = []
+    if "r2" in metrics:
+        vals = [cells[m].get("r2", {}) for m in methods]
+        fin = [c for c in vals if _finite(c.get("value"))]
+        spread = (max(float(c["value"]) for c in fin) - min(float(c["value"]) for c in fin)) if len(fin) > 1 else 0.0
+        widths = [float(c["high"]) - float(c["low"]) for c in fin if _finite(c.get("low")) and _finite(c.get("high"))]
+        if len(fin) > 2 and spread <= (float(np.median(widths)) if widths else 0.0):
+            demoted = ["r2"]
+    shown = [x for x in metrics if x not in demoted]
+
+    def table(mets):
+        rows, best = [], set()
+        for c, met in enumerate(mets, start=1):
+            fin = [(float(cells[m].get(met, {}).get("value")), r) for r, m in enumerate(methods)
+                   if _finite(cells[m].get(met, {}).get("value"))]
+            if fin:
+                best.add(((max if hib.get(met, True) else min)(fin)[1], c))
+        for m in methods:
+            row = [_esc(m)]
+            for met in mets:
+                cell = cells[m].get(met, {})
+                v = cell.get("value")
+                row.append("n/a" if not _finite(v) else
+                           f"{_fmt(v)}<br><small>[{_fmt(cell.get('low'))}, {_fmt(cell.get('high'))}]</small>")
+            rows.append(row)
+        head = ["method"] + [f"{met.replace('_', ' ')} {'↑' if hib.get(met, True) else '↓'}" for met in mets]
+        return _table(head, rows, best=best, cls="scores")
+
+    n = st.get("n", "?")
+    body = [f'<p class="note">Mean over the {_esc(n)} explained samples with a {int(round(level * 100))}% '
+            'bootstrap interval (below each value). ↑: higher is better, ↓: lower is better; the best value of '
+            'each metric is highlighted.</p>', table(shown)]
+    body.append('<dl class="metrics">' + "".join(
+        f"<dt>{_esc(met.replace('_', ' '))} {'↑' if hib.get(met, True) else '↓'}</dt>"
+        f"<dd>{_esc(METRIC_MEANING.get(met, ''))} ({'higher' if hib.get(met, True) else 'lower'} is better)</dd>"
+        for met in metrics) + "</dl>")
+    sub = []
+    if demoted:
+        tau, frac = st.get("r2_tau"), st.get("r2_frac")
+        budget = f"τ = {_fmt(tau)}" if tau is not None else f"{_fmt(100 * float(frac))}% of the entries"
+        sub.append(("scores-r2", "R² at the localizer's budget"))
+        body.append('<h3 id="scores-r2">R² at the localizer\'s budget</h3>')
+        body.append(f'<p class="note">R² when each method\'s top features up to the budget ({_esc(budget)}; '
+                    f'{_esc(st.get("r2_budget", ""))}) are masked. At this budget the values of the methods differ '
+                    'by less than a typical confidence interval, so this column does not separate the methods '
+                    'here and is shown apart: masking this much removes what the model needs whichever map '
+                    'chooses it.</p>')
+        body.append(table(demoted))
+    comps = sc.get("comparisons", [])
+    sig = [c for c in comps if c.get("significant")]
+    n_perm = st.get("n_perm")
+    floor_note = ""
+    if n_perm:
+        pairs = len(methods) * (len(methods) - 1) // 2
+        n_valid = int(n) if isinstance(n, (int, np.integer)) or str(n).isdigit() else None
+        exact = n_valid is not None and 2 ** min(n_valid, 60) <= int(n_perm)
+        p_min = (2.0 / 2 ** n_valid) if exact else 1.0 / (int(n_perm) + 1)
+        holm_floor = min(1.0, pairs * p_min)
+        at_floor = [c for c in comps if _finite(c.get("p_holm")) and float(c["p_holm"]) <= holm_floor * (1 + 1e-9)]
+        floor_note = (f" With {int(n_perm)} permutations the smallest possible p-value is {p_min:.2g}, so after "
+                      f"Holm's correction over {pairs} pairs the smallest possible adjusted p-value is "
+                      f"{holm_floor:.2g}; {len(at_floor)} of {len(comps)} adjusted p-values are at that floor "
+                      "(the true p-value is at most that).")
+    body.append(f'<p class="note">Paired comparisons: {_esc(st.get("test", ""))}; '
+                f'{_esc(st.get("correction", ""))}. {len(sig)} of {len(comps)} differences are significant at '
+                f'α = {_esc(st.get("alpha", 0.05))}.{_esc(floor_note)}</p>')
+    if comps:
+        rows = [[_esc(c.get("metric", "").replace("_", " ")), _esc(c.get("a")), _esc(c.get("b")),
+                 f"{_fmt(c.get('diff'))} <small>[{_fmt(c.get('low'))}, {_fmt(c.get('high'))}]</small>",
+                 _fmt(c.get("p_holm")), _esc(c.get("better") or "—")] for c in comps if c.get("significant")]
+        if rows:
+            body.append(f"<details><summary>The {len(rows)} significant differences</summary>"
+                        + _table(["metric", "a", "b", "a − b", "Holm p", "better"], rows, num_from=3)
+                        + "</details>")
+    sub.append(("scores-chart", "Comparison chart"))
     body.append('<h3 id="scores-chart">Comparison chart</h3>')
     body.append(_figure(lambda: plot_metric_comparison(sc), "Metric comparison chart: each method's value with its "
                                                               "bootstrap confidence interval, one panel per metric"))
     if "curves" in run.images:
         sub.append(("scores-curves", "Deletion and insertion curves"))
         body.append('<h3 id="scores-curves">Deletion and insertion curves</h3>')
-        body.append(_img(run.images["curves"], "Mean deletion and insertion curves of every method"))
-    notes = sc.get("settings", {}).get("notes") or []
-    body += [f'<p class="note">{_esc(n)}</p>' for n in notes]
+        body.append(_img(run.images["curves"], "Mean deletion and insertion curves of every method", wide=True))
+    notes = st.get("notes") or []
+    body += [f'<p class="note">{_esc(x)}</p>' for x in notes]
     return _Section("scores", "Scores", "".join(body), sub)
 
 
@@ -486,7 +742,7 @@ def _localizer(run: Run) -> _Section | None:
     from ..localizer.plots import plot_r2_path
     from ..localizer.r2 import R2Path
 
-    r2 = loc["r2"]
+    lr = _loc_r2(run)
     try:
         path = R2Path.from_dict(loc["r2_path"])
     except Exception as exc:
@@ -494,26 +750,60 @@ def _localizer(run: Run) -> _Section | None:
     body = ['<p class="note">The TRUST localizer (dnn-locate; Dai, Shen, Chen, Li, Pan, Ann. Appl. Stat. 2023) learns '
             'masks δ(x) with budget τ that remove what the classifier relies on; the generalized partial R² = '
             '1 − risk(clean) / risk(masked) says how much of the prediction the located features carry.</p>']
-    body.append(_cards([
-        ("chosen τ", _fmt(loc.get("tau")), f"mode {loc.get('mode', '?')}"),
-        ("held-out R²", _fmt(r2.get("estimate")), f"[{_fmt(r2.get('low'))}, {_fmt(r2.get('high'))}]"),
-        ("target R²", _fmt(loc.get("target_r2")), "reached" if loc.get("target_reached") else "not reached"),
-    ]))
+    cards = [("chosen τ", _fmt(loc.get("tau")), f"mode {loc.get('mode', '?')}")]
+    if lr is not None:
+        cards.append(("localizer R²", _fmt(lr.value),
+                      (f"[{_fmt(lr.low)}, {_fmt(lr.high)}] " if _finite(lr.low) else "") + f"on {lr.where}"))
+        if lr.target is not None:
+            cards.append(("target R²", _fmt(lr.target),
+                          f"{'reached' if lr.reached else 'not reached'} by the R² beside it ({_fmt(lr.value)})"))
+    if loc.get("labels_source"):
+        cards.append(("labels", str(loc["labels_source"]),
+                      "the given labels" if loc["labels_source"] == "given" else "the model's own predictions"))
+    body.append(_cards(cards))
+    if lr is not None:
+        body.append(f'<p class="meaning">{_esc(lr.meaning)}</p>')
+        if lr.other is not None:
+            o = lr.other
+            split = loc.get("split") or {}
+            where = f"{split['holdout']} held-out samples of the fitting data" if split.get("holdout") else \
+                "held-out samples of the fitting data"
+            body.append(f'<p class="note">While fitting, on {_esc(where)}, the R² at this τ was '
+                        f'{_esc(_fmt(o.get("estimate")))} [{_esc(_fmt(o.get("low")))}, {_esc(_fmt(o.get("high")))}]; '
+                        'the R² path below is that of the fitting data. The number used in the rest of this report '
+                        'is the one above, measured on the same test samples as every other score.</p>')
     sub = [("localizer-path", "R² path")]
     body.append('<h3 id="localizer-path">R² path</h3>')
     body.append(_figure(lambda: plot_r2_path(path, tau=loc.get("tau"), target=loc.get("target_r2")),
                         "R² of the localizer against the mask budget τ with its confidence band",
-                        "Held-out R² against τ with its interval; dashed: target, dotted: chosen τ."))
+                        "R² on the fitting data's held-out samples against τ with its interval; dashed: target, "
+                        "dotted: chosen τ."))
+    if LOCALIZER_METHOD in run.attributions and run.samples is not None:
+        a = run.attributions[LOCALIZER_METHOD]
+        from ..layout import as_layout
+
+        if as_layout(a.layout).rank == 2:  # the masks of the explained test samples, drawn visibly
+            from ..plot import plot_gallery
+
+            X, y, pred, conf = _sample_info(run)
+            idx = list(range(min(len(X), len(a), 6)))
+            sub.append(("localizer-masks", "Masks on test samples"))
+            body.append('<h3 id="localizer-masks">Masks on test samples</h3>')
+            body.append(_figure(lambda: plot_gallery(X[: len(a)], a, idx, layout=a.layout, y_true=y, y_pred=pred,
+                                                     confidence=conf, class_names=_class_names(run),
+                                                     title="localizer masks"),
+                                "The localizer's masks over the first explained test images",
+                                "Each mask scaled to its own largest value; transparent where the mask is zero."))
     if "da_plot" in run.images:
         sub.append(("localizer-da", "DA plot"))
         body.append('<h3 id="localizer-da">DA plot</h3>')
         body.append(_img(run.images["da_plot"], "DA plot: training samples of each class with the located features",
-                         "Samples of each class with the mask at the chosen τ."))
+                         "Samples of each class with the mask at the chosen τ.", wide=True))
     if "path_plot" in run.images:
         sub.append(("localizer-pathplot", "Path plot"))
         body.append('<h3 id="localizer-pathplot">Path plot</h3>')
         body.append(_img(run.images["path_plot"], "Path plot: the located features of a few samples as τ grows",
-                         "How the located region grows with τ."))
+                         "How the located region grows with τ.", wide=True))
     return _Section("localizer", "TRUST localizer", "".join(body), sub)
 
 
@@ -536,7 +826,7 @@ def _versions(run: Run) -> _Section:
                     'report was built.</p>' + _table(["package", "run", "report"], rows, num_from=99))
 
 
-SECTIONS = (_overview, _model, _data, _model_report, _explanations, _class_averages, _scores, _localizer,
+SECTIONS = (_summary, _model_report, _explanations, _class_averages, _scores, _localizer, _data, _model,
             _provenance, _versions)
 
 
