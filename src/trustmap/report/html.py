@@ -8,6 +8,7 @@ import html
 import io
 import json
 import os
+import re
 import string
 from dataclasses import dataclass, field
 from importlib import resources
@@ -254,13 +255,67 @@ class _Section:
     sub: list[tuple[str, str]] = field(default_factory=list)  # (id, title) of h3s
 
 
+#: figures queued while the sections are written: (render, alt, caption); drawn by :func:`_draw_all`
+_JOBS: list[tuple[Callable[[], Any], str, str | None]] = []
+_MARK = "\x00trustmap-figure-{}\x00"
+
+
 def _figure(render: Callable[[], Any], alt: str, caption: str | None = None) -> str:
-    """Draw a figure, embed it as a PNG, free it."""
-    fig = render()
+    """Queue a figure; its place in the HTML is a marker that :func:`_draw_all` replaces with the
+    embedded PNG (so that figures can be drawn in parallel processes)."""
+    _JOBS.append((render, alt, caption))
+    return _MARK.format(len(_JOBS) - 1)
+
+
+def _draw_one(i: int) -> bytes:
+    """Draw queued figure ``i`` as PNG bytes and free it."""
+    fig = _JOBS[i][0]()
     try:
-        return _img(_fig_png(fig), alt, caption)
+        return _fig_png(fig)
     finally:
         fig.clear()
+
+
+def _draw_in_worker(i: int):
+    try:
+        return True, _draw_one(i)
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        return False, exc
+
+
+def report_workers(n_jobs: int) -> int:
+    """Processes that draw the report's figures: ``TRUSTMAP_REPORT_WORKERS`` when set (1: draw in
+    this process), else up to 4 (one per CPU); 1 where ``fork`` is unavailable."""
+    import multiprocessing as mp
+
+    env = os.environ.get("TRUSTMAP_REPORT_WORKERS", "").strip()
+    try:
+        want = int(env) if env else min(4, os.cpu_count() or 1)
+    except ValueError:
+        want = 1
+    if "fork" not in mp.get_all_start_methods():
+        return 1
+    return max(1, min(want, n_jobs))
+
+
+def _draw_all() -> list[str]:
+    """Draw every queued figure (in forked worker processes when there are several CPUs); the
+    ``<figure>`` HTML of each."""
+    n = len(_JOBS)
+    workers = report_workers(n) if n >= 4 else 1
+    pngs: list[bytes]
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers) as pool:
+            results = pool.map(_draw_in_worker, range(n), chunksize=1)
+        for ok, value in results:
+            if not ok:
+                raise value
+        pngs = [value for _, value in results]
+    else:
+        pngs = [_draw_one(i) for i in range(n)]
+    return [_img(png, alt, caption) for png, (_, alt, caption) in zip(pngs, _JOBS)]
 
 
 def _class_names(run: Run) -> list[str] | None:
@@ -569,14 +624,11 @@ def _explanations(run: Run) -> _Section | None:
     first = next((int(g[0]) for g in groups.values() if len(g)), 0)
     maps = {k: run.attributions[k] for k in order if k not in SYNTHESIS_METHODS}
     if maps:
-        from ..plot import plot_method_grid
-
         sub.append(("explain-all", "All methods on one sample"))
         body.append('<h3 id="explain-all">All methods on one sample</h3>')
-        body.append(_figure(lambda: plot_method_grid(X, maps, index=first, layout=layout),
-                            f"Maps of all {len(maps)} methods for test sample {first}, one panel per method",
-                            f"Sample {first}{_label_text(first, y, pred, conf, names)}: every method's map, "
-                            "each scaled to its largest |value|."))
+        body.append(_method_tiles(X, maps, first, layout))
+        body.append(f'<p class="note">Sample {first}{_esc(_label_text(first, y, pred, conf, names))}: every '
+                    "method's map, each scaled to its largest |value|.</p>")
     body.append(f'<h3 id="explain-galleries">Galleries per method</h3><p class="note">{len(order)} methods; '
                 'open one to see its maps on the success and failure cases.</p>')
     for k in order:
@@ -584,6 +636,7 @@ def _explanations(run: Run) -> _Section | None:
         sid = "explain-" + k.replace("_", "-")
         synth = k in SYNTHESIS_METHODS
         params = ", ".join(f"{p}={v}" for p, v in (a.params or {}).items() if v is not None)
+        params = params if len(params) <= 110 else params[:108] + " …"
         body.append(f'<details class="method" id="{sid}"><summary><b>{_esc(k)}</b> '
                     f'<span class="params">{_esc(params)}</span></summary>')
         if synth:
@@ -598,15 +651,90 @@ def _explanations(run: Run) -> _Section | None:
                                 "the mean. Not an explanation of a given input, so it is not scored."))
             body.append("</details>")
             continue
-        body.append(_figure(lambda a=a: plot_gallery(X, a, groups, layout=a.layout, y_true=y, y_pred=pred,
-                                                     confidence=conf, class_names=names,
-                                                     title=f"{k}: success and failure cases"),
-                            f"Gallery of {k} maps on correct and wrong predictions, most and least confident",
-                            f"{k}: rows are correct/most confident, correct/least confident, wrong/most "
-                            "confident, wrong/least confident (empty groups are left out)."))
+        body.append(_tile_gallery(X, a, groups, layout, y, pred, conf, names, k))
         body.append("</details>")
     sub.append(("explain-galleries", "Galleries per method"))
     return _Section("explanations", "Explanations", "".join(body), sub)
+
+
+def _tile(x_i: np.ndarray, m_i: np.ndarray, size: int = 180) -> tuple[bytes, str, bool]:
+    """One sample's map (internal layout) as a raster tile: ``(png, cmap, signed)``."""
+    from ..plot.tiles import image_tile, signal_tile
+
+    signed = bool(np.nanmin(m_i) < 0)
+    rank = m_i.ndim - 1
+    cmap = "RdBu_r" if signed else ("Reds" if rank == 1 else "inferno")
+    lo, hi = (-1.0, 1.0) if signed else (0.0, 1.0)
+    mi = m_i / (float(np.nanmax(np.abs(m_i))) or 1.0)
+    if rank == 1:
+        return signal_tile(x_i, mi, cmap, lo, hi, width=260, row_h=44 if x_i.shape[0] <= 3 else 22), cmap, signed
+    heat = mi.sum(axis=0) if mi.shape[0] > 1 else mi[0]
+    heat = heat / (float(np.nanmax(np.abs(heat))) or 1.0)
+    return image_tile(x_i.mean(axis=0), heat, cmap, lo, hi, size=size), cmap, signed
+
+
+def _scale_bar(cmap: str, signed: bool, rank: int) -> str:
+    from ..plot.tiles import scale_css
+
+    return (f'<div class="tiles-scale"><span>{"−1 (against)" if signed else "0"}</span>'
+            f'<span class="bar" style="background: {scale_css(cmap)}"></span>'
+            f'<span>{"+1 (for the target)" if signed else "1"}</span> <small>{_esc(cmap)}; each map ÷ its largest '
+            f'|value|{"; over images: transparent at 0" if rank == 2 else ""}</small></div>')
+
+
+def _method_tiles(X, maps: dict, index: int, layout) -> str:
+    """Every method's map of one sample, as tiles with the method's name and colour scale below."""
+    from ..layout import as_layout
+
+    x_i = np.asarray(as_layout(layout).to_internal(X[index:index + 1]), dtype=np.float64)[0]
+    scales: dict[tuple[str, bool], None] = {}
+    out = ['<div class="tiles">']
+    for name, a in maps.items():
+        m_i = np.asarray(a.internal(), dtype=np.float64)[index]
+        png, cmap, signed = _tile(x_i, m_i)
+        scales[(cmap, signed)] = None
+        b64 = base64.b64encode(png).decode("ascii")
+        out.append(f'<figure class="tile"><img src="data:image/png;base64,{b64}" alt="{_esc(name)} map of test '
+                   f'sample {index}"><figcaption><b>{_esc(name)}</b> <small>{"signed" if signed else ""}</small>'
+                   "</figcaption></figure>")
+    out.append("</div>")
+    return "".join(out) + "".join(_scale_bar(c, sg, x_i.ndim - 1) for c, sg in scales)
+
+
+def _tile_gallery(X, a, groups: dict, layout, y, pred, conf, names, method: str) -> str:
+    """A method's gallery as HTML: one raster tile per sample (drawn straight into pixels), the
+    titles and the colour scale as page text."""
+    from ..layout import as_layout
+
+    xs = np.asarray(as_layout(layout).to_internal(X), dtype=np.float64)
+    m = np.asarray(a.internal(), dtype=np.float64)
+
+    def nm(kk):
+        kk = int(kk)
+        return names[kk] if names is not None and 0 <= kk < len(names) else str(kk)
+
+    out, scales = [], {}
+    for gname, idx in groups.items():
+        if not len(idx):
+            continue
+        out.append(f'<div class="tile-group"><div class="gname">{_esc(gname)}</div><div class="tiles">')
+        for i in idx:
+            i = int(i)
+            png, cmap, signed = _tile(xs[i], m[i])
+            scales[(cmap, signed)] = None
+            parts = [f"#{i}"]
+            if y is not None:
+                parts.append(f"true {nm(y[i])}")
+            if pred is not None:
+                parts.append(f"pred {nm(pred[i])}")
+            if conf is not None:
+                parts.append(f"p = {float(conf[i]):.2f}")
+            cap = " · ".join(parts)
+            b64 = base64.b64encode(png).decode("ascii")
+            out.append(f'<figure class="tile"><img src="data:image/png;base64,{b64}" '
+                       f'alt="{_esc(method)} map of test sample {cap}"><figcaption>{_esc(cap)}</figcaption></figure>')
+        out.append("</div></div>")
+    return "".join(_scale_bar(c, sg, m.ndim - 2) for c, sg in scales) + "".join(out)
 
 
 def _class_averages(run: Run) -> _Section | None:
@@ -841,7 +969,14 @@ def render(run: Run) -> str:
     matplotlib.use("Agg", force=False)
     from .. import __version__
 
-    sections = [s for s in (f(run) for f in SECTIONS) if s is not None]
+    _JOBS.clear()
+    try:
+        sections = [s for s in (f(run) for f in SECTIONS) if s is not None]
+        figures = _draw_all()
+        for s in sections:
+            s.html = re.sub("\x00trustmap-figure-(\\d+)\x00", lambda mt: figures[int(mt.group(1))], s.html)
+    finally:
+        _JOBS.clear()
     toc = ["<ol>"]
     for s in sections:
         toc.append(f'<li><a href="#{s.id}">{_esc(s.title)}</a>')
