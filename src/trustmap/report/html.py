@@ -285,12 +285,14 @@ def _draw_in_worker(i: int):
 
 def report_workers(n_jobs: int) -> int:
     """Processes that draw the report's figures: ``TRUSTMAP_REPORT_WORKERS`` when set (1: draw in
-    this process), else up to 4 (one per CPU); 1 where ``fork`` is unavailable."""
+    this process), else one per CPU beyond the first, at most 4 (so 1 on a 2-core machine, where
+    forked workers measured slower: benchmarks/RESULTS.md); 1 where ``fork`` is unavailable."""
     import multiprocessing as mp
 
     env = os.environ.get("TRUSTMAP_REPORT_WORKERS", "").strip()
     try:
-        want = int(env) if env else min(4, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+        want = int(env) if env else (min(4, cpus - 1) if cpus >= 4 else 1)
     except ValueError:
         want = 1
     if "fork" not in mp.get_all_start_methods():
@@ -422,10 +424,14 @@ def _loc_r2(run: Run) -> _LocR2 | None:
         other = None
     reached = None if not (_finite(target) and _finite(value)) else bool(round(value, 3) >= round(float(target), 3))
     labels = (loc or {}).get("labels_source")
+    metric = (fit_r2.get("metric") or ((loc or {}).get("params") or {}).get("r_metric") or "acc")
+    risk = {"acc": "its error rate", "prob": "its risk 1 − p(label)", "loss": "its cross-entropy",
+            "ce": "its cross-entropy"}.get(str(metric), f"its risk ({metric})")
+    against = "its own predictions" if labels == "predictions" else "the given labels"
     meaning = (loc or {}).get("r2_meaning") or (
         f"Masking the features the localizer selects (budget τ = {_fmt(tau)}) removes this share of the "
-        f"classifier's predictive power ({'its accuracy on the given labels' if labels != 'predictions' else 'agreement with its own predictions'}"
-        f"; 0: nothing lost, 1: all of it), measured on {where}.")
+        f"classifier's predictive power (R² = 1 − risk clean / risk masked, with {risk} against {against}; "
+        f"0: nothing lost, 1: all of it), measured on {where}.")
     if objective == "preserve":
         meaning += " (objective 'preserve': the masks keep, rather than remove, what the prediction needs.)"
     return _LocR2(value, low, high, where, target if _finite(target) else None, reached, other, tau, meaning)
@@ -751,14 +757,14 @@ def _class_averages(run: Run) -> _Section | None:
     if not wanted:
         wanted = [k for k in run.attributions if k not in SYNTHESIS_METHODS][:1]
     body, sub = ["<p class=\"note\">Mean map over the explained samples of each class (each explained for its own "
-                 "prediction), with a 95% percentile bootstrap interval of the mean; for images also the marginal "
+                 "prediction), with a 95% percentile bootstrap interval of the mean (200 resamples); for images also the marginal "
                  "sums over rows and columns with their bands.</p>"], []
     for k in wanted:
         a = run.attributions[k]
         sid = "class-avg-" + k.replace("_", "-")
         sub.append((sid, k))
         body.append(f'<h3 id="{sid}">{_esc(k)}</h3>')
-        body.append(_figure(lambda a=a: plot_class_average(a, np.asarray(labels), class_names=names, n_boot=500,
+        body.append(_figure(lambda a=a: plot_class_average(a, np.asarray(labels), class_names=names, n_boot=200,
                                                            title=f"{a.method}: class averages"),
                             f"Class-average {k} maps with 95% bootstrap confidence bands, one panel per class"))
     return _Section("class-averages", "Class-average maps", "".join(body), sub)
