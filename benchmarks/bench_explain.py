@@ -46,6 +46,14 @@ MODELS = {
 }
 METHODS = ("saliency", "guided_backprop", "gradcam", "gradcam_pp", "integrated_gradients", "scorecam",
            "ablationcam")
+#: issue 16's methods (``--methods new``), with the parameters they are timed at; their floors are the
+#: model passes the method cannot avoid at those parameters (counted from the method's own extras)
+NEW_METHODS = ("input_x_gradient", "deconvolution", "deeplift", "deeplift_shap", "gradient_shap", "lrp",
+               "feature_ablation", "shapley_sampling", "tsr", "extremal_mask", "dynamask")
+NEW_PARAMS = {"deeplift_shap": {"n_baselines": 4}, "gradient_shap": {"n_samples": 25, "n_baselines": 4},
+              "shapley_sampling": {"n_permutations": 2, "segment_size": 8},
+              "feature_ablation": {"segment_size": 8}, "tsr": {"window": 10},
+              "extremal_mask": {"n_iter": 20, "area": 0.1}, "dynamask": {"n_iter": 20, "area": 0.1}}
 
 
 def measure(fn, cheap_below: float = 3.0) -> float:
@@ -106,6 +114,15 @@ def peers_for(method, module, layer_module, x, y, rank):
         elif method == "integrated_gradients":
             out["captum IntegratedGradients"] = lambda: ca.IntegratedGradients(module).attribute(
                 x, baselines=0.0, target=yt, n_steps=50, internal_batch_size=1000)
+        elif method == "input_x_gradient":
+            out["captum InputXGradient"] = lambda: ca.InputXGradient(module).attribute(x, target=yt)
+        elif method == "deconvolution":
+            out["captum Deconvolution"] = lambda: ca.Deconvolution(module).attribute(x, target=yt)
+        elif method == "deeplift":
+            out["captum DeepLift"] = lambda: ca.DeepLift(module).attribute(x, baselines=0.0, target=yt)
+        elif method == "gradient_shap":
+            out["captum GradientShap"] = lambda: ca.GradientShap(module).attribute(
+                x, baselines=torch.randn(4, *x.shape[1:]), target=yt, n_samples=25)
     if pgc is not None:
         cls = {"gradcam": "GradCAM", "gradcam_pp": "GradCAMPlusPlus", "scorecam": "ScoreCAM",
                "ablationcam": "AblationCAM"}.get(method)
@@ -117,6 +134,36 @@ def peers_for(method, module, layer_module, x, y, rank):
 
             out[f"pytorch-grad-cam {cls}"] = run_pgc
     return out
+
+
+def new_floor(method, model, x, y, params):
+    """(floor kind, label) of an issue-16 method: the passes it cannot avoid at ``params``."""
+    if method in ("input_x_gradient", "deconvolution", "lrp"):
+        return "fb1", "1 fwd+bwd"
+    if method == "deeplift":
+        return "fb2", "2 fwd+bwd (input and reference)"
+    if method == "deeplift_shap":
+        p = 2 * params.get("n_baselines", 8)
+        return f"fb{p}", f"{p} fwd+bwd"
+    if method in ("gradient_shap",):
+        p = params.get("n_samples", 25)
+        return f"fb{p}", f"{p} fwd+bwd"
+    if method in ("extremal_mask", "dynamask"):
+        p = params.get("n_iter", 200)
+        return f"fb{p}", f"{p} fwd+bwd"
+    probe = explain(model, x[:4], method, target=y[:4], **params).extras
+    if method == "feature_ablation":
+        p = int(round(float(np.mean(probe["n_features"])))) + 1
+        return f"f{p}", f"{p} fwd (features + input)"
+    if method == "shapley_sampling":
+        f = float(np.mean(probe["n_features"]))
+        p = int(round(params.get("n_permutations", 25) * (f - 1) + 2))
+        return f"f{p}", f"{p} fwd"
+    if method == "tsr":
+        c = x.shape[1]
+        p = int(round(1 + probe["n_windows"] + float(probe["selected"].sum(1).mean()) * (c if c > 1 else 0)))
+        return f"fb{p}", f"{p} fwd+bwd (base saliency calls)"
+    raise KeyError(method)
 
 
 def bench_model(name, n, methods, rows):
@@ -137,8 +184,12 @@ def bench_model(name, n, methods, rows):
 
     def floor(kind):
         if kind not in floors:
-            fn = {"fb1": floor_backward(model, x, 1), "fb50": floor_backward(model, x, 50),
-                  "fK": floor_forward(model, x, k)}[kind]
+            if kind == "fK":
+                fn = floor_forward(model, x, k)
+            elif kind.startswith("fb"):
+                fn = floor_backward(model, x, int(kind[2:]))
+            else:
+                fn = floor_forward(model, x, int(kind[1:]))
             floors[kind] = measure(fn)
             print(f"  floor {kind}: {floors[kind]:.3f}s", flush=True)
         return floors[kind]
@@ -147,8 +198,10 @@ def bench_model(name, n, methods, rows):
                 "gradcam": ("fb1", "1 fwd+bwd"), "gradcam_pp": ("fb1", "1 fwd+bwd"),
                 "integrated_gradients": ("fb50", "50 fwd+bwd"), "scorecam": ("fK", f"{k} fwd"),
                 "ablationcam": ("fK", f"{k} fwd")}
-    params = {"integrated_gradients": {"n_steps": 50}}
+    params = {"integrated_gradients": {"n_steps": 50}, **NEW_PARAMS}
     for method in methods:
+        if method not in floor_of:
+            floor_of[method] = new_floor(method, model, x, y, params.get(method, {}))
         kind, label = floor_of[method]
         f = floor(kind)
         impls = {"trustmap": lambda method=method: explain(model, x, method, target=y, **params.get(method, {}))}
@@ -162,6 +215,33 @@ def bench_model(name, n, methods, rows):
             shown = "fails" if t is None else f"{t:.3f}s = {t / f:.2f}x floor"
             print(f"  {method:22s} {impl:34s} {shown} {note}", flush=True)
     return layer, k
+
+
+def loop_vs_batch(n: int = 100, n_iter: int = 50) -> str:
+    """Optimised masks for ``n`` inputs: one batched call versus one call per input (the loop TorchRay's
+    ``extremal_perturbation`` and tint's ``Dynamask`` need: they take one input at a time)."""
+    lines = [f"Optimised masks, {n} inputs, {n_iter} iterations, one area: batched vs one input at a time "
+             "(the per-input loop of TorchRay / tint, run with trustmap's own code so only the batching differs).",
+             "", "| model | method | batched (s) | one at a time (s) | speed-up |", "|---|---|---:|---:|---:|"]
+    for name in ("mnist1d_cnn", "ecg_fcn", "mnist2d_cnn"):
+        build, shape = MODELS[name]
+        torch.manual_seed(0)
+        module = build().eval()
+        model = trustmap.load_model(module)
+        x = torch.randn(n, *shape)
+        with torch.no_grad():
+            y = module(x).argmax(1).numpy()
+        for method in ("extremal_mask", "dynamask"):
+            kw = {"n_iter": n_iter, "area": 0.1}
+            tb = measure(lambda: explain(model, x, method, target=y, **kw))
+            t0 = time.perf_counter()
+            with _quiet():
+                for i in range(n):
+                    explain(model, x[i:i + 1], method, target=y[i:i + 1], **kw)
+            tl = time.perf_counter() - t0
+            lines.append(f"| {name} | {method} | {tb:.2f} | {tl:.2f} | {tl / tb:.1f}× |")
+            print(lines[-1], flush=True)
+    return "\n".join(lines)
 
 
 def markdown(rows, meta) -> str:
@@ -194,12 +274,15 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated, or 'new' (issue 16's)")
     p.add_argument("--out", default=None, help="write the markdown results here")
+    p.add_argument("--loop", action="store_true", help="also time optimised masks batched vs one input at a time")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rows, layers = [], {}
     methods = [m for m in args.methods.split(",") if m]
+    if methods == ["new"]:
+        methods = list(NEW_METHODS)
     for name in args.models.split(","):
         print(name, flush=True)
         try:
@@ -219,6 +302,11 @@ def main(argv=None):
             "machine": f"{platform.machine()} {platform.processor() or ''} ({os.cpu_count()} cores)".strip(),
             "layers": layers}
     text = markdown(rows, meta)
+    if methods == list(NEW_METHODS):
+        text = text.replace("## Explainers: gradient and CAM methods (issue 3)", "## Explainers: issue 16's methods")
+        text += "\nTimed at: " + "; ".join(f"{k} {v}" for k, v in NEW_PARAMS.items()) + ".\n"
+    if args.loop:
+        text += "\n" + loop_vs_batch() + "\n"
     print(text)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")

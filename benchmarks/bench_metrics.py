@@ -169,5 +169,63 @@ def run(quick: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_new(quick: bool = False, net=None) -> str:
+    """The metrics of issue 17 against their floors (Quantus and Captum are not in this environment)."""
+    from harness import floor_backward
+
+    from trustmap.metrics import (completeness, complexity, effective_complexity, infidelity, irof, local_lipschitz,
+                                  monotonicity_correlation, non_sensitivity, random_logit, region_perturbation, road,
+                                  selectivity, sensitivity, sparseness)
+
+    warnings.filterwarnings("ignore")
+    n = 200 if quick else 1000
+    reps = 2 if quick else 3
+    net = net if net is not None else _model()
+    X = load("mnist1d", "test").X[:n]
+    m = trustmap.load_model(net)
+    att = explain(m, X, method="saliency", absolute=False)
+    x = m.to_internal(X)[0]
+    pct = list(range(5, 100, 10))                                   # 10 shares
+    cases = [
+        ("ROAD MoRF (10 shares, noisy linear imputation)", lambda: road(m, X, att, percentages=pct), "fwd", 10),
+        ("selectivity (patch 4: 10 patches)", lambda: selectivity(m, X, att, patch_size=4), "fwd", 11),
+        ("region perturbation (patch 4, 10 regions)", lambda: region_perturbation(m, X, att, patch_size=4,
+                                                                                    regions=10), "fwd", 11),
+        ("IROF (segments of 4: 10)", lambda: irof(m, X, att, segment_size=4), "fwd", 11),
+        ("monotonicity correlation (40 steps)", lambda: monotonicity_correlation(m, X, att), "fwd", 41),
+        ("infidelity (10 draws)", lambda: infidelity(m, X, att, n_samples=10), "fwd", 11),
+        ("completeness", lambda: completeness(m, X, att), "fwd", 2),
+        ("non-sensitivity (3 draws x 40 features)", lambda: non_sensitivity(m, X, att, n_samples=3), "fwd", 120),
+        ("max + avg sensitivity (10 draws, saliency)", lambda: sensitivity(m, X, att, n_samples=10), "bwd", 10),
+        ("local Lipschitz (10 draws, saliency)", lambda: local_lipschitz(m, X, att, n_samples=10), "bwd", 10),
+        ("random logit (saliency)", lambda: random_logit(m, X, att), "bwd", 1),
+    ]
+    rows = []
+    for name, fn, kind, passes in cases:
+        floor = (floor_forward if kind == "fwd" else floor_backward)(m, x, passes=passes, batch=n)
+        t, f = paired(fn, floor, reps)
+        rows.append((name, t, f, f"{passes} {'forward' if kind == 'fwd' else 'forward+backward'}"))
+    maps = att.internal()
+    for name, fn in (("sparseness", sparseness), ("complexity", complexity),
+                     ("effective complexity", effective_complexity)):
+        t = timeit(lambda: fn(att), reps)
+        f = timeit(lambda: np.sort(np.abs(maps.reshape(n, -1)), axis=1), reps)
+        rows.append((name, t, f, "a sort of |maps|"))
+    lines = ["## Metrics of issue 17: time over the floor\n",
+             f"MNIST-1D CNN, {n} test inputs, signed saliency maps, default masking (zero baseline); minimum of "
+             f"{reps} runs, each timed right after its floor (the batched passes the metric needs, batch {n}). "
+             "Shared 2-core machine (other jobs running): ratios are indicative. Quantus and Captum were not run "
+             "(`.venv-bench` does not exist yet); their formulas are checked in `tests/test_metrics_peers.py`.\n",
+             "| metric | time (s) | floor (s) | floor passes | ratio |", "|---|---|---|---|---|"]
+    for name, t, f, passes in rows:
+        lines.append(f"| {name} | {t:.4f} | {f:.4f} | {passes} | {t / f:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":  # pragma: no cover
-    print(run(quick=True))
+    import sys
+
+    if "--new" in sys.argv:
+        print(run_new(quick="--quick" in sys.argv))
+    else:
+        print(run(quick=True))

@@ -36,11 +36,25 @@ VARIANTS = [
     ("gradcam", {}), ("gradcam", {"per_channel": True}), ("hirescam", {}), ("hirescam", {"per_channel": True}),
     ("gradcam_pp", {}), ("gradcam_pp", {"per_channel": True}), ("scorecam", {}), ("scorecam", {"per_channel": True}),
     ("ablationcam", {}), ("ablationcam", {"per_channel": True}), ("guided_gradcam", {}),
+    # issue 16
+    ("input_x_gradient", {}), ("deconvolution", {}), ("deeplift", {}), ("deeplift_shap", {}), ("gradient_shap", {}),
+    ("lrp", {}), ("lrp", {"composite": "epsilon"}), ("lrp", {"composite": "alpha_beta"}),
+    ("feature_ablation", {}), ("feature_ablation", {"per_channel": True}), ("shapley_sampling", {}),
+    ("tsr", {}), ("tsr", {"base": "integrated_gradients", "base_params": {"n_steps": 8}}),
+    ("extremal_mask", {}), ("extremal_mask", {"score": "log_prob"}), ("extremal_mask", {"per_channel": True}),
+    ("dynamask", {}), ("dynamask", {"score": "logit"}),
 ]
 
 
 def label(method, params):
     return method + ("" if not params else " (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")")
+
+
+def wanted(method, params):
+    return ONLY is None or any(o in label(method, params) for o in ONLY)
+
+
+ONLY = None
 
 
 def preset_table():
@@ -56,7 +70,7 @@ def preset_table():
         acc[name] = (ok.mean(), ok.sum())
         mask = te.internal_mask()[ok]
         for method, params in VARIANTS:
-            if Xtr.shape[1] == 1 and params.get("per_channel"):
+            if (Xtr.shape[1] == 1 and params.get("per_channel")) or not wanted(method, params):
                 continue
             a = explain(net, Xte[ok], method, layout="NCL" if rank == 1 else "NCHW", **params)
             res[(label(method, params), name)] = (pointing(a.maps, mask), pointing(a.maps, mask, spatial_only=True))
@@ -64,6 +78,8 @@ def preset_table():
     lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for method, params in VARIANTS:
         lab = label(method, params)
+        if not wanted(method, params):
+            continue
         cells = []
         for c in cols:
             if (lab, c) not in res:
@@ -90,12 +106,12 @@ def presence_table():
         accs.append(f"{rank}D {correct.mean():.3f}")
         ok = correct & (te.y > 0)
         for method, params in VARIANTS:
-            if params.get("per_channel"):
+            if params.get("per_channel") or not wanted(method, params):
                 continue
             a = explain(net, Xte[ok], method, layout="NCL" if rank == 1 else "NCHW", **params)
             res[(label(method, params), rank)] = pointing(a.maps, te.internal_mask()[ok])
     for method, params in VARIANTS:
-        if params.get("per_channel"):
+        if params.get("per_channel") or not wanted(method, params):
             continue
         lab = label(method, params)
         lines.append(f"| {lab} | {res[(lab, 1)]:.2f} | {res[(lab, 2)]:.2f} |")
@@ -105,7 +121,10 @@ def presence_table():
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=None)
+    p.add_argument("--only", default=None, help="comma-separated substrings of the method labels to run")
     args = p.parse_args(argv)
+    global ONLY
+    ONLY = None if args.only is None else [o.strip() for o in args.only.split(",") if o.strip()]
     torch.set_num_threads(1)
     h1, t1 = preset_table()
     h2, t2 = presence_table()

@@ -29,6 +29,7 @@ import torch
 HERE = Path(__file__).parent
 SEED = {"Grad-CAM": (36.98, 33.0), "LIME": (72.6, 14.3), "Ablation-CAM": (19.7, 32.0)}
 NAMES = {"gradcam": "Grad-CAM", "lime": "LIME", "ablationcam": "Ablation-CAM", "localizer": "TRUST localizer",
+         "localizer_preserve": "TRUST localizer (preserve)",
          "random": "random map (reference)"}
 
 
@@ -56,8 +57,12 @@ def maps_for(model, tr, X, seed: int) -> tuple[dict, dict]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loc = Localizer(seed=seed).fit(model, tr.X, tr.y)
+        # sufficiency, with the protocol's own baseline (the rest set to zero)
+        keep = Localizer(objective="preserve", baseline="zero", seed=seed).fit(model, tr.X, tr.y)
     out["localizer"] = loc.locate(X)
+    out["localizer_preserve"] = keep.locate(X)
     info["localizer"] = {"tau": float(loc.tau_), "r2": str(loc.r2_)}
+    info["localizer_preserve"] = {"tau": float(keep.tau_), "r2": str(keep.r2_)}
     out["random"] = np.random.default_rng(seed).normal(size=X.shape).astype(np.float32)
     info["missing"] = [m for m in methods if m not in available]
     return out, info
@@ -67,8 +72,8 @@ def score(model, X, y, maps: dict, n: int, seed: int):
     from trustmap.metrics import drop_increase, evaluate_explanations
 
     sub = {k: v[:n] for k, v in maps.items()}
-    s = evaluate_explanations(model, X[:n], y[:n], sub, metrics=["average_drop", "increase_in_confidence"], frac=0.3,
-                              n_boot=2000, n_perm=10000, seed=seed)
+    s = evaluate_explanations(model, X[:n], y[:n], sub, metrics=["average_drop", "increase_in_confidence", "deletion"],
+                              frac=0.3, n_boot=2000, n_perm=10000, seed=seed)
     strict = {k: drop_increase(model, X[:n], v, frac=0.3, tolerance=0)[1].value for k, v in sub.items()}
     return s, strict
 
@@ -76,6 +81,11 @@ def score(model, X, y, maps: dict, n: int, seed: int):
 def fmt(s, m: str, met: str) -> str:
     lo, hi = s.interval(m, met)
     return f"{s.value(m, met):.1f} [{lo:.1f}, {hi:.1f}]"
+
+
+def fmt3(s, m: str, met: str) -> str:
+    lo, hi = s.interval(m, met)
+    return f"{s.value(m, met):.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def main(argv=None) -> int:
@@ -110,28 +120,35 @@ def main(argv=None) -> int:
          "kept and the rest set to **zero** (`trustmap.metrics.masking`); average drop = mean of "
          "100 x max(0, Y - O) / Y and increase = % of samples with O > Y, where Y and O are the softmax "
          "probabilities of the explained class on the full and the masked input (Chattopadhay et al. 2018). "
-         "Intervals: 95 % percentile bootstrap over samples (2000 resamples). The localizer is `trustmap.Localizer()` "
-         "with its defaults, fitted on the training split; its masks are ranked like any map.", "",
+         "Intervals: 95 % percentile bootstrap over samples (2000 resamples). Deletion AUC: the explained class's "
+         "probability as the map's entries are removed in order (`trustmap.metrics.deletion`, its defaults), lower is "
+         "better. The localizer is `trustmap.Localizer()` with its defaults (removal: the region whose removal spoils "
+         "the prediction); the preserve row is `Localizer(objective='preserve', baseline='zero')` (sufficiency: the "
+         "smallest region whose keeping, the rest set to zero as in this protocol, keeps the prediction). Both are "
+         "fitted on the training split (the classifier's own; their R² intervals are then optimistic, which does "
+         "not enter this table) and their masks are ranked like any map.", "",
          f"## Training seed {main_run['seed']} (test accuracy {main_run['acc']:.3f})", "",
          "| method | seed report: drop % | seed: increase % | first 100: drop % | first 100: increase % "
-         "| all 1000: drop % | all 1000: increase % |", "|---|---|---|---|---|---|---|"]
+         "| all 1000: drop % | all 1000: increase % | all 1000: deletion AUC |", "|---|---|---|---|---|---|---|---|"]
     for m in methods:
         name = NAMES.get(m, m)
         sd = SEED.get(name)
         s100, s1000 = main_run["res"][100][0], main_run["res"][1000][0]
         L.append(f"| {name} | {sd[0] if sd else '—'} | {sd[1] if sd else '—'} | {fmt(s100, m, 'average_drop')} | "
                  f"{fmt(s100, m, 'increase_in_confidence')} | {fmt(s1000, m, 'average_drop')} | "
-                 f"{fmt(s1000, m, 'increase_in_confidence')} |")
+                 f"{fmt(s1000, m, 'increase_in_confidence')} | {fmt3(s1000, m, 'deletion')} |")
     for name in SEED:
         if name not in [NAMES.get(m, m) for m in methods]:
             sd = SEED[name]
-            L.append(f"| {name} | {sd[0]} | {sd[1]} | not available yet | | | |")
+            L.append(f"| {name} | {sd[0]} | {sd[1]} | not available yet | | | | |")
     missing = main_run["info"]["missing"]
     L += [""]
     if missing:
         L.append(f"- Not yet in `trustmap.explain` (not scored): {', '.join(NAMES.get(m, m) for m in missing)}. "
                  "Re-run the script when it lands: the row fills in.")
-    L.append(f"- Localizer: {main_run['info']['localizer']['r2']}, tau = {main_run['info']['localizer']['tau']:.2f}.")
+    L.append(f"- Localizer: {main_run['info']['localizer']['r2']}, tau = {main_run['info']['localizer']['tau']:.2f}; "
+             f"preserve: {main_run['info']['localizer_preserve']['r2']} (R² of the kept region), "
+             f"tau = {main_run['info']['localizer_preserve']['tau']:.2f}.")
     strict100, strict1000 = main_run["res"][100][1], main_run["res"][1000][1]
     L.append("- Increase counting every rise, however small (`tolerance=0`; the default ignores rises below 4 ulps "
              "of float32, rounding of saturated probabilities): "
@@ -150,13 +167,13 @@ def main(argv=None) -> int:
     if len(runs) > 1:
         L += ["", "## Across training seeds (all 1000 test samples)", "",
               "How much the numbers move with the network's training seed alone:", "",
-              "| seed | accuracy | " + " | ".join(f"{NAMES.get(m, m)} drop / increase" for m in methods) + " |",
-              "|---|---|" + "---|" * len(methods)]
+              "| seed | accuracy | " + " | ".join(f"{NAMES.get(m, m)} drop / increase / deletion" for m in methods)
+              + " |", "|---|---|" + "---|" * len(methods)]
         for r in runs:
             s = r["res"][1000][0]
             L.append(f"| {r['seed']} | {r['acc']:.3f} | " + " | ".join(
-                f"{s.value(m, 'average_drop'):.1f} / {s.value(m, 'increase_in_confidence'):.1f}" for m in r["methods"])
-                + " |")
+                f"{s.value(m, 'average_drop'):.1f} / {s.value(m, 'increase_in_confidence'):.1f} / "
+                f"{s.value(m, 'deletion'):.3f}" for m in r["methods"]) + " |")
     def half(n, met):
         s = main_run["res"][n][0]
         return np.mean([(s.interval(m, met)[1] - s.interval(m, met)[0]) / 2 for m in methods])

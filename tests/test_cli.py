@@ -23,7 +23,7 @@ def test_usage_error_is_one_line_and_exit_2():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--epochs" in lines[0] and "invalid int" in lines[0]
+    assert len(lines) == 1 and "--epochs" in lines[0] and "expected a positive integer, got 'many'" in lines[0]
 
 
 def test_unknown_dataset_is_a_usage_error(capsys):

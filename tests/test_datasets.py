@@ -115,6 +115,26 @@ def test_ecg208_beats_have_r_peak_at_documented_index():
     assert tr.per_sample["r_time_s"].max() < 240 <= te.per_sample["r_time_s"].min()
 
 
+def test_ecg208_at_any_sampling_rate_and_window():
+    base = datasets.load("ecg208", "all")
+    for fs, window in ((360, 1.0), (250, 1.496), (100, 2.0), (500.5, 0.8)):
+        ds = datasets.load("ecg208", "all", fs=fs, window=window)
+        n = int(round(window * fs))
+        assert ds.X.shape[1] == n and ds.meta["sampling_rate_hz"] == pytest.approx(fs, rel=1e-3)
+        assert ds.meta["window_s"] == pytest.approx(window, abs=1 / fs)
+        r = ds.meta["r_index"]
+        assert r == round(0.248 * fs)
+        # the R peak sits r_index samples in (0.248 s), at every rate
+        assert np.mean(np.abs(ds.X.argmax(axis=1) - r) <= max(2, fs // 60)) > 0.9
+        # the same beats in time: the RR intervals agree with the 125 Hz set (rounding to one sample)
+        assert abs(float(np.median(ds.per_sample["rr_s"])) - float(np.median(base.per_sample["rr_s"]))) < 2 / fs + 0.01
+    own = datasets.load("ecg208", "all", fs=360, window=1.0)
+    assert own.meta["resampling"].startswith("none")
+    for bad in ({"fs": 0}, {"fs": "125"}, {"window": 0.1}, {"window": float("nan")}, {"fs": 125, "r_index": 180}):
+        with pytest.raises(InputError):
+            datasets.load("ecg208", "all", **bad)
+
+
 def test_basicmotions_agrees_with_sktime_without_importing_it():
     code = ("import sys; from trustmap import datasets; d = datasets.load('basicmotions'); "
             "print(d.X.shape, 'sktime' in sys.modules)")

@@ -42,7 +42,9 @@ def test_run_explain_writes_one_attribution_per_method_and_pngs(tmp_path):
     assert loaded.params == {"absolute": False, "times_input": False}
     record = json.loads((out / "run.json").read_text())
     assert record["methods"] == ["gradcam", "saliency"] and record["n"] == 10
-    assert record["files"]["gradcam"][0] == "gradcam.npz"
+    assert record["format"] == "trustmap.run/2" and record["command"] == "explain"
+    assert record["attributions"]["gradcam"] == "gradcam.npz" and record["files"]["gradcam_0"] == "gradcam_0.png"
+    assert record["labels"]["source"] == "array" and record["model"]["fingerprint"]
     assert not list(out.glob(".*"))  # no temporary files left
 
 

@@ -93,10 +93,13 @@ def worker(out: Path) -> None:
     from trustmap import Localizer
 
     writes = []
-    save = Localizer._save_checkpoint
-    Localizer._save_checkpoint = lambda self, *a, **k: (writes.append(a[2]), save(self, *a, **k))[1]
+    from trustmap.localizer import checkpoint as ckpt_mod
+
+    save = ckpt_mod.save_checkpoint
+    ckpt_mod.save_checkpoint = lambda loc, fp, stage, epoch, *a, **k: (writes.append(epoch),
+                                                                     save(loc, fp, stage, epoch, *a, **k))[1]
     fit("f32", out / "model.safetensors", X, y, checkpoint=out / "ckpt")
-    Localizer._save_checkpoint = save
+    ckpt_mod.save_checkpoint = save
     (out / f"writes.rank{rank}.txt").write_text(json.dumps(writes))
     again = fit("f32", out / "model.safetensors", X, y, checkpoint=out / "ckpt")
     np.savez(out / f"resumed.rank{rank}.npz", **summary(again, X))
@@ -160,8 +163,8 @@ def test_two_processes_give_the_single_process_localizer(setup, ddp_run, name):
     same_peak = np.mean(argmax(r0["masks"]) == argmax(single["masks"]))
     assert same_peak == 1.0 if f64 else same_peak >= 0.99
     assert float(r0["tau"]) == float(single["tau"])
-    for k in ("r2_path", "r2_low", "cal_path"):
-        np.testing.assert_allclose(r0[k], single[k], rtol=0, atol=1e-12 if f64 else 0.03, err_msg=k)
+    for k in ("r2_path", "r2_low", "cal_path"):  # the 'prob' risk is smooth in the masks: R² within their 1e-6
+        np.testing.assert_allclose(r0[k], single[k], rtol=0, atol=1e-6 if f64 else 0.03, err_msg=k)
     np.testing.assert_allclose(r0["loss"], single["loss"], rtol=1e-9 if f64 else 1e-4)
     if name != "paper64":  # the masks are about the task: on the class bump for class-1 samples
         from trustmap.localizer.tasks import window_mass
@@ -177,7 +180,7 @@ def test_resume_save_and_errors(setup, ddp_run):
     task, out = setup
     first, resumed = load(out / "f32.rank0.npz"), load(out / "resumed.rank1.npz")
     np.testing.assert_array_equal(first["masks"], resumed["masks"])  # the checkpoint gave the same net
-    assert (out / "ckpt" / "checkpoint.safetensors").exists()
+    assert (out / "ckpt" / "checkpoint.json").exists() and len(list((out / "ckpt").glob("*.safetensors"))) == 1
     assert json.loads((out / "writes.rank0.txt").read_text()) == list(range(COMMON["epochs"]))  # every epoch
     assert json.loads((out / "writes.rank1.txt").read_text()) == []  # only rank 0 writes
     loc = Localizer.load(out / "f32_localizer")  # saved by rank 0: the plain mask network

@@ -227,3 +227,25 @@ def test_seed_table_protocol_on_mnist1d():
             assert s.value(m, "average_drop") < s.value("random", "average_drop") - 20
             if n == 1000:
                 assert s.comparison("average_drop", m, "random")["better"] == m
+
+
+def test_metrics_table_is_complete_and_documented():
+    from trustmap.metrics.evaluate import MetricSpec, metrics_table
+
+    for name, spec in METRICS.items():
+        assert isinstance(spec, MetricSpec) and callable(spec.run), name
+        assert spec.reference and spec.cost and spec.family, name
+        assert spec[0] is spec.higher_is_better and spec[1] == spec.needs
+    table = metrics_table()
+    assert all(f"`{n}`" in table for n in METRICS)
+
+
+def test_captum_tensors_and_bare_arrays_are_attributions(task):
+    net, X, y, mask, attrs = task
+    oracle = attrs["oracle"].maps
+    ref = evaluate_explanations(net, X[:20], None, {"attribution": oracle[:20]}, ["deletion"], n_boot=100, n_perm=100)
+    t = torch.tensor(oracle[:20], requires_grad=True) * 1.0      # what Captum's attribute() returns
+    for given in (t, (t,), oracle[:20]):
+        s = evaluate_explanations(net, X[:20], None, given, ["deletion"], n_boot=100, n_perm=100)
+        assert s.methods == ["attribution"]
+        assert s.value("attribution", "deletion") == pytest.approx(ref.value("attribution", "deletion"), abs=1e-12)

@@ -118,7 +118,7 @@ def test_constant_and_per_channel_baselines_by_hand():
         Y = np_softmax(np_logits(W, 0, X))[:, 0]
         O = np_softmax(np_logits(W, 0, kept))[:, 0]
         np.testing.assert_allclose(r.per_sample, 100 * np.maximum(0, Y - O) / Y, rtol=1e-5)
-    mean = drop_increase(net, X, maps, frac=0.5, target=0, baseline="mean")[0]
+    mean = drop_increase(net, X, maps, frac=0.5, target=0, baseline="dataset_mean")[0]
     np.testing.assert_allclose(mean.masking["baseline_values"], X.mean((0, 2)))
 
 

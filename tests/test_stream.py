@@ -331,7 +331,7 @@ def test_stream_locate_fits_on_a_subset_and_locates_every_sample(tmp_path):
     assert res["fit_samples"] == 1000 and res["n"] == 1500
     masks, _, rec = read_maps(res["masks"])
     assert masks.shape == (1500, 96) and rec["tau"] == res["tau"]
-    loc = trustmap.Localizer.load(tmp_path / "loc" / "localizer.json", model=model)
+    loc = trustmap.Localizer.load(tmp_path / "loc" / "localizer.safetensors", model=model)
     np.testing.assert_allclose(masks, loc.locate(task.X[:, 0]).maps, atol=1e-6)
     pos = task.y == 1
     wm = window_mass(np.asarray(masks)[pos][:, None], task.centers[pos], radius=10)

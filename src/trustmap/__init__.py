@@ -14,14 +14,16 @@ from .errors import TrustmapError
 from .models import Model, load_model
 
 __version__ = "0.1.0"
-__all__ = ["Attribution", "Localizer", "Model", "evaluate", "TrustmapError", "load_model", "__version__",
+__all__ = ["Attribution", "Localizer", "Model", "evaluate", "counterfactual", "TrustmapError", "load_model", "__version__",
            "datasets", "zoo", "metrics", "plot", "layout", "errors", "workflows", "explain", "stream"]
 
 _SUBMODULES = {"datasets", "zoo", "metrics", "plot", "layout", "errors", "workflows", "data",
                "explain", "stream"}  # trustmap.explain is also callable: trustmap.explain(model, x, method=...)
 _LAZY = {"Localizer": ("localizer", "Localizer"),
          # trustmap.evaluate(model, X, y, attributions={...}, metrics=[...]) -> ExplanationScores
-         "evaluate": ("metrics", "evaluate_explanations")}
+         "evaluate": ("metrics", "evaluate_explanations"),
+         # trustmap.counterfactual(model, X, target=..., reference=X_train, y_reference=y_train) -> Counterfactual
+         "counterfactual": ("explain.counterfactual", "counterfactual")}
 
 
 def __getattr__(name: str):

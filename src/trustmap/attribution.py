@@ -74,8 +74,11 @@ class Attribution:
             k: (v[idx] if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == n else v)
             for k, v in self.extras.items()
         }
+        prov = dict(self.provenance)
+        if "data_sha256" in prov:  # the fingerprint is of the whole batch, not of this subset
+            prov["subset_of_data_sha256"] = prov.pop("data_sha256")
         return Attribution(self.maps[idx], self.targets[idx], self.method, dict(self.params),
-                           self.layout, extras, dict(self.provenance))
+                           self.layout, extras, prov)
 
     def internal(self) -> np.ndarray:
         """The maps as ``(N, C, *spatial)``."""
@@ -87,6 +90,9 @@ class Attribution:
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+        from .records import check_output_path
+
+        check_output_path(path)  # a typed error, not an OSError, when a parent is a file
         arrays = {"maps": self.maps, "targets": self.targets}
         scalars: dict[str, Any] = {}
         for k, v in self.extras.items():
@@ -122,6 +128,8 @@ class Attribution:
     def load(cls, path: str | os.PathLike) -> "Attribution":
         """Read an Attribution written by :meth:`save` (checks the maps against their record)."""
         path = Path(path)
+        if path.suffix == ".json":  # the record was named: its maps are beside it
+            path = path.with_suffix(".npz")
         if not path.exists() and path.with_suffix(".npz").exists():
             path = path.with_suffix(".npz")
         jpath = _json_path(path)
@@ -130,15 +138,18 @@ class Attribution:
                 raise RunDirError("attribution file is missing", parameter="path",
                                   expected="an .npz file with its .json record beside it", got=str(p),
                                   fix="save the attribution with Attribution.save(path)")
+        from .records import read_record  # the JSON half of our safetensors/npz + JSON records
+
+        record = read_record(jpath, _FORMAT, ("method", "maps_sha256"), parameter="path", error=RunDirError,
+                             what="attribution")
         try:
-            record = _io.read_json(jpath)
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except Exception as exc:  # corrupt file: name it
             raise RunDirError(f"attribution file is corrupt ({type(exc).__name__}: {exc})",
                               parameter="path", got=str(path),
                               fix="re-run the explainer to write the file again") from exc
-        if record.get("format") != _FORMAT or "maps" not in arrays:
+        if "maps" not in arrays:
             raise RunDirError("not a trustmap attribution file", parameter="path", got=str(path),
                               expected=_FORMAT, fix="pass a file written by Attribution.save")
         if _io.fingerprint_array(arrays["maps"]) != record.get("maps_sha256"):

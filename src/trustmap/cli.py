@@ -18,6 +18,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error message and exit code 2."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
+        _LAST_USAGE[:] = [message]
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -36,9 +37,19 @@ def _data_args(p: argparse.ArgumentParser, *, dataset_default: str | None) -> No
     g.add_argument("--dataset", choices=NAMES, default=None,
                    help="built-in dataset" + (f" (default: {dataset_default})" if dataset_default else ""))
     g.add_argument("--data", help="data file: .npz, .npy, .csv (MIT-BIH Kaggle layout or a label column), "
-                                  ".parquet, .h5")
+                                  ".parquet, .h5, .ts")
+    p.add_argument("--labels", help="labels beside the data (.npy or one label per line); without labels the "
+                                    "model's predictions stand in for them")
+    p.add_argument("--classes", help="class names in class-index order, e.g. N,S,V,F,Q (used by every plot and table)")
     p.add_argument("--layout", help="layout of the data file's arrays, e.g. NLC or NCHW (when ambiguous)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+
+def _param_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="a method option, repeatable: e.g. --param gradcam.per_channel=true --param "
+                        "lime.n_samples=1000 (checked against the method's parameters)")
+    p.add_argument("--params", metavar="FILE.json", help='method options from a JSON file: {"lime": {"n_samples": 500}}')
 
 
 def _stream_args(p: argparse.ArgumentParser, *, maps: bool = True) -> None:
@@ -46,11 +57,11 @@ def _stream_args(p: argparse.ArgumentParser, *, maps: bool = True) -> None:
     g.add_argument("--stream", action="store_true",
                    help="read --data a chunk at a time and write results incrementally (resumable); automatic "
                         f"for .npy/.parquet/.h5/.csv files over {_AUTO_STREAM_MB} MiB")
-    g.add_argument("--chunk-rows", type=int, default=4096, help="rows per chunk when streaming (default 4096)")
+    g.add_argument("--chunk-rows", type=int, default=4096,
+                   help="rows per chunk, in memory and streamed (the same value gives the same maps; default 4096)")
     if maps:
         g.add_argument("--format", default="npy", choices=["npy", "parquet"],
                        help="streamed output: one .npy per method (default) or a Parquet folder")
-    g.add_argument("--labels", help="labels file beside an .npy data file (.npy or one label per line)")
     g.add_argument("--overwrite", action="store_true",
                    help="discard an earlier (unfinished) streamed run in --out instead of resuming it")
 
@@ -77,102 +88,87 @@ def _streaming(a: argparse.Namespace, cmd: str) -> bool:
     return False
 
 
+def _need_data(a: argparse.Namespace, cmd: str) -> None:
+    if not (a.dataset or a.data):
+        raise SystemExit(_usage(cmd, "one of --dataset or --data is required"))
+
+
+def _method_params(a: argparse.Namespace, methods=None, extra=()) -> dict:
+    from .jobs import parse_params
+
+    return parse_params(a.param, a.params, methods=methods, extra=extra)
+
+
 def _cmd_train(a: argparse.Namespace) -> dict:
     from . import workflows
 
     dataset = a.dataset if (a.dataset or a.data) else "mnist1d"
     res = workflows.train(dataset=dataset, data=a.data, test_data=a.test_data, arch=a.arch, out_dir=a.out,
                           epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, patience=a.patience, seed=a.seed,
-                          layout=a.layout, progress=not a.quiet)
-    return {**res.to_dict(), "summary": res.report.summary()}
+                          layout=a.layout, progress=not a.quiet, labels=a.labels, classes=a.classes)
+    return {**res.to_dict(), "run": str(res.out_dir / "run.json"), "summary": res.report.summary()}
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> dict:
-    from . import workflows
-    from .models import load_model
+    from .jobs.commands import evaluate
 
-    if not (a.dataset or a.data):
-        raise SystemExit(_usage("evaluate", "one of --dataset or --data is required"))
-    if _streaming(a, "evaluate"):
-        return _cmd_evaluate_stream(a)
-    model = load_model(a.model, safe_mode=not a.unsafe)
-    report, files = workflows.evaluate(model, dataset=a.dataset, data=a.data, split=a.split, out_dir=a.out,
-                                       layout=a.layout, seed=a.seed)
-    result = {"accuracy": report.accuracy, "report": report.to_dict(), "files": [str(f) for f in files],
-              "summary": report.summary()}
-    if a.explanations:
-        from .metrics.runner import run_evaluate_explanations
-
-        ds = workflows.get_data(a.dataset, a.data, split=a.split, seed=a.seed, layout=a.layout)
-        scores = run_evaluate_explanations(model, (ds.X, ds.y), a.explanations, a.out,
-                                           metrics=a.metrics.split(",") if a.metrics else None,
-                                           layout=ds.layout, frac=a.frac, seed=a.seed,
-                                           mask=ds.mask)
-        result["scores"] = scores["scores"]
-        result["files"] += [str(f) for f in scores["files"]]
-        result["summary"] += "\n\n" + scores["markdown"]
+    _need_data(a, "evaluate")
+    stream = _streaming(a, "evaluate")
+    res = evaluate(a.model, a.data, a.out, dataset=a.dataset, split=a.split, explanations=a.explanations,
+                   metrics=a.metrics, engine="stream" if stream else "memory", chunk_rows=a.chunk_rows,
+                   layout=a.layout, labels=a.labels, classes=a.classes,
+                   score_samples=a.score_samples if stream else None, seed=a.seed, progress=not a.quiet,
+                   safe_mode=not a.unsafe, frac=a.frac)
+    result: dict = {"labels": res["labels"], "files": [str(f) for f in res["files"]]}
+    summary = []
+    if "report" in res:
+        result.update(accuracy=res["accuracy"], report=res["report"].to_dict())
+        summary.append(res["report"].summary())
+    else:
+        summary.append("no model report: the data have no labels (the scores use the model's predictions)")
+    if "scores" in res:
+        result["scores"] = res["scores"].to_dict()
+        result["methods"] = res["methods"]
+        result["n_scored"] = res["n_scored"]
+        head = f"scores on {res['n_scored']} random samples:" if stream else f"scores on {res['n_scored']} samples:"
+        summary.append(head + "\n" + res["markdown"])
+    if a.out:
+        result["run"] = str(os.path.join(a.out, "run.json"))
+    result["summary"] = "\n\n".join(summary)
     return result
-
-
-def _cmd_evaluate_stream(a: argparse.Namespace) -> dict:
-    from .stream import stream_evaluate
-
-    out = a.out or "runs/evaluate"
-    report, files = stream_evaluate(a.model, a.data, out, chunk_rows=a.chunk_rows, layout=a.layout, labels=a.labels,
-                                    overwrite=a.overwrite, progress=not a.quiet, safe_mode=not a.unsafe)
-    result = {"accuracy": report.accuracy, "report": report.to_dict(), "files": [str(f) for f in files],
-              "summary": report.summary()}
-    if a.explanations:
-        from .stream import stream_score
-
-        scores = stream_score(a.model, a.data, a.explanations, out, a.metrics.split(",") if a.metrics else None,
-                              n=a.score_samples, seed=a.seed, chunk_rows=a.chunk_rows, layout=a.layout,
-                              labels=a.labels, safe_mode=not a.unsafe, frac=a.frac)
-        result["scores"] = scores["scores"]
-        result["files"] += [str(f) for f in scores["files"]]
-        result["summary"] += f"\n\nscores on {scores['n']} random samples:\n" + scores["markdown"]
-    return result
-
-
-def _data_for(a: argparse.Namespace, cmd: str, split: str = "test"):
-    from . import workflows
-
-    if not (a.dataset or a.data):
-        raise SystemExit(_usage(cmd, "one of --dataset or --data is required"))
-    return workflows.get_data(a.dataset, a.data, split=split, seed=a.seed, layout=a.layout)
 
 
 def _cmd_explain(a: argparse.Namespace) -> dict:
-    from .explain.runner import run_explain
+    from .jobs import method_names, parse_target
 
+    _need_data(a, "explain")
+    methods = method_names(a.method)
+    params = _method_params(a, methods)
+    target = parse_target(a.target)
     if getattr(a, "engine", "local") == "ray":
-        return _cmd_explain_ray(a)
-    if _streaming(a, "explain"):
-        return _cmd_explain_stream(a)
-    ds = _data_for(a, "explain", a.split)
-    target = None if a.target in (None, "pred") else ("label" if a.target == "label" else int(a.target))
-    if target == "label":
-        if ds.y is None:
-            raise SystemExit(_usage("explain", "--target label needs labeled data"))
-        target = ds.y[: a.n] if a.n else ds.y
-    written = run_explain(a.model, (ds.X, ds.y), a.method, a.out, target=target, layout=ds.layout, n=a.n,
-                          plots=a.plots, safe_mode=not a.unsafe)
-    files = [str(f) for fs in written.values() for f in fs]
-    return {"methods": list(written), "files": files}
+        return _cmd_explain_ray(a, methods, params, target)
+    stream = _streaming(a, "explain")
+    if stream and a.n:
+        raise SystemExit(_usage("explain", "--n picks samples of an in-memory run; a streamed run explains the "
+                                           "whole file"))
+    from .jobs.commands import explain
+
+    res = explain(a.model, a.data, methods, a.out, dataset=a.dataset, split=a.split, target=target, params=params,
+                  engine="stream" if stream else "memory", chunk_rows=a.chunk_rows, format=a.format,
+                  layout=a.layout, labels=a.labels, classes=a.classes, n=a.n, plots=a.plots, seed=a.seed,
+                  overwrite=a.overwrite, progress=not a.quiet, safe_mode=not a.unsafe)
+    rate = res["samples_per_s"]
+    done = sum(res["computed"].values())
+    summary = (f"{res['n']} samples, {len(methods)} method(s)" +
+               (f": {done} chunk(s) computed, {sum(res['skipped'].values())} already done" if stream else "") +
+               (f"; {rate:,.0f} samples/s" if rate else "") + f"; labels: {res['labels']}")
+    return {"methods": methods, "n": res["n"], "engine": "stream" if stream else "memory", "labels": res["labels"],
+            "params": res["record"]["params"], "outputs": {k: str(v) for k, v in res["outputs"].items()},
+            "files": [str(f) for f in res["files"]], "computed": res["computed"], "skipped": res["skipped"],
+            "samples_per_s": rate, "run": str(os.path.join(a.out, "run.json")), "summary": summary}
 
 
-def _stream_target(a: argparse.Namespace):
-    if a.target in (None, "pred"):
-        return None
-    if a.target == "label":
-        return "label"
-    try:
-        return int(a.target)
-    except ValueError:
-        raise SystemExit(_usage(a.command, f"--target must be 'pred', 'label' or a class index, not {a.target!r}"))
-
-
-def _cmd_explain_ray(a: argparse.Namespace) -> dict:
+def _cmd_explain_ray(a: argparse.Namespace, methods, params, target) -> dict:
     from .stream import ray_explain
 
     if not a.data:
@@ -181,60 +177,46 @@ def _cmd_explain_ray(a: argparse.Namespace) -> dict:
     if a.n:
         raise SystemExit(_usage("explain", "--n picks samples of an in-memory run; --engine ray explains the whole "
                                            "file"))
-    res = ray_explain(a.model, a.data, a.method, a.out, target=_stream_target(a),
-                      chunk_rows=getattr(a, "chunk_rows", 4096), layout=a.layout, labels=getattr(a, "labels", None),
+    res = ray_explain(a.model, a.data, methods, a.out, target=target, params=params,
+                      chunk_rows=a.chunk_rows, layout=a.layout, labels=a.labels,
                       address=a.address, num_workers=a.workers, num_gpus_per_worker=a.gpus_per_worker,
-                      overwrite=getattr(a, "overwrite", False), progress=not a.quiet, safe_mode=not a.unsafe)
+                      overwrite=a.overwrite, progress=not a.quiet, safe_mode=not a.unsafe)
     rate = res["samples_per_s"]
     summary = (f"{res['n']} samples, {len(res['files'])} method(s) on Ray ({res['workers']} worker(s), model loaded "
                f"{res['model_loads']} time(s)): {sum(res['computed'].values())} chunk(s) computed, "
                f"{sum(res['skipped'].values())} already done" + (f"; {rate:,.0f} samples/s" if rate else ""))
-    return {"methods": list(res["files"]), "files": [str(f) for f in res["files"].values()],
-            "computed": res["computed"], "skipped": res["skipped"], "workers": res["workers"],
-            "model_loads": res["model_loads"], "summary": summary}
+    return {"methods": list(res["files"]), "n": res["n"], "engine": "ray",
+            "outputs": {k: str(v) for k, v in res["files"].items()},
+            "files": [str(f) for f in res["files"].values()], "computed": res["computed"], "skipped": res["skipped"],
+            "workers": res["workers"], "model_loads": res["model_loads"], "samples_per_s": rate,
+            "run": str(os.path.join(a.out, "run.json")), "summary": summary}
 
 
-def _cmd_explain_stream(a: argparse.Namespace) -> dict:
-    from .stream import stream_explain
+def _locate_rows(a: argparse.Namespace):
+    """Which data the localizer is fitted on, and a sentence saying so (never the classifier's training data
+    when we can tell)."""
+    from . import workflows
 
-    if a.n:
-        raise SystemExit(_usage("explain", "--n picks samples of an in-memory run; a streamed run explains the "
-                                           "whole file"))
-    res = stream_explain(a.model, a.data, a.method, a.out, target=_stream_target(a), chunk_rows=a.chunk_rows,
-                         format=a.format, layout=a.layout, labels=a.labels, overwrite=a.overwrite,
-                         progress=not a.quiet, safe_mode=not a.unsafe)
-    rate = res["samples_per_s"]
-    done = sum(res["computed"].values())
-    summary = (f"{res['n']} samples, {len(res['files'])} method(s): {done} chunk(s) computed, "
-               f"{sum(res['skipped'].values())} already done" + (f"; {rate:,.0f} samples/s" if rate else ""))
-    return {"methods": list(res["files"]), "files": [str(f) for f in res["files"].values()],
-            "computed": res["computed"], "skipped": res["skipped"], "summary": summary}
-
-
-def _cmd_locate_stream(a: argparse.Namespace) -> dict:
-    from .stream import stream_locate
-
-    res = stream_locate(a.model, a.data, a.out, fit_samples=a.fit_samples, chunk_rows=a.chunk_rows,
-                        format=a.format, layout=a.layout, labels=a.labels, overwrite=a.overwrite,
-                        progress=not a.quiet, safe_mode=not a.unsafe, seed=a.seed, epochs=a.epochs,
-                        target_r2=a.target_r2 if a.target_r2 == "auto" else float(a.target_r2),
-                        r_metric=a.r_metric, mode=a.mode)
-    r2 = res["r2"] or {"estimate": float("nan"), "low": float("nan"), "high": float("nan")}
-    summary = (f"{res['n']} samples located (fitted on {res.get('fit_samples', 'a saved localizer')}); "
-               f"tau = {res['tau']:.4g}; held-out R² = {r2['estimate']:.3f} [{r2['low']:.3f}, {r2['high']:.3f}]")
-    return {**res, "files": [res["masks"]], "summary": summary}
+    if a.data:
+        return None, "the test split", "--data (taken as data the classifier did not train on)"
+    if a.split != "auto":
+        return None, a.split, f"the {a.split} split of {a.dataset}" + (
+            " (the classifier may have trained on it)" if a.split == "train" else "")
+    hold = workflows.holdout_of(a.model, a.dataset)
+    if hold is not None:
+        return (hold["rows"], "train",
+                f"the {len(hold['rows'])} validation rows of {a.dataset}'s train split that `trustmap train` set "
+                "aside (never trained on)")
+    return None, "test", f"the test split of {a.dataset} (not the classifier's training data)"
 
 
 def _cmd_locate(a: argparse.Namespace) -> dict:
     from .localizer import distributed
-    from .localizer.runner import run_locate
 
-    if a.nproc < 1:
-        raise SystemExit(_usage("locate", "--nproc must be >= 1"))
-    if _streaming(a, "locate"):
-        if a.nproc > 1 or (distributed.env_world() or (0, 1))[1] > 1:
-            raise SystemExit(_usage("locate", "a streamed locate runs in one process (drop --nproc / torchrun)"))
-        return _cmd_locate_stream(a)
+    _need_data(a, "locate")
+    stream = _streaming(a, "locate")
+    if stream and (a.nproc > 1 or (distributed.env_world() or (0, 1))[1] > 1):
+        raise SystemExit(_usage("locate", "a streamed locate runs in one process (drop --nproc / torchrun)"))
     if a.nproc > 1:  # start the processes through torchrun; rank 0 answers in JSON on its stdout
         for flag, path in (("--model", a.model), ("--data", a.data)):
             if path and not os.path.exists(path):
@@ -246,21 +228,41 @@ def _cmd_locate(a: argparse.Namespace) -> dict:
         res = distributed.last_json(proc.stdout or "")
         if proc.returncode != 0 or res is None:
             raise SystemExit(_usage("locate", f"the {a.nproc} processes failed (exit code {proc.returncode})"))
-    else:
-        train = _data_for(a, "locate", "train")
-        if train.y is None:
-            raise SystemExit(_usage("locate", "the localizer needs labeled data"))
-        res = run_locate(a.model, (train.X, train.y), a.out, target_r2=a.target_r2, tau=a.tau, r_metric=a.r_metric,
-                         mode=a.mode, layout=train.layout, epochs=a.epochs, seed=a.seed, progress=not a.quiet,
-                         safe_mode=not a.unsafe, device=None if a.device == "cpu" else a.device)
-        if res["rank"] != 0:  # under torchrun only rank 0 prints
-            raise SystemExit(0)
-    keys = ("localizer", "masks", "r2_path", "r2_path_png", "da_plot_png", "path_plot_png")
-    r2 = res["r2"]
-    summary = (f"tau = {res['tau']:.4g}; held-out R² = {r2['estimate']:.3f} "
-               f"[{r2['low']:.3f}, {r2['high']:.3f}] (target {res['target_r2']:.3f}, "
-               f"{'reached' if res['target_reached'] else 'NOT reached'})")
-    return {**res, "files": [res[k] for k in keys if k in res], "summary": summary}
+        return {**res, "summary": _locate_summary(res)}
+    from .jobs.commands import locate
+
+    rows, split, fit_on = _locate_rows(a)
+    res = locate(a.model, a.data, a.out, dataset=a.dataset, split=split, rows=rows,
+                 engine="stream" if stream else "memory", chunk_rows=a.chunk_rows, format=a.format,
+                 fit_samples=a.fit_samples, layout=a.layout, labels=a.labels, classes=a.classes, seed=a.seed,
+                 progress=not a.quiet, overwrite=a.overwrite, safe_mode=not a.unsafe, fit_note=fit_on,
+                 epochs=a.epochs, target_r2=_number(a.target_r2, "target_r2"), tau=_taus(a.tau),
+                 r_metric=a.r_metric, mode=a.mode, device=None if a.device == "cpu" else a.device)
+    if res["rank"] != 0:  # under torchrun only rank 0 prints
+        raise SystemExit(0)
+    out = {k: v for k, v in res.items() if k != "record"}
+    out.update(fit_on=fit_on, engine="stream" if stream else "memory", run=str(os.path.join(a.out, "run.json")))
+    return {**out, "summary": _locate_summary(out)}
+
+
+def _number(value, name):
+    from .localizer.runner import parse_number
+
+    return parse_number(value, name)
+
+
+def _taus(value):
+    from .localizer.runner import parse_taus
+
+    return parse_taus(value)
+
+
+def _locate_summary(res: dict) -> str:
+    r2 = res.get("r2") or {"estimate": float("nan"), "low": float("nan"), "high": float("nan")}
+    return (f"{res.get('n', '?')} samples located; tau = {res['tau']:.4g}; held-out R² = {r2['estimate']:.3f} "
+            f"[{r2['low']:.3f}, {r2['high']:.3f}] (target {res['target_r2']:.3f}, "
+            f"{'reached' if res['target_reached'] else 'NOT reached'}); labels: {res.get('labels', '?')}"
+            + (f"; fitted on {res['fit_on']}" if res.get("fit_on") else ""))
 
 
 def _as_flags(action: argparse.Action, value) -> list[str]:
@@ -269,6 +271,8 @@ def _as_flags(action: argparse.Action, value) -> list[str]:
         return []
     if value is True and action.nargs == 0:
         return [action.option_strings[-1]]
+    if isinstance(value, list):
+        return [w for v in value for w in (action.option_strings[-1], str(v))]
     return [action.option_strings[-1], str(value)]
 
 
@@ -281,19 +285,28 @@ def _cmd_demo(a: argparse.Namespace) -> dict:
     res = workflows.demo(out_dir=a.out, dataset=dataset, model=a.model, data=a.data, test_data=a.test_data,
                          layout=a.layout, methods=a.methods, quick=a.quick, n_explain=a.n, epochs=a.epochs,
                          localizer_epochs=a.localizer_epochs, seed=a.seed, progress=not a.quiet,
-                         retrain=a.retrain)
-    return {**res.to_dict(), "summary": res.summary(), "files": [str(res.report_path)] if res.report_path else []}
+                         retrain=a.retrain, labels=a.labels, classes=a.classes, params=_method_params(a))
+    return {**res.to_dict(), "run": str(os.path.join(a.out, "run.json")), "summary": res.summary(),
+            "files": [str(res.report_path)] if res.report_path else []}
 
 
 def _cmd_report(a: argparse.Namespace) -> dict:
+    from .jobs import progress_bar
     from .report import build_report
 
-    path = build_report(a.run_dir, out=a.output)
-    return {"report": str(path), "files": [str(path)], "summary": f"report: {path}"}
+    bar = progress_bar(1, f"report of {len(a.run_dir)} folder(s)", not a.quiet, unit="report")
+    try:
+        path = build_report(a.run_dir if len(a.run_dir) > 1 else a.run_dir[0], out=a.output)
+    finally:
+        if bar is not None:
+            bar.update(1)
+            bar.close()
+    return {"report": str(path), "runs": list(a.run_dir), "files": [str(path)], "summary": f"report: {path}"}
 
 
 def _usage(cmd: str, message: str) -> int:
     sys.stderr.write(f"trustmap {cmd}: error: {message} (see 'trustmap {cmd} --help')\n")
+    _LAST_USAGE[:] = [message]
     return 2
 
 
@@ -323,8 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model file")
     p.add_argument("--unsafe", action="store_true", help="allow Keras Lambda layers (runs code from the file)")
     p.add_argument("--split", default="test", help="split of a built-in dataset (default: test)")
-    p.add_argument("--explanations", metavar="DIR",
-                   help="also score the saved attributions in DIR (from `trustmap explain`/`locate`)")
+    p.add_argument("--explanations", metavar="DIR", nargs="+",
+                   help="also score the maps in DIR(s) (folders of `trustmap explain` / `locate`, in memory or "
+                        "streamed); without labels the model's predictions are the targets")
     p.add_argument("--metrics", help="comma-separated metric names (default: all that apply)")
     p.add_argument("--frac", type=float, default=0.3, help="share of the map kept for drop/increase (default 0.3)")
     p.add_argument("--score-samples", type=int, default=2000,
@@ -341,11 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--method", default="gradcam",
                    help="comma-separated method names: " + ", ".join(list_methods()))
-    p.add_argument("--target", help="'pred' (default: the predicted class), 'label', or a class index")
+    p.add_argument("--target", help="'predicted' (default), 'label', a class index, or a file of one class index "
+                                    "per sample (.npy or one per line)")
     p.add_argument("--n", type=int, help="explain only the first N samples")
     p.add_argument("--plots", type=int, default=4, help="PNG overlays per method (default 4)")
     p.add_argument("--split", default="test", help="split of a built-in dataset (default: test)")
     p.add_argument("--unsafe", action="store_true", help="allow Keras Lambda layers (runs code from the file)")
+    _param_args(p)
     _data_args(p, dataset_default=None)
     _stream_args(p)
     g = p.add_argument_group("Ray (many workers or machines)")
@@ -361,16 +377,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("locate", help="fit the TRUST localizer (dnn-locate) and locate the features",
-                       description="Fit a localizer on the training split; writes the localizer, masks and R² path.")
+                       description="Fit the TRUST localizer on data the classifier did not train on (the "
+                                   "validation rows `trustmap train` set aside, else the test split of a built-in "
+                                   "dataset, or --data) and write the localizer, the masks and the R² path. "
+                                   "Without labels the model's predictions stand in for them.")
     p.add_argument("--model", required=True, help="model file (.keras, .h5, .onnx, .safetensors)")
     p.add_argument("--target-r2", default="auto", help="'auto' or a number in (0, 1] (default: auto)")
     p.add_argument("--tau", default="auto", help="'auto' or comma-separated τ values")
     p.add_argument("--r-metric", default="acc", choices=["acc", "loss"])
+    p.add_argument("--split", default="auto",
+                   help="built-in dataset: 'auto' (the validation rows recorded by `trustmap train`, else the "
+                        "test split), 'test' or 'train'")
     p.add_argument("--mode", default="trust", help="'trust' (default) or 'paper' (the original procedure)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--unsafe", action="store_true", help="allow Keras Lambda layers (runs code from the file)")
     p.add_argument("--fit-samples", type=int, default=20000,
-                   help="when streaming: fit the localizer on this many random samples, then locate all (default 20000)")
+                   help="fit the localizer on at most this many random samples, then locate all (default 20000)")
     p.add_argument("--nproc", type=int, default=1,
                    help="train data-parallel in N processes on this machine, started through torchrun (or start "
                         "`torchrun --nproc-per-node N -m trustmap.cli locate ...` yourself); default 1")
@@ -395,36 +417,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="maximum training epochs (default: the architecture's recipe)")
     p.add_argument("--localizer-epochs", type=int, help="localizer training epochs (default 20; --quick: 2)")
     p.add_argument("--retrain", action="store_true", help="train again even if a cached model exists")
+    _param_args(p)
     _common(p, out_default="runs/demo")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("report", help="build the self-contained HTML report of a run directory",
-                       description="Build RUN_DIR/report.html (one file: figures and CSS inline, no external "
-                                   "requests) from a run directory written by `trustmap demo`.")
-    p.add_argument("run_dir", help="the run directory (e.g. runs/demo)")
-    p.add_argument("-o", "--output", help="where to write the HTML (default: RUN_DIR/report.html)")
+    p = sub.add_parser("report", help="build the self-contained HTML report of one or more run folders",
+                       description="Build one self-contained HTML report (figures and CSS inline, no external "
+                                   "requests) from run folders written by any trustmap command: a demo folder, "
+                                   "or explain + locate + evaluate folders of the same model and data. Sections "
+                                   "appear for what the folders hold.")
+    p.add_argument("run_dir", nargs="+", help="run folder(s), e.g. runs/explain runs/locate runs/evaluate")
+    p.add_argument("-o", "--output", help="where to write the HTML (default: FIRST_DIR/report.html)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_report)
+    _harden(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .errors import TrustmapError
-
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    with _one_line_warnings():
+        return _guarded(argv)
+
+
+def _run(args: argparse.Namespace) -> int:
     func: Callable[[argparse.Namespace], dict] = args.func
-    try:
-        result = func(args)
-    except TrustmapError as exc:
-        sys.stderr.write(f"trustmap {args.command}: error: {exc}\n")
-        return 2
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    result = func(args)
     if args.json:
         from ._io import to_jsonable
 
@@ -436,6 +456,188 @@ def main(argv: Sequence[str] | None = None) -> int:
         for f in result.get("files", []):
             sys.stdout.write(f"wrote {f}\n")
     return 0
+
+
+# ---- the error wrapper: typed errors, usage errors, Ctrl-C, warnings --------------------------------
+#: the last usage-error message (for the --json error object)
+_LAST_USAGE: list[str] = []
+
+
+def _guarded(argv: list[str]) -> int:
+    """Parse and run; every typed error becomes one line on stderr and exit 2 (with ``--json`` also
+    ``{"error": {...}}`` on stdout), Ctrl-C one line and exit 130, never a traceback."""
+    from .errors import TrustmapError
+
+    want_json = "--json" in argv
+    cmd = next((a for a in argv if not a.startswith("-")), "")
+    _LAST_USAGE.clear()
+    args = None
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors, --help, --version: argparse's own exit, kept as a SystemExit
+        if exc.code == 2 and want_json and _LAST_USAGE:
+            _json_error("UsageError", _LAST_USAGE[-1], None, None, None, f"see 'trustmap {cmd} --help'")
+        raise
+    try:
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        cmd = args.command
+        _check_out(args)
+        return _run(args)
+    except TrustmapError as exc:
+        sys.stderr.write(f"trustmap {cmd}: error: {_one_line(str(exc))}\n")
+        if want_json:
+            _json_error(type(exc).__name__, str(exc), exc.parameter, exc.expected, exc.got, exc.fix)
+        return 2
+    except KeyboardInterrupt:
+        resumes = args is not None and (getattr(args, "command", "") == "locate" or getattr(args, "stream", False)
+                                        or getattr(args, "engine", "local") == "ray")
+        sys.stderr.write(f"trustmap {cmd}: interrupted" + ("; rerun to resume\n" if resumes else "\n"))
+        if want_json:
+            _json_error("KeyboardInterrupt", "interrupted", None, None, None,
+                        "rerun the same command to resume" if resumes else "rerun the command")
+        return 130
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        if code == 2 and want_json and _LAST_USAGE:
+            _json_error("UsageError", _LAST_USAGE[-1], None, None, None,
+                        f"see 'trustmap {cmd} --help'" if cmd else "see 'trustmap --help'")
+        return code
+    except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
+        sys.stderr.write(f"trustmap {cmd}: error: {type(exc).__name__}: {_one_line(str(exc))}\n")
+        if want_json:
+            _json_error(type(exc).__name__, str(exc), "--out", "a writable output location", exc.filename,
+                        "check the path and its permissions")
+        return 2
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _json_error(kind: str, message: str, parameter, expected, got, fix) -> None:
+    from .errors import _short
+
+    err = {"type": kind, "parameter": parameter, "expected": expected,
+           "got": None if got is None else _short(got), "fix": fix, "message": _one_line(message)}
+    sys.stdout.write(json.dumps({"error": err}, indent=2) + "\n")
+
+
+class _one_line_warnings:
+    """Inside ``main()``, a Python warning prints as one ``warning: ...`` line on stderr."""
+
+    def __enter__(self):
+        import warnings
+
+        self._saved = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            (file or sys.stderr).write(f"warning: {_one_line(str(message))}\n")
+
+        warnings.showwarning = show
+        return self
+
+    def __exit__(self, *exc):
+        import warnings
+
+        warnings.showwarning = self._saved
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer (>= 1), got {v}")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
+def target_arg(text: str) -> str:
+    """argparse type for ``--target``: 'pred', 'label' or a class index >= 0 (kept as given)."""
+    if text in ("pred", "label"):
+        return text
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'pred', 'label' or a class index, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"a class index is >= 0, got {v}")
+    return text
+
+
+#: counts that must be >= 1 / >= 0, by argparse dest
+_POSITIVE = {"n", "chunk_rows", "workers", "epochs", "batch_size", "score_samples", "fit_samples", "nproc",
+             "localizer_epochs"}
+_NONNEGATIVE = {"plots", "patience", "seed"}
+
+
+def _harden(parser: argparse.ArgumentParser) -> None:
+    """Give every count option a checking type (non-positive ``--n`` etc. are usage errors) and
+    ``--target`` its parser, on the parser and all its sub-commands."""
+    for act in parser._actions:
+        if isinstance(act, argparse._SubParsersAction):
+            for sub in act.choices.values():
+                _harden(sub)
+        elif act.dest in _POSITIVE and act.type is int:
+            act.type = positive_int
+        elif act.dest in _NONNEGATIVE and act.type is int:
+            act.type = nonnegative_int
+        elif act.dest == "gpus_per_worker" and act.type is float:
+            act.type = nonnegative_float
+        elif act.dest == "target" and act.type is None:
+            act.type = target_arg
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """``--out`` must be a folder we can create or write into: not a file, not under a file, writable."""
+    from pathlib import Path
+
+    from .errors import InputError
+
+    out = getattr(args, "out", None)
+    if not out:
+        return
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise InputError("is a file, not a folder", parameter="--out", expected="a folder (new or existing)",
+                         got=str(p), fix="pass a folder path, e.g. --out runs/x (or remove the file)")
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise InputError("lies under a file", parameter="--out", expected="a folder path",
+                         got=f"{p} ({probe} is a file)", fix="pick a folder path that is not inside a file")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError("is not writable", parameter="--out", expected="a folder you can write to",
+                         got=str(probe), fix="pick another --out, or fix the folder's permissions")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,10 @@ __all__ = [
     "LayoutError",
     "TargetError",
     "DataError",
+    "NonFiniteError",
+    "LabelError",
     "ModelLoadError",
+    "ModelOutputError",
     "UnsafeModelError",
     "LayerError",
     "UnsupportedError",
@@ -75,6 +78,18 @@ class TargetError(InputError):
 
 class DataError(InputError):
     """Data contents are unusable (NaN, wrong dtype, empty, unreadable file)."""
+
+
+class NonFiniteError(DataError):
+    """A model's scores (or a computed result) are NaN or Inf where finite numbers are needed."""
+
+
+class LabelError(DataError, TargetError):
+    """Labels are not class indices (not numeric, NaN, fractional, not one-hot, out of range)."""
+
+
+class ModelOutputError(TrustmapError, ValueError):
+    """A model returns something other than class scores ``(N, K)``."""
 
 
 class ModelLoadError(TrustmapError, ValueError):

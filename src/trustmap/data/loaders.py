@@ -8,8 +8,10 @@ Both return a :class:`Dataset` whose ``X`` is ``float32`` in a named layout (see
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -17,7 +19,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .._io import to_jsonable
-from ..errors import DataError, DependencyError, InputError, LayoutError, MissingFileError, ShapeError, UnsupportedError
+from ..labels import check_labels
+from ..errors import (DataError, DependencyError, InputError, LayoutError, MissingFileError, ShapeError, TrustmapError,
+                      UnsupportedError)
 from ..layout import Layout, as_layout
 
 __all__ = ["Dataset", "read", "from_arrays", "guess_layout", "READ_FORMATS"]
@@ -236,25 +240,7 @@ def _as_float32(x, *, parameter: str) -> np.ndarray:
 
 
 def _as_labels(y, n: int, *, parameter: str) -> np.ndarray:
-    arr = _to_numpy(y)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise ShapeError("labels need one entry per sample", parameter=parameter, expected=f"shape ({n},)",
-                         got=f"shape {arr.shape}", fix="pass one class index per sample")
-    if arr.dtype.kind not in "iufb":
-        raise DataError("labels must be class indices", parameter=parameter, expected="integers",
-                        got=f"dtype {arr.dtype}", fix="encode string labels first (or read them from a file)")
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise DataError("labels must be whole numbers", parameter=parameter, expected="integers",
-                            got=arr[~(np.isfinite(arr) & (arr == np.round(arr)))][:3],
-                            fix="pass class indices 0..K-1")
-    out = arr.astype(np.int64)
-    if out.min() < 0:
-        raise DataError("labels must be non-negative class indices", parameter=parameter, expected="0..K-1",
-                        got=int(out.min()), fix="map the labels to 0..K-1")
-    return out
+    return check_labels(_to_numpy(y), n, parameter=parameter)
 
 
 def encode_labels(values, *, parameter: str = "y") -> tuple[np.ndarray, list[str], dict[str, Any]]:
@@ -417,7 +403,8 @@ def read(path: str | os.PathLike, *, label: str | int | None = None, key: str | 
                          fix="leave key out")
     reader = {".npy": _read_npy, ".npz": _read_npz, ".csv": _read_csv, ".parquet": _read_parquet,
               ".h5": _read_h5, ".ts": _read_ts_file}[fmt]
-    parts = reader(p, label=label, key=key)
+    with unreadable_as_data_error(p):
+        parts = reader(p, label=label, key=key)
     X, y, classes = parts["X"], parts.get("y"), parts.get("classes")
     meta = {"source": str(p), "format": fmt.lstrip(".")}
     meta.update(parts.get("meta", {}))
@@ -425,6 +412,35 @@ def read(path: str | os.PathLike, *, label: str | int | None = None, key: str | 
     ds = from_arrays(X, y, lay, classes=classes, mask=parts.get("mask"), name=p.stem, meta=meta)
     ds.meta["layout_guessed"] = layout is None and parts.get("layout") is None
     return ds
+
+
+#: what each format must be, for the "cannot read" errors
+_WHAT = {".npy": "an array written by np.save", ".npz": "an archive written by np.savez",
+         ".csv": "UTF-8 comma-separated text", ".txt": "UTF-8 text", ".parquet": "a Parquet file",
+         ".pq": "a Parquet file", ".h5": "an HDF5 file", ".hdf5": "an HDF5 file", ".ts": "a UEA/UCR .ts text file"}
+
+
+@contextlib.contextmanager
+def unreadable_as_data_error(path, parameter: str = "path") -> Iterator[None]:
+    """Turn what a corrupt, truncated, empty or non-UTF-8 file makes a reader raise (EOFError, a bad
+    zip, UnicodeDecodeError, OSError, ...) into one :class:`~trustmap.errors.DataError` naming the file;
+    typed errors pass through."""
+    p = Path(path)
+    what = _WHAT.get(p.suffix.lower(), "a readable data file")
+    try:
+        yield
+    except TrustmapError:
+        raise
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start:exc.start + 1] if isinstance(exc.object, (bytes, bytearray)) else b""
+        raise DataError(f"{p.name} is not UTF-8 text", parameter=parameter, expected=what,
+                        got=f"byte {bad!r} at offset {exc.start}" if bad else str(exc),
+                        fix="re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 in.csv > out.csv)") from None
+    except (EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as exc:
+        size = p.stat().st_size if p.is_file() else None
+        got = "an empty (0-byte) file" if size == 0 else f"{type(exc).__name__}: {str(exc)[:160]}"
+        raise DataError(f"cannot read {p.name} (empty, truncated or not {what}?)", parameter=parameter,
+                        expected=what, got=got, fix="write the file again (completely) or check its format") from None
 
 
 def check_data_path(path, formats: Sequence[str], unknown: str, fix: str) -> Path:

@@ -18,7 +18,23 @@ whose maps have the shape and layout of ``x``. Methods (``list_methods()``):
 ``occlusion``               score drop when windows are replaced by a baseline (forward only)
 ``lime``                    LIME on 1D segments / 2D superpixels, batched weighted ridge (forward only)
 ``kernelshap``              KernelSHAP on the same features; efficiency holds (forward only)
+``input_x_gradient``        gradient × input (Captum's InputXGradient)
+``deconvolution``           gradient with the deconvnet ReLU rule (torch and Keras, fused ReLUs too)
+``deeplift``                DeepLIFT Rescale against a baseline; summation-to-delta in extras
+``deeplift_shap``           DeepLIFT averaged over a distribution of references
+``gradient_shap``           expected gradients: random reference, random point on the path, noise
+``lrp``                     LRP with composites (epsilon, gamma, alpha_beta, epsilon_plus_flat); torch
+``feature_ablation``        score drop when a feature (segment, superpixel, your mask) is removed
+``shapley_sampling``        Shapley values by permutation sampling on the same features
+``tsr``                     temporal saliency rescaling of any base method (time x channel)
+``extremal_mask``           smooth mask of given area(s) preserving/deleting the score (optimised)
+``dynamask``                per-entry dynamic mask (fade or variable blur), optimised
 ==========================  =====================================================================
+
+``trustmap.counterfactual(model, X, target, reference=X_train, y_reference=y_train)`` gives Native-Guide
+counterfactuals (:mod:`trustmap.explain.counterfactual`). Facts about each method (forward-only,
+synthesizes inputs, stochastic) are class attributes; ``methods_where(...)`` lists the methods that
+have them.
 
 Gradient methods differentiate the pre-softmax score (``Model.logits_t``); see each class's
 docstring. ``class_average`` averages a method's maps over each class's samples (SEM, bootstrap CI).
@@ -31,13 +47,20 @@ import types
 
 from ..attribution import Attribution
 from .base import Explainer
-from .registry import REGISTRY, get_explainer, list_methods, register
+from .registry import REGISTRY, get_explainer, list_methods, methods_where, register
 from . import gradients as _gradients  # noqa: F401  (registers the methods)
 from . import cam as _cam  # noqa: F401
 from . import actmax as _actmax  # noqa: F401
+from . import perturbation as _perturbation  # noqa: F401
+from . import lime as _lime  # noqa: F401
+from . import backprop as _backprop  # noqa: F401
+from . import lrp as _lrp  # noqa: F401
+from . import ablation as _ablation  # noqa: F401
+from . import tsr as _tsr  # noqa: F401
+from . import masks as _masks  # noqa: F401
 from .class_average import class_average
 
-__all__ = ["explain", "Explainer", "REGISTRY", "get_explainer", "list_methods", "register", "class_average",
+__all__ = ["explain", "Explainer", "REGISTRY", "get_explainer", "list_methods", "methods_where", "register", "class_average",
            "run_explain"]
 
 

@@ -49,6 +49,8 @@ class ActivationMax(Explainer):
     """
 
     name = "activation_max"
+    synthesizes_inputs = True
+    stochastic = True
 
     def __init__(self, layer: str | None = None, n_steps: int = 100, lr: float = 0.1, l2: float = 0.01,
                  tv: float = 0.05, start: str = "noise", clip: bool = True, seed: int = 0) -> None:

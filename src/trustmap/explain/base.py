@@ -18,7 +18,6 @@ gradient methods then explain the log-probability of the target class.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import inspect
 from typing import Any, ClassVar, Iterator
 
@@ -26,9 +25,11 @@ import numpy as np
 import torch
 
 from .. import _io
+from .. import baselines as _baselines
 from ..attribution import Attribution
-from ..errors import InputError, UnsupportedError
-from ..models import BLACK_BOX_METHODS, Model, load_model
+from ..errors import InputError, NonFiniteError, UnsupportedError
+from .registry import methods_where
+from ..models import Model, load_model, preserved_rng
 
 __all__ = ["Explainer", "pick_scores", "input_gradient", "sample_seeds", "per_sample_normal", "row_chunks",
            "chunk_rows", "check_choice", "check_number", "CPU_ROWS"]
@@ -49,7 +50,13 @@ class Explainer:
     """
 
     name: ClassVar[str] = "?"
+    #: facts about the method, from which other layers derive their lists
+    #: (:func:`trustmap.explain.registry.methods_where`): ``needs_gradients`` (False: forward passes
+    #: only, so it runs on ONNX models), ``synthesizes_inputs`` (returns a made-up input rather than a
+    #: map of the given one), ``stochastic`` (the result depends on ``seed``)
     needs_gradients: ClassVar[bool] = True
+    synthesizes_inputs: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = False
     #: whether _compute resolves ``target=None`` itself from its own forward pass (saves one pass)
     resolves_own_targets: ClassVar[bool] = False
 
@@ -86,18 +93,29 @@ class Explainer:
             ``maps`` with the shape and layout of ``x``.
         """
         self._validate()
+        with preserved_rng():  # no method moves the caller's global random streams
+            return self._explain(model, x, target, layout)
+
+    def _explain(self, model, x, target, layout) -> Attribution:
         m = load_model(model)
         if self.needs_gradients and not m.differentiable:
             raise UnsupportedError(f"{self.name} needs gradients or layer access, which {m.framework} models "
                                    "do not give", parameter="method",
-                                   expected="a forward-only method: " + ", ".join(BLACK_BOX_METHODS),
+                                   expected="a forward-only method: " + ", ".join(methods_where(needs_gradients=False)),
                                    got=self.name,
                                    fix="use one of those methods, or load the PyTorch/Keras model instead")
         t, lay = m.to_internal(x, layout)
         with m.frozen():
-            tg = self._targets(m, target, t)
-            maps, targets, extras = self._compute(m, t, tg)
+            try:
+                tg = self._targets(m, target, t)
+                maps, targets, extras = self._compute(m, t, tg)
+            except NonFiniteError as exc:
+                raise self._nonfinite(m, t) from exc
         maps_np = maps.detach().cpu().numpy()
+        if not np.isfinite(maps_np).all():
+            raise NonFiniteError(f"{self.name} computed NaN or Inf map values", parameter="x",
+                                 expected="finite maps", got=f"{int((~np.isfinite(maps_np)).sum())} non-finite entries",
+                                 fix="bring the inputs to the scale the model was trained on (gradients overflowed)")
         if maps_np.shape != tuple(t.shape):  # pragma: no cover - an internal contract
             raise RuntimeError(f"{self.name} returned maps of shape {maps_np.shape} for input {tuple(t.shape)}")
         x_np = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
@@ -114,6 +132,17 @@ class Explainer:
 
     def _validate(self) -> None:
         """Check the stored parameters (called on entry to :meth:`explain`)."""
+
+    def _nonfinite(self, m: Model, t: torch.Tensor) -> NonFiniteError:
+        """The error for NaN/Inf scores met during :meth:`_compute`, naming the first input sample whose
+        scores are not finite (or saying that only the inputs the method built had such scores)."""
+        bad = m.nonfinite_rows(t)
+        if len(bad) or m._weights_finite() is False:
+            return m.nonfinite_error(t, bad)
+        return NonFiniteError(f"{self.name}: the model's scores are NaN or Inf on the inputs the method builds "
+                              "(perturbed, noisy or path inputs), though finite on x", parameter="x",
+                              expected="finite scores", got="NaN/Inf scores",
+                              fix="use a smaller perturbation or baseline, or standardize the inputs")
 
     def _targets(self, model: Model, target, t: torch.Tensor) -> torch.Tensor | None:
         """Resolved targets as a tensor, or ``None`` when the method picks the predicted class itself."""
@@ -159,34 +188,10 @@ def row_chunks(n_rows: int, batch: int) -> Iterator[slice]:
         yield slice(i, min(n_rows, i + batch))
 
 
-def sample_seeds(t: torch.Tensor, seed: int) -> list[int]:
-    """One seed per sample, from ``seed`` and the sample's bytes.
-
-    Random draws made from these seeds are the same whether a sample is explained alone or
-    in a batch (batch invariance), and the same on every run (determinism).
-    """
-    arr = t.detach().cpu().contiguous().numpy()
-    out = []
-    for row in arr:
-        h = hashlib.sha256(str(int(seed)).encode())
-        h.update(row.tobytes())
-        out.append(int.from_bytes(h.digest()[:8], "little") & ((1 << 63) - 1))
-    return out
-
-
-def per_sample_normal(seeds: list[int], idx: np.ndarray, shape: tuple[int, ...], draws: int,
-                      draw_idx: np.ndarray, dtype, device) -> torch.Tensor:
-    """Standard normal noise for rows (sample ``idx[r]``, draw ``draw_idx[r]``) of a plan where every
-    sample has ``draws`` draws of ``shape``; each sample's draws come from its own seed."""
-    out = torch.empty((len(idx), *shape), dtype=dtype, device=device)
-    gen = torch.Generator(device="cpu")
-    for s in np.unique(idx):
-        rows = np.nonzero(idx == s)[0]
-        gen.manual_seed(seeds[int(s)])
-        noise = torch.randn((draws, *shape), generator=gen, dtype=torch.float64)
-        out[torch.as_tensor(rows, device=device)] = noise[torch.as_tensor(draw_idx[rows])].to(dtype=dtype,
-                                                                                                device=device)
-    return out
+#: per-sample draws and the blur live in :mod:`trustmap.baselines` (one home); kept here by name
+sample_seeds = _baselines.sample_seeds
+per_sample_normal = _baselines.sample_normal
+spatial_blur = _baselines.gaussian_blur
 
 
 def check_choice(value, choices, parameter: str, fix: str | None = None):
@@ -199,6 +204,7 @@ def check_choice(value, choices, parameter: str, fix: str | None = None):
 def check_number(value, parameter: str, *, minimum=None, maximum=None, integer: bool = False,
                  open_min: bool = False):
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = ok and not (isinstance(value, (float, np.floating)) and not np.isfinite(value))  # NaN/Inf never valid
     if ok and integer:
         ok = float(value) == int(value)
     if ok and minimum is not None:
@@ -215,28 +221,3 @@ def check_number(value, parameter: str, *, minimum=None, maximum=None, integer: 
         raise InputError("invalid value", parameter=parameter, expected=f"{kind} {' and '.join(rng)}".strip(),
                          got=value, fix=f"pass a valid {parameter}")
     return int(value) if integer else float(value)
-
-
-def spatial_blur(t: torch.Tensor, sigma: float | tuple[float, ...]) -> torch.Tensor:
-    """Gaussian blur of ``(N, C, *spatial)`` along the spatial axes (reflect padding), separable."""
-    nsp = t.ndim - 2
-    sigmas = (sigma,) * nsp if np.isscalar(sigma) else tuple(sigma)
-    out = t
-    for ax, s in enumerate(sigmas):
-        if s <= 0:
-            continue
-        size = out.shape[2 + ax]
-        radius = int(min(max(1, round(3 * s)), size - 1)) if size > 1 else 0
-        if radius == 0:
-            continue
-        k = torch.arange(-radius, radius + 1, dtype=t.dtype, device=t.device)
-        k = torch.exp(-0.5 * (k / s) ** 2)
-        k = k / k.sum()
-        moved = torch.movedim(out, 2 + ax, -1)
-        shp = moved.shape
-        flat = moved.reshape(-1, 1, shp[-1])
-        padded = torch.nn.functional.pad(flat, (radius, radius), mode="reflect")
-        conv = torch.nn.functional.conv1d(padded, k.view(1, 1, -1))
-        out = torch.movedim(conv.reshape(shp), -1, 2 + ax)
-    return out
-

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from ..attribution import Attribution
+from ..labels import check_labels
 from ..errors import DataError, ShapeError
 from ..models import load_model
 from .base import check_number
@@ -63,10 +64,7 @@ def class_average(model, X, y=None, *, method: str = "saliency", classes: Sequen
         raise DataError("correct_only needs the true labels", parameter="y", expected="one label per sample",
                         got=None, fix="pass y, or correct_only=False")
     pred = m.predict(X, layout=lay.name) if (y is None or correct_only) else None
-    labels = pred if y is None else np.asarray(y).astype(np.int64).reshape(-1)
-    if labels.shape[0] != n:
-        raise ShapeError("one label per sample is needed", parameter="y", expected=f"{n} labels",
-                         got=f"{labels.shape[0]} labels", fix="pass y aligned with X")
+    labels = pred if y is None else check_labels(y, n, m.n_classes, parameter="y", classes_desc="the model's classes")
     keep = np.ones(n, dtype=bool) if not correct_only else (pred == labels)
     wanted = sorted(set(labels[keep].tolist())) if classes is None else [int(c) for c in classes]
     rng = np.random.default_rng(seed)

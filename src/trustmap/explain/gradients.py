@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ..errors import InputError
+from ..baselines import check_baseline, resolve_baseline
 from ..models import Model
 from .base import (Explainer, check_choice, check_number, chunk_rows, input_gradient, per_sample_normal,
                    pick_scores, row_chunks, sample_seeds, spatial_blur)
@@ -23,7 +25,9 @@ from .registry import register
 __all__ = ["Saliency", "SmoothGrad", "IntegratedGradients", "GuidedBackprop", "guided_relu",
            "IG_BASELINES", "IG_RULES"]
 
-IG_BASELINES = ("zero", "mean", "blur", "noise")
+IG_BASELINES = ("zero", "mean", "dataset_mean", "blur", "noise")
+#: Gauss-Legendre nodes come from an n x n eigenproblem; beyond this they cost more than they give
+IG_MAX_GAUSS_STEPS = 2048
 IG_RULES = ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
 
 
@@ -86,6 +90,7 @@ class SmoothGrad(Explainer):
     """
 
     name = "smoothgrad"
+    stochastic = True
 
     def __init__(self, n_samples: int = 25, noise_level: float = 0.15, absolute: bool = True,
                  times_input: bool = False, seed: int = 0) -> None:
@@ -138,21 +143,8 @@ def _ig_rule(rule: str, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_baseline(t: torch.Tensor, kind, *, blur_sigma: float = 0.1, seed: int = 0) -> torch.Tensor:
-    """Baseline inputs for ``t`` (internal layout): see :class:`IntegratedGradients`."""
-    dims = tuple(range(2, t.ndim))
-    if not isinstance(kind, str):
-        return torch.full_like(t, float(kind))
-    if kind == "zero":
-        return torch.zeros_like(t)
-    if kind == "mean":
-        return t.mean(dims, keepdim=True).expand_as(t).clone()
-    if kind == "blur":
-        return spatial_blur(t, tuple(max(float(blur_sigma) * s, 1e-12) for s in t.shape[2:]))
-    # noise: per-channel mean and std of each sample, drawn from the sample's own seed
-    seeds = sample_seeds(t, seed)
-    idx = np.arange(len(t))
-    z = per_sample_normal(seeds, idx, tuple(t.shape[1:]), 1, np.zeros(len(t), dtype=int), t.dtype, t.device)
-    return t.mean(dims, keepdim=True) + z * t.std(dims, keepdim=True)
+    """Baseline inputs for ``t`` (internal layout), the batch's shape: :func:`trustmap.baselines.resolve_baseline`."""
+    return resolve_baseline(t, kind, blur_sigma=blur_sigma, seed=seed).expand_as(t)
 
 
 @register("integrated_gradients")
@@ -165,11 +157,13 @@ class IntegratedGradients(Explainer):
 
     Parameters
     ----------
-    baseline : 'zero' | 'mean' | 'blur' | 'noise' | float
-        ``zero``: all zeros; ``mean``: each channel's mean over the sample (a flat signal/image);
-        ``blur``: the sample blurred along its spatial axes (Gaussian, ``blur_sigma`` × each axis
-        length); ``noise``: Gaussian noise with each channel's mean and standard deviation, drawn
-        from ``seed`` and the sample's values; a number: a constant input.
+    baseline : 'zero' | 'mean' | 'dataset_mean' | 'blur' | 'noise' | float | array
+        The one baseline specification (:mod:`trustmap.baselines`): ``zero``: all zeros; ``mean``:
+        each channel's mean over the sample (a flat signal/image); ``dataset_mean``: each channel's
+        mean over the batch; ``blur``: the sample blurred along its spatial axes (Gaussian,
+        ``blur_sigma`` × each axis length); ``noise``: Gaussian noise with each channel's mean and
+        standard deviation, drawn from ``seed`` and the sample's values; a finite number: a constant
+        input; an array or tensor that broadcasts to the input (one sample or the batch).
     n_steps : int
         Points on the path (model evaluations per sample).
     rule : 'gausslegendre' | 'riemann_trapezoid' | 'riemann_middle' | 'riemann_left' | 'riemann_right'
@@ -178,7 +172,7 @@ class IntegratedGradients(Explainer):
 
     name = "integrated_gradients"
 
-    def __init__(self, baseline: str | float = "zero", n_steps: int = 50, rule: str = "gausslegendre",
+    def __init__(self, baseline="zero", n_steps: int = 50, rule: str = "gausslegendre",
                  blur_sigma: float = 0.1, seed: int = 0) -> None:
         self.baseline = baseline
         self.n_steps = n_steps
@@ -187,10 +181,14 @@ class IntegratedGradients(Explainer):
         self.seed = seed
 
     def _validate(self):
-        if isinstance(self.baseline, str) or not isinstance(self.baseline, (int, float)):
-            check_choice(self.baseline, IG_BASELINES, "baseline", "pass baseline='zero' (or a number)")
+        check_baseline(self.baseline, IG_BASELINES)
         check_number(self.n_steps, "n_steps", minimum=1, integer=True)
         check_choice(self.rule, IG_RULES, "rule")
+        if self.rule == "gausslegendre" and self.n_steps > IG_MAX_GAUSS_STEPS:  # its nodes cost O(n^2) memory
+            raise InputError("too many Gauss-Legendre steps", parameter="n_steps",
+                             expected=f"at most {IG_MAX_GAUSS_STEPS} with rule='gausslegendre' (50 are exact to "
+                                      "about 1e-6 on smooth paths)", got=self.n_steps,
+                             fix="use fewer steps, or rule='riemann_trapezoid' for very many")
         check_number(self.blur_sigma, "blur_sigma", minimum=0, open_min=True)
         check_number(self.seed, "seed", integer=True)
 

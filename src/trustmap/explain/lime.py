@@ -231,6 +231,7 @@ class Lime(_Surrogate):
     """
 
     name = "lime"
+    stochastic = True
 
     def __init__(self, segmentation="auto", segment_size: int | tuple[int, ...] = 4, per_channel: bool = False,
                  n_samples: int = 300, kernel_width: float = 0.25, alpha: float = 1.0, baseline="zero",
@@ -302,6 +303,7 @@ class KernelShap(_Surrogate):
     """
 
     name = "kernelshap"
+    stochastic = True
     needs_baseline_score = True
 
     def __init__(self, segmentation="auto", segment_size: int | tuple[int, ...] = 4, per_channel: bool = False,

@@ -7,9 +7,9 @@ import difflib
 import inspect
 from typing import Callable, TypeVar
 
-from ..errors import InputError, UnsupportedError
+from ..errors import InputError
 
-__all__ = ["REGISTRY", "register", "get_explainer", "list_methods"]
+__all__ = ["REGISTRY", "register", "get_explainer", "list_methods", "methods_where", "METHOD_FACTS"]
 
 REGISTRY: dict[str, type] = {}
 
@@ -35,7 +35,26 @@ def list_methods() -> list[str]:
     return sorted(REGISTRY)
 
 
-_MODULES = ("gradients", "cam", "actmax", "perturbation", "lime")
+_MODULES = ("gradients", "cam", "actmax", "perturbation", "lime", "backprop", "lrp", "ablation", "tsr", "masks")
+
+#: facts every explainer class declares (class attributes of :class:`~trustmap.explain.base.Explainer`)
+METHOD_FACTS = ("needs_gradients", "synthesizes_inputs", "stochastic")
+
+
+def methods_where(**facts: bool) -> list[str]:
+    """The registered method names (sorted) whose classes have every given fact, e.g.
+    ``methods_where(needs_gradients=False)`` (the forward-only methods, which run on ONNX models),
+    ``methods_where(synthesizes_inputs=True)`` (methods that return a made-up input, not a map of the
+    given one), ``methods_where(stochastic=True)`` (results depend on ``seed``).
+
+    The one source of these lists: other layers derive theirs from here."""
+    for k in facts:
+        if k not in METHOD_FACTS:
+            raise InputError("unknown method fact", parameter=k, expected="one of " + ", ".join(METHOD_FACTS),
+                             got=k, fix="pass one of those as a keyword")
+    _load_all()
+    return sorted(name for name, cls in REGISTRY.items()
+                  if all(bool(getattr(cls, k)) == bool(v) for k, v in facts.items()))
 
 
 def _load_all() -> None:
@@ -55,13 +74,7 @@ def get_explainer(method: str, **params):
     """An explainer instance for ``method`` with ``params``; errors name what is accepted."""
     _load_all()
     if not isinstance(method, str) or method not in REGISTRY:
-        from ..models import BLACK_BOX_METHODS
-
         close = difflib.get_close_matches(str(method), list(REGISTRY), n=3)
-        if isinstance(method, str) and method in BLACK_BOX_METHODS:
-            raise UnsupportedError("this perturbation method is not available in trustmap.explain yet",
-                                   parameter="method", expected="one of " + ", ".join(sorted(REGISTRY)),
-                                   got=method, fix="pick a registered method")
         raise InputError("unknown explanation method", parameter="method",
                          expected="one of " + ", ".join(sorted(REGISTRY)), got=method,
                          fix=("did you mean " + " or ".join(map(repr, close)) + "?") if close

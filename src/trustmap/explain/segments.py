@@ -26,7 +26,8 @@ import torch
 from ..errors import DependencyError, InputError, ShapeError
 from ..models import Model
 from .base import check_choice, pick_scores, row_chunks, chunk_rows
-from .gradients import IG_BASELINES, make_baseline
+from .. import baselines as _baselines
+from .gradients import IG_BASELINES
 
 __all__ = ["Segmentation", "segment", "SEGMENTATIONS", "SCORES", "resolve_baseline", "match_sample_array",
            "full_scores", "progress_bar", "DEFAULT_QUICKSHIFT", "DEFAULT_SLIC"]
@@ -84,32 +85,13 @@ def match_sample_array(arr, t: torch.Tensor, parameter: str, what: str) -> np.nd
 
 
 def resolve_baseline(t: torch.Tensor, baseline, *, blur_sigma: float, seed: int) -> torch.Tensor:
-    """Baseline tensor ``(N, C, *spatial)``: a name (``zero``, ``mean``, ``blur``, ``noise``, the
-    integrated-gradients baselines), a number, or an array (one sample or the batch)."""
-    if isinstance(baseline, str) or isinstance(baseline, (int, float, np.integer, np.floating)):
-        if isinstance(baseline, bool):
-            raise InputError("invalid baseline", parameter="baseline", expected="a name, a number or an array",
-                             got=baseline, fix="pass baseline='zero'")
-        return make_baseline(t, baseline if isinstance(baseline, str) else float(baseline),
-                             blur_sigma=blur_sigma, seed=seed)
-    a = np.asarray(baseline.detach().cpu() if isinstance(baseline, torch.Tensor) else baseline)
-    if a.dtype == object or a.dtype.kind not in "biuf":
-        raise InputError("invalid baseline", parameter="baseline",
-                         expected="one of " + ", ".join(IG_BASELINES) + ", a number, or a numeric array",
-                         got=type(baseline).__name__, fix="pass baseline='zero'")
-    b = match_sample_array(a, t, "baseline", "baseline value")
-    if not np.isfinite(b).all():
-        raise InputError("baseline has NaN or Inf values", parameter="baseline", expected="finite values",
-                         got="NaN/Inf", fix="pass a finite baseline")
-    return torch.as_tensor(b, dtype=t.dtype, device=t.device).expand_as(t).clone()
+    """Baseline tensor ``(N, C, *spatial)`` (:func:`trustmap.baselines.resolve_baseline`): a name, a
+    finite number, or an array or tensor that broadcasts to the input (one sample or the batch)."""
+    return _baselines.resolve_baseline(t, baseline, blur_sigma=blur_sigma, seed=seed).expand_as(t).clone()
 
 
 def check_baseline_param(baseline) -> None:
-    if isinstance(baseline, str):
-        check_choice(baseline, IG_BASELINES, "baseline", "pass baseline='zero' (or a number or an array)")
-    elif isinstance(baseline, bool) or baseline is None:
-        raise InputError("invalid baseline", parameter="baseline", expected="a name, a number or an array",
-                         got=baseline, fix="pass baseline='zero'")
+    _baselines.check_baseline(baseline, IG_BASELINES)
 
 
 def _relabel(lab: np.ndarray) -> tuple[np.ndarray, int]:

@@ -5,8 +5,8 @@ classifier relies on; ``locate(X)`` returns the masks as an :class:`~trustmap.At
 ``r2(X, y)`` the generalized partial R² with its confidence interval.
 """
 
-from .fit import Localizer
+from .estimator import Localizer, OptimisticFitWarning
 from .r2 import R2Estimate, R2Path
 from .runner import run_locate
 
-__all__ = ["Localizer", "R2Estimate", "R2Path", "run_locate"]
+__all__ = ["Localizer", "OptimisticFitWarning", "R2Estimate", "R2Path", "run_locate"]

@@ -191,7 +191,8 @@ def session(distributed: Any = "auto", device: Any = None) -> Iterator[Session]:
 
 # ---- the training context (Localizer.fit) -----------------------------------------------------------
 def context(distributed: Any, device: torch.device) -> "DistContext | None":
-    """The data-parallel context for a fit on ``device``, or None to train in this process alone."""
+    """The data-parallel context for a fit on ``device``, or None when this process trains alone
+    (:func:`trustmap.localizer.context.make_context` turns None into the single-process context)."""
     _check_distributed(distributed)
     dist = _dist()
     if distributed is False:
@@ -244,6 +245,18 @@ class DistContext:
         a, b = self.shard(n)
         self._step = (n, a, b)
         return a, b
+
+    def batch_share(self, m: int) -> tuple[int, int, tuple[int, int, int] | None, float | None]:
+        """This rank's rows ``[a, b)`` of a global batch of ``m``, the ``rows`` to slice batch-wide noise
+        with, and the loss scale (world / m: the shard's sum scaled so DDP's average is the batch mean)."""
+        a, b = self.set_step(m)
+        return a, b, (m, a, b), self.world / m
+
+    def quiet(self):
+        """Warnings are given once, by rank 0."""
+        if self.is_main:
+            return contextlib.nullcontext()
+        return _no_warnings()
 
     # -- reductions -------------------------------------------------------------------------------
     def sum_np(self, arr: np.ndarray) -> np.ndarray:
@@ -324,6 +337,13 @@ class DistContext:
         finally:
             for m in done:
                 m.__dict__.pop("forward", None)
+
+
+@contextlib.contextmanager
+def _no_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def shard(n: int, rank: int, world: int) -> tuple[int, int]:

@@ -1,7 +1,8 @@
 """The generalized partial R² of the TRUST localizer, its confidence interval, and the 'auto' target.
 
 For a frozen classifier f, per-sample risks on clean inputs ``c_i`` and on masked inputs ``m_i``
-(0/1 errors for ``metric='acc'``, cross-entropy for ``metric='loss'``)::
+(0/1 errors for ``metric='acc'``, ``1 - p_y`` for ``metric='prob'``, cross-entropy for
+``metric='loss'``)::
 
     R² = 1 - mean(c) / mean(m)
 
@@ -9,10 +10,15 @@ The interval is a paired bootstrap over samples (percentile) or the delta method
 clean and masked risks are resampled together, so their correlation is respected.
 
 The 'auto' target is the R² the classifier would have if its predictions carried no information
-about the labels: ``1 - mean(c) / chance`` where ``chance`` is the risk with permuted labels. The
-paper draws one random permutation; here ``chance`` is its exact expectation over all
-permutations (``1 - sum_k pi_k q_k`` for accuracy, with label and prediction frequencies ``pi``
-and ``q``; ``mean_i sum_k pi_k (-log p_k(x_i))`` for the loss), which removes that noise.
+about the labels: ``1 - mean(c) / chance``. For accuracy ``chance`` is the error with permuted
+labels; the paper draws one random permutation, here it is the exact expectation over all
+permutations, ``1 - sum_k pi_k q_k`` (label and prediction frequencies ``pi`` and ``q``), which
+removes that noise. ``'prob'`` (risk ``1 - p_y``, the expected error of a prediction drawn from
+the classifier's probabilities) likewise, with ``q`` the mean predicted probabilities. For the loss, ``chance`` is the cross-entropy of the best prediction that
+carries no information about the input, the label frequencies themselves: the entropy
+``-sum_k pi_k log pi_k``. (The permutation expectation of the loss, ``mean_i sum_k pi_k (-log p_k(x_i))``,
+grows without bound with the classifier's confidence: it measures confidently wrong predictions, not
+the absence of information, and no removal reaches it.)
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ import numpy as np
 import torch
 
 __all__ = ["R2Estimate", "R2Path", "per_sample_risk", "chance_risk", "permutation_risk", "boot_means", "boot_quantiles", "above_chance",
-           "r2_summary", "target_gap", "isotonic", "r2_value"]
+           "r2_summary", "r2_keep_summary", "target_gap", "isotonic", "r2_value"]
 
-METRICS = ("acc", "loss")
+METRICS = ("acc", "prob", "loss")
 
 
 @dataclass(frozen=True)
@@ -97,9 +103,12 @@ class R2Path:
 
 
 def per_sample_risk(logits: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
-    """0/1 error (``'acc'``) or cross-entropy (``'loss'``) per sample, ``(N,)`` float64."""
+    """Per sample, ``(N,)`` float64: 0/1 error (``'acc'``), ``1 - p_y`` (``'prob'``: the expected error of
+    a prediction drawn from the classifier's probabilities) or cross-entropy (``'loss'``)."""
     if metric == "acc":
         return (logits.argmax(1) != y).to(torch.float64)
+    if metric == "prob":
+        return 1.0 - torch.softmax(logits.to(torch.float64), dim=1).gather(1, y[:, None])[:, 0]
     return torch.nn.functional.cross_entropy(logits.to(torch.float64), y, reduction="none")
 
 
@@ -108,20 +117,25 @@ def _chance_rows(y: np.ndarray, clean_logits: np.ndarray, metric: str, n_classes
     (``'acc'``) or per-class negative log-likelihoods (``'loss'``): ``(2K, N)``."""
     y_hot = np.eye(n_classes)[y].T
     if metric == "acc":
-        other = np.eye(n_classes)[clean_logits.argmax(1)].T
-    else:
-        other = -(clean_logits - _logsumexp(clean_logits)).T
-    return np.concatenate([y_hot, other])
+        return np.concatenate([y_hot, np.eye(n_classes)[clean_logits.argmax(1)].T])
+    if metric == "prob":
+        return np.concatenate([y_hot, np.exp(clean_logits - _logsumexp(clean_logits)).T])
+    return y_hot
 
 
 def _chance_from_means(means: np.ndarray, metric: str, n_classes: int) -> np.ndarray:
-    pi, other = means[:n_classes], means[n_classes:]
-    return 1.0 - (pi * other).sum(0) if metric == "acc" else (pi * other).sum(0)
+    pi = means[:n_classes]
+    if metric in ("acc", "prob"):
+        return 1.0 - (pi * means[n_classes:]).sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(pi > 0, pi * np.log(np.where(pi > 0, pi, 1.0)), 0.0).sum(0)
 
 
 def chance_risk(y: np.ndarray, clean_logits: np.ndarray, metric: str, n_classes: int) -> float:
-    """Expected risk under a random permutation of the labels (exact): ``1 - sum_k pi_k q_k`` for
-    ``'acc'``, ``mean_i sum_k pi_k (-log p_k(x_i))`` for ``'loss'``."""
+    """The risk of predictions that carry no information about the input: the exact expectation
+    under a random permutation of the labels, ``1 - sum_k pi_k q_k``, for ``'acc'`` (``q``: the
+    frequencies of the predicted classes) and ``'prob'`` (``q``: the mean predicted probabilities); the entropy of
+    the label frequencies ``-sum_k pi_k log pi_k`` (the cross-entropy of predicting them) for ``'loss'``."""
     rows = _chance_rows(np.asarray(y), np.asarray(clean_logits, dtype=np.float64), metric, n_classes)
     return float(_chance_from_means(rows.mean(1), metric, n_classes))
 
@@ -202,6 +216,40 @@ def r2_summary(clean: np.ndarray, masked: np.ndarray, *, level: float = 0.95, me
     low = np.minimum(low, est)
     high = np.maximum(high, est)
     return {"estimate": est, "low": low, "high": high, "clean": np.full_like(b, a), "masked": b}
+
+
+def r2_keep_summary(kept: np.ndarray, base: np.ndarray, *, level: float = 0.95, method: str = "bootstrap",
+                    n_boot: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
+    """R² of the *kept* regions ('preserve'): ``1 - mean(kept) / mean(base)`` for ``kept`` risks ``(T, N)``
+    (the input with only the region kept) and ``base`` risks ``(N,)`` (nothing kept: the baseline), with a
+    paired bootstrap (or delta-method) interval. It is the generalized partial R² of the kept features
+    against none, as the removal R² is that of the whole input against the input without the region."""
+    kept = np.atleast_2d(np.asarray(kept, dtype=np.float64))
+    base = np.asarray(base, dtype=np.float64)
+    b = base.mean()
+    a = kept.mean(1)
+    est = r2_value(a, b)
+    alpha = 1.0 - level
+    if method == "bootstrap":
+        means = boot_means(np.concatenate([base[None], kept]), n_boot, seed)
+        r_star = r2_value(means[1:], means[:1])
+        low = np.quantile(r_star, alpha / 2, axis=1)
+        high = np.quantile(r_star, 1 - alpha / 2, axis=1)
+    else:
+        from statistics import NormalDist
+
+        z = NormalDist().inv_cdf(1 - alpha / 2)
+        n = base.shape[0]
+        vb = base.var(ddof=1) if n > 1 else 0.0
+        va = kept.var(1, ddof=1) if n > 1 else np.zeros_like(a)
+        cov = ((kept - a[:, None]) * (base - b)[None, :]).sum(1) / max(n - 1, 1)
+        sb = b if b > 0 else np.inf
+        var = (va / sb ** 2 + a ** 2 * vb / sb ** 4 - 2 * a * cov / sb ** 3) / n
+        se = np.sqrt(np.maximum(var, 0.0))
+        low, high = est - z * se, est + z * se
+    low = np.minimum(low, est)
+    high = np.maximum(high, est)
+    return {"estimate": est, "low": low, "high": high, "clean": a, "masked": np.full_like(a, b)}
 
 
 def target_gap(masked: np.ndarray, y: np.ndarray, clean_logits: np.ndarray, metric: str, n_classes: int,

@@ -26,41 +26,27 @@ import numpy as np
 from .. import _io
 from ..errors import DataError, InputError
 
-__all__ = ["run_locate", "load_arrays"]
+__all__ = ["run_locate", "load_arrays", "fit_localizer", "localizer_key", "parse_number", "parse_taus"]
 
 
 def load_arrays(data, y=None) -> tuple[Any, Any]:
-    """``(X, y)`` from a tuple, a dict with 'X'/'y', an ``.npz`` file with arrays ``X`` (or ``x``) and ``y``,
-    or another data file :func:`trustmap.data.read` understands."""
+    """``(X, y or None)`` from a tuple, a dict with 'X'/'y', a data file or built-in dataset name (through
+    :func:`trustmap.jobs.open_data`, the one data entry), or ``X`` with ``y=``. ``y`` is None when the data
+    have no labels (the localizer then explains the model's predictions)."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and y is None:
         return data[0], data[1]
     if isinstance(data, dict):
         X = data.get("X", data.get("x"))
         return X, data.get("y") if y is None else y
     if isinstance(data, (str, os.PathLike)):
-        path = Path(data)
-        if not path.exists():
-            raise DataError("data file not found", parameter="data", expected="an existing .npz file", got=str(path),
-                            fix="check the path")
-        if path.suffix.lower() != ".npz":  # any format trustmap.data reads (csv, parquet, h5, ...)
-            from ..data import read
+        from ..jobs import open_data
 
-            ds = read(path)
-            return ds.X, (ds.y if y is None else y)
-        with np.load(path, allow_pickle=False) as z:
-            keys = set(z.files)
-            xk = "X" if "X" in keys else ("x" if "x" in keys else None)
-            if xk is None or ("y" not in keys and y is None):
-                raise DataError("the .npz file needs arrays 'X' and 'y'", parameter="data",
-                                expected="keys X and y", got=sorted(keys), fix="np.savez(path, X=X, y=y)")
-            return z[xk], (z["y"] if y is None else y)
-    if y is None:
-        raise InputError("labels are needed to fit the localizer", parameter="y", expected="an array of labels",
-                         got=None, fix="pass y=..., or data=(X, y)")
+        src = open_data(data)
+        return src.X, (src.y if y is None else y)
     return data, y
 
 
-def _parse_number(value: Any, parameter: str) -> Any:
+def parse_number(value: Any, parameter: str) -> Any:
     """'auto' stays; a numeric string (from the command line) becomes a float."""
     if isinstance(value, str) and value.strip().lower() != "auto":
         try:
@@ -71,7 +57,7 @@ def _parse_number(value: Any, parameter: str) -> Any:
     return "auto" if isinstance(value, str) else value
 
 
-def _parse_taus(value: Any) -> Any:
+def parse_taus(value: Any) -> Any:
     """'auto', a number, or comma-separated numbers ('2,4,8') from the command line."""
     if isinstance(value, str) and value.strip().lower() != "auto":
         try:
@@ -114,8 +100,8 @@ def run_locate(model, data, out_dir, *, y=None, X_val=None, y_val=None, target_r
     """
     from . import distributed as _distributed
 
-    target_r2 = _parse_number(target_r2, "target_r2")
-    tau = _parse_taus(tau)
+    target_r2 = parse_number(target_r2, "target_r2")
+    tau = parse_taus(tau)
     with _distributed.session(distributed, device) as sess:
         res = _run_locate(sess, model, data, Path(out_dir), y, X_val, y_val, target_r2, tau, r_metric, mode, layout,
                           epochs, seed, progress, resume, plots, safe_mode, distributed, localizer_kwargs)
@@ -127,7 +113,6 @@ def _run_locate(sess, model, data, out: Path, y, X_val, y_val, target_r2, tau, r
                 progress, resume, plots, safe_mode, distributed, localizer_kwargs) -> dict[str, Any]:
     from ..errors import UnsupportedError
     from ..models import Model, load_model
-    from .fit import Localizer
 
     opts = {} if sess.device is None else {"device": sess.device}
     if isinstance(model, Model):
@@ -145,22 +130,38 @@ def _run_locate(sess, model, data, out: Path, y, X_val, y_val, target_r2, tau, r
     X, yy = load_arrays(data, y)
     if isinstance(X_val, (str, os.PathLike)):
         X_val, y_val = load_arrays(X_val, y_val)
-    loc = Localizer(tau=tau, target_r2=target_r2, r_metric=r_metric, mode=mode, layout=layout, epochs=epochs,
-                    seed=seed, progress=bool(progress) and sess.is_main,
-                    checkpoint=(out / "checkpoint") if resume else None, distributed=distributed, **localizer_kwargs)
-    loc.fit(m, X, yy, X_val, y_val)
+    loc, paths = fit_localizer(m, X, yy, out, X_val=X_val, y_val=y_val, tau=tau, target_r2=target_r2,
+                               r_metric=r_metric, mode=mode, layout=layout, epochs=epochs, seed=seed,
+                               progress=bool(progress) and sess.is_main, checkpoint=(out / "checkpoint") if resume
+                               else None, distributed=distributed, plots=plots, write=sess.is_main,
+                               **localizer_kwargs)
     done = {"rank": sess.rank, "world_size": sess.world_size, "out_dir": str(out), "tau": loc.tau_,
             "target_r2": loc.target_r2_, "target_reached": loc.target_reached_,
             "r2": {"estimate": loc.r2_.estimate, "low": loc.r2_.low, "high": loc.r2_.high}}
+    paths["masks"] = str(out / "masks.npz")
     if not sess.is_main:  # rank 0 writes the files: the same paths, not written here
-        names = {"localizer": "localizer.safetensors", "masks": "masks.npz", "r2_path": "r2_path.json"}
-        if plots and _has_matplotlib():
-            names.update(r2_path_png="r2_path.png", da_plot_png="da_plot.png", path_plot_png="path_plot.png")
-        return {**{k: str(out / v) for k, v in names.items()}, **done}
-    paths: dict[str, Any] = {}
+        return {**paths, **done}
+    loc.locate(X, y=yy).save(out / "masks.npz")
+    return {**paths, **done}
+
+
+def fit_localizer(m, X, y, out: Path, *, X_val=None, y_val=None, plots: bool = True, write: bool = True,
+                  val_accuracy: float | None = None, **params) -> tuple[Any, dict[str, str]]:
+    """Fit a :class:`Localizer` (``params``: its parameters) on ``X, y`` and write ``localizer.safetensors``
+    (+ ``.json``), ``r2_path.json`` and the plots to ``out`` (when ``write``). Returns ``(localizer, paths)``."""
+    from .fit import Localizer
+
+    out = Path(out)
+    loc = Localizer(**params)
+    loc.fit(m, X, y, X_val, y_val, val_accuracy=val_accuracy)  # y=None: the model's predictions are the labels
+    names = {"localizer": "localizer.safetensors", "r2_path": "r2_path.json"}
+    if plots and _has_matplotlib():
+        names.update(r2_path_png="r2_path.png", da_plot_png="da_plot.png", path_plot_png="path_plot.png")
+    paths = {k: str(out / v) for k, v in names.items()}
+    if not write:
+        return loc, paths
+    out.mkdir(parents=True, exist_ok=True)
     paths["localizer"] = str(loc.save(out / "localizer.safetensors"))
-    att = loc.locate(X, y=yy)
-    paths["masks"] = str(att.save(out / "masks.npz"))
     summary = {
         "format": "trustmap.locate-run/1",
         "mode": loc.mode,
@@ -173,16 +174,31 @@ def _run_locate(sess, model, data, out: Path, y, X_val, y_val, target_r2, tau, r
         "split": loc.split_,
         "settings": loc.settings_,
         "params": loc._json_params(),
+        "labels": getattr(loc, "labels_source_", "labels" if y is not None else "predictions"),
     }
-    paths["r2_path"] = str(_io.write_json(out / "r2_path.json", summary))
+    _io.write_json(out / "r2_path.json", summary)
     if plots and _has_matplotlib():
-        figs = {"r2_path.png": loc.plot_r2_path(), "da_plot.png": loc.da_plot(X, yy),
-                "path_plot.png": loc.path_plot(X)}
-        for name, fig in figs.items():
+        import matplotlib.pyplot as plt
+
+        figs = {"r2_path.png": loc.plot_r2_path, "da_plot.png": lambda: loc.da_plot(X, y),
+                "path_plot.png": lambda: loc.path_plot(X)}
+        for name, make in figs.items():
+            fig = make()
             with _io.atomic_path(out / name, suffix=".png") as tmp:
                 fig.savefig(tmp, dpi=110, format="png")
-            paths[name[:-4] + "_png"] = str(out / name)
-    return {**paths, **done}
+            plt.close(fig)
+    return loc, paths
+
+
+def localizer_key(loc) -> str:
+    """A fingerprint of a fitted localizer's weights (so masks from another localizer are never mixed in)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(loc.net_.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _has_matplotlib() -> bool:

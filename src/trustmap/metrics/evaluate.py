@@ -22,7 +22,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -32,23 +32,232 @@ from ..errors import InputError
 from ..models import load_model
 from .masking import MetricResult, check_frac, make_masking
 
-__all__ = ["evaluate_explanations", "ExplanationScores", "METRICS", "DEFAULT_METRICS", "LOCALIZATION_METRICS",
-           "holm", "paired_permutation_pvalue"]
+__all__ = ["evaluate_explanations", "check_data_fingerprints", "ExplanationScores", "METRICS", "MetricSpec",
+           "DEFAULT_METRICS", "LOCALIZATION_METRICS", "holm", "paired_permutation_pvalue", "rerunnable",
+           "metrics_table"]
 
-#: metric name -> (higher is better, what it needs: 'model', 'labels', 'mask', 'rerun')
-METRICS: dict[str, tuple[bool, tuple[str, ...]]] = {
-    "average_drop": (False, ("model",)),
-    "increase_in_confidence": (True, ("model",)),
-    "deletion": (False, ("model",)),
-    "insertion": (True, ("model",)),
-    "faithfulness_correlation": (True, ("model",)),
-    "r2": (True, ("model", "labels")),
-    "pointing_game": (True, ("mask",)),
-    "mass_inside": (True, ("mask",)),
-    "topk_iou": (True, ("mask",)),
-    "auprc": (True, ("mask",)),
-    "randomization_spearman": (False, ("model", "rerun")),
-    "randomization_ssim": (False, ("model", "rerun")),
+class MetricSpec(NamedTuple):
+    """One row of the metrics table: everything the runner, the CLI and the docs know about a metric.
+
+    ``spec[0]`` is ``higher_is_better`` and ``spec[1]`` is ``needs`` (the table's older tuple shape).
+    ``run(ctx, attribution)`` returns ``{metric name: MetricResult}``: metrics computed together
+    (average drop and increase in confidence, the two randomization similarities) share ``run``
+    and are computed once per attribution.
+    """
+
+    higher_is_better: bool
+    needs: tuple[str, ...]          # 'model', 'labels', 'mask', 'rerun' (re-explains inputs: a registered method)
+    run: Callable[["_Context", Any], dict[str, MetricResult]]
+    family: str                     # faithfulness, localization, randomization, robustness, complexity, axiomatic
+    reference: str
+    cost: str                       # forward passes / explanations per sample
+    random: bool = False            # draws random numbers (seeded by ``seed``)
+
+
+@dataclass
+class _Context:
+    """What every metric of one :func:`evaluate_explanations` call shares."""
+
+    model: Any
+    X: Any
+    y: Any
+    mask: Any
+    layout: Any
+    masking: Any
+    frac: float
+    steps: Any
+    tau: float | None
+    r2_frac: float | None
+    r_metric: str
+    n_runs: int
+    subset: float
+    level: float
+    n_boot: int
+    seed: int
+    params: dict[str, dict[str, Any]]
+    notes: list[str]
+    reference: Any = None
+
+    @property
+    def common(self) -> dict[str, Any]:
+        return dict(layout=self.layout, masking=self.masking, reference=self.reference)
+
+    def kw(self, metric: str) -> dict[str, Any]:
+        return dict(self.params.get(metric, {}))
+
+
+def _run_drop_increase(ctx: _Context, a) -> dict[str, MetricResult]:
+    from .faithfulness import drop_increase
+
+    d, i = drop_increase(ctx.model, ctx.X, a, frac=ctx.frac, **ctx.common)
+    return {"average_drop": d, "increase_in_confidence": i}
+
+
+def _run_curve(kind: str):
+    def run(ctx: _Context, a) -> dict[str, MetricResult]:
+        from . import faithfulness as F
+
+        return {kind: getattr(F, kind)(ctx.model, ctx.X, a, steps=ctx.steps, **ctx.common)}
+    return run
+
+
+def _run_faithfulness_correlation(ctx: _Context, a) -> dict[str, MetricResult]:
+    from .faithfulness import faithfulness_correlation
+
+    return {"faithfulness_correlation": faithfulness_correlation(ctx.model, ctx.X, a, n_runs=ctx.n_runs,
+                                                                 subset=ctx.subset, **ctx.common)}
+
+
+def _run_r2(ctx: _Context, a) -> dict[str, MetricResult]:
+    from .faithfulness import r2_at_budget
+
+    return {"r2": r2_at_budget(ctx.model, ctx.X, ctx.y, a, tau=ctx.tau, frac=ctx.r2_frac, r_metric=ctx.r_metric,
+                               level=ctx.level, n_boot=ctx.n_boot, **ctx.common)}
+
+
+def _run_localization(metric: str):
+    def run(ctx: _Context, a) -> dict[str, MetricResult]:
+        from . import localization as L
+
+        lay = a.layout if isinstance(a, Attribution) else _caller_layout(ctx.model, ctx.X, ctx.layout)
+        return {metric: getattr(L, metric)(a, ctx.mask, layout=lay, masking=ctx.masking)}
+    return run
+
+
+def rerunnable(a) -> bool:
+    """Whether an attribution can be recomputed on other inputs or models (a registered explainer's)."""
+    return isinstance(a, Attribution) and a.method not in ("trust", "edge_detector", "array", "")
+
+
+def _run_randomization(ctx: _Context, a) -> dict[str, MetricResult]:
+    n = len(ctx.X)
+    if rerunnable(a):
+        sp, ss = _rerun_similarity(ctx.model, ctx.X, a, ctx.layout, ctx.masking.normalize, ctx.seed)
+    else:
+        sp = ss = np.full(n, np.nan)
+        ctx.notes.append("randomization metrics need a re-runnable method (registered explainer)")
+    out = {}
+    for met, v in (("randomization_spearman", sp), ("randomization_ssim", ss)):
+        out[met] = MetricResult(met, float(np.nanmean(v)) if np.isfinite(v).any() else math.nan, v, False,
+                                {"test": "all layers randomized"}, ctx.masking.record())
+    return out
+
+
+def _run_new(metric: str, module: str, function: str, takes: tuple[str, ...] = ("model",)):
+    """A runner for the metrics of the newer families: ``function(model, X, maps, **params)``.
+
+    ``takes`` lists what the function is given besides the maps: ``'model'`` (model and X, with the
+    masking convention and seed), ``'rerun'`` (the explainer re-run on perturbed inputs: the
+    attribution must come from a registered method; NaN with a note otherwise).
+    """
+    def run(ctx: _Context, a) -> dict[str, MetricResult]:
+        import importlib
+
+        fn = getattr(importlib.import_module(f"{__package__}.{module}"), function)
+        kw = ctx.kw(metric)
+        if "rerun" in takes and not rerunnable(a):
+            n = len(ctx.X)
+            ctx.notes.append(f"{metric} needs a re-runnable method (registered explainer)")
+            nan = np.full(n, np.nan)
+            return {metric: MetricResult(metric, math.nan, nan, METRICS[metric].higher_is_better, {}, {})}
+        if "model" in takes:
+            import inspect
+
+            kw.setdefault("seed", ctx.seed)
+            if ctx.reference is not None and "reference" in inspect.signature(fn).parameters:
+                kw.setdefault("reference", ctx.reference)
+            res = fn(ctx.model, ctx.X, a, layout=ctx.layout, masking=ctx.masking, **kw)
+        else:
+            res = fn(a, X=ctx.X, model=ctx.model, layout=ctx.layout, **kw)
+        return {metric: res}
+    return run
+
+
+def _run_sensitivity(ctx: _Context, a) -> dict[str, MetricResult]:
+    from .robustness import sensitivity
+
+    if not rerunnable(a):
+        ctx.notes.append("sensitivity needs a re-runnable method (registered explainer)")
+        nan = np.full(len(ctx.X), np.nan)
+        return {k: MetricResult(k, math.nan, nan, False, {}, {}) for k in ("max_sensitivity", "avg_sensitivity")}
+    kw = {**ctx.kw("max_sensitivity"), **ctx.kw("avg_sensitivity")}
+    kw.setdefault("seed", ctx.seed)
+    mx, av = sensitivity(ctx.model, ctx.X, a, layout=ctx.layout, **kw)
+    return {"max_sensitivity": mx, "avg_sensitivity": av}
+
+
+_F = "faithfulness"
+_ROB, _CX, _AX = "robustness", "complexity", "axiomatic"
+#: The one metrics table: name -> :class:`MetricSpec` (direction, needs, runner, family, reference, cost).
+METRICS: dict[str, MetricSpec] = {
+    "average_drop": MetricSpec(False, ("model",), _run_drop_increase, _F,
+                               "Chattopadhay et al. 2018 (Grad-CAM++)", "1 forward"),
+    "increase_in_confidence": MetricSpec(True, ("model",), _run_drop_increase, _F,
+                                         "Chattopadhay et al. 2018 (Grad-CAM++)", "1 forward (shared)"),
+    "deletion": MetricSpec(False, ("model",), _run_curve("deletion"), _F, "Petsiuk et al. 2018 (RISE)",
+                           "steps + 1 forwards"),
+    "insertion": MetricSpec(True, ("model",), _run_curve("insertion"), _F, "Petsiuk et al. 2018 (RISE)",
+                            "steps + 1 forwards"),
+    "faithfulness_correlation": MetricSpec(True, ("model",), _run_faithfulness_correlation, _F,
+                                           "Bhatt et al. 2020", "n_runs forwards", True),
+    "r2": MetricSpec(True, ("model", "labels"), _run_r2, _F, "Dai et al. 2023 (TRUST / dnn-locate)",
+                     "1 forward"),
+    "pointing_game": MetricSpec(True, ("mask",), _run_localization("pointing_game"), "localization",
+                                "Zhang et al. 2018", "map only"),
+    "mass_inside": MetricSpec(True, ("mask",), _run_localization("mass_inside"), "localization",
+                              "Arras et al. 2022 (relevance mass)", "map only"),
+    "topk_iou": MetricSpec(True, ("mask",), _run_localization("topk_iou"), "localization",
+                           "top-k intersection over union", "map only"),
+    "auprc": MetricSpec(True, ("mask",), _run_localization("auprc"), "localization",
+                        "area under the precision-recall curve", "map only"),
+    "randomization_spearman": MetricSpec(False, ("model", "rerun"), _run_randomization, "randomization",
+                                         "Adebayo et al. 2018", "1 explanation on a randomized copy"),
+    "randomization_ssim": MetricSpec(False, ("model", "rerun"), _run_randomization, "randomization",
+                                     "Adebayo et al. 2018", "1 explanation on a randomized copy (shared)"),
+    "random_logit": MetricSpec(False, ("model", "rerun"), _run_new("random_logit", "robustness", "random_logit",
+                                                                   ("model", "rerun")), "randomization",
+                               "Sixt et al. 2020 (Quantus RandomLogit)", "1 explanation", True),
+    "road_morf": MetricSpec(False, ("model",), _run_new("road_morf", "road", "road_morf"), _F,
+                            "Rong et al. 2022 (ROAD, noisy linear imputation; Quantus ROAD)",
+                            "len(percentages) forwards + imputation", True),
+    "road_lerf": MetricSpec(True, ("model",), _run_new("road_lerf", "road", "road_lerf"), _F,
+                            "Rong et al. 2022 (ROAD, least relevant first)",
+                            "len(percentages) forwards + imputation", True),
+    "selectivity": MetricSpec(False, ("model",), _run_new("selectivity", "regions", "selectivity"), _F,
+                              "Montavon et al. 2018 (Quantus Selectivity)", "1 forward per patch"),
+    "region_perturbation": MetricSpec(True, ("model",), _run_new("region_perturbation", "regions",
+                                                                 "region_perturbation"), _F,
+                                      "Samek et al. 2017 (AOPC, MoRF, grid patches)", "min(regions, patches) forwards"),
+    "irof": MetricSpec(True, ("model",), _run_new("irof", "regions", "irof"), _F,
+                       "Rieger & Hansen 2020 (Quantus IROF)", "1 forward per segment (+ superpixels in 2D)"),
+    "monotonicity_correlation": MetricSpec(True, ("model",), _run_new("monotonicity_correlation", "axiomatic",
+                                                                      "monotonicity_correlation"), _F,
+                                           "Nguyen & Martinez 2020 (Quantus MonotonicityCorrelation)",
+                                           "entries / features_in_step forwards"),
+    "infidelity": MetricSpec(False, ("model",), _run_new("infidelity", "axiomatic", "infidelity"), _F,
+                             "Yeh et al. 2019 (Captum infidelity)", "n_samples forwards", True),
+    "completeness": MetricSpec(False, ("model",), _run_new("completeness", "axiomatic", "completeness"), _AX,
+                               "Sundararajan et al. 2017 (Quantus Completeness, as a gap)", "1 forward"),
+    "non_sensitivity": MetricSpec(False, ("model",), _run_new("non_sensitivity", "axiomatic", "non_sensitivity"),
+                                  _AX, "Nguyen & Martinez 2020 (Quantus NonSensitivity)",
+                                  "n_samples * entries / features_in_step forwards", True),
+    # robustness: the explainer is re-run on perturbed inputs
+    "max_sensitivity": MetricSpec(False, ("model", "rerun"), _run_sensitivity, _ROB,
+                                  "Yeh et al. 2019 (Captum sensitivity_max)", "n_samples explanations", True),
+    "avg_sensitivity": MetricSpec(False, ("model", "rerun"), _run_sensitivity, _ROB, "Yeh et al. 2019",
+                                  "n_samples explanations (shared with max_sensitivity)", True),
+    "local_lipschitz": MetricSpec(False, ("model", "rerun"), _run_new("local_lipschitz", "robustness",
+                                                                      "local_lipschitz", ("model", "rerun")), _ROB,
+                                  "Alvarez-Melis & Jaakkola 2018 (Quantus LocalLipschitzEstimate)",
+                                  "n_samples explanations", True),
+    # complexity: the map alone
+    "sparseness": MetricSpec(True, (), _run_new("sparseness", "map_complexity", "sparseness", ()), _CX,
+                             "Chalasani et al. 2020 (Gini; Quantus Sparseness)", "map only"),
+    "complexity": MetricSpec(False, (), _run_new("complexity", "map_complexity", "complexity", ()), _CX,
+                             "Bhatt et al. 2020 (entropy; Quantus Complexity)", "map only"),
+    "effective_complexity": MetricSpec(False, (), _run_new("effective_complexity", "map_complexity",
+                                                           "effective_complexity", ()), _CX,
+                                       "Nguyen & Martinez 2020 (Quantus EffectiveComplexity)", "map only"),
 }
 DEFAULT_METRICS = ("average_drop", "increase_in_confidence", "deletion", "insertion", "faithfulness_correlation", "r2")
 LOCALIZATION_METRICS = ("pointing_game", "mass_inside", "topk_iou", "auprc")
@@ -238,17 +447,52 @@ def _as_dict(attributions) -> dict[str, Any]:
         items = list(attributions.items())
     elif isinstance(attributions, Attribution):
         items = [(attributions.method, attributions)]
-    elif isinstance(attributions, (list, tuple)) and all(isinstance(a, Attribution) for a in attributions):
+    elif isinstance(attributions, (list, tuple)) and attributions and all(isinstance(a, Attribution)
+                                                                          for a in attributions):
         items = [(a.method, a) for a in attributions]
+    elif isinstance(attributions, tuple) and len(attributions) == 1 and hasattr(attributions[0], "shape"):
+        items = [("attribution", attributions[0])]  # Captum's output for a one-input model: a 1-tuple
+    elif hasattr(attributions, "shape") and hasattr(attributions, "__array__") or isinstance(attributions, np.ndarray):
+        items = [("attribution", attributions)]     # one array or tensor (e.g. Captum's attribute(...) output)
     else:
         raise InputError("attributions must name their maps", parameter="attributions",
-                         expected="a dict {name: Attribution or array} or a list of Attributions",
+                         expected="a dict {name: Attribution, array or tensor}, a list of Attributions, or one "
+                                  "array/tensor shaped like X",
                          got=type(attributions).__name__, fix="e.g. attributions={'gradcam': attr}")
     names = [str(k) for k, _ in items]
     if len(set(names)) != len(names) or not names:
         raise InputError("attribution names must be unique and there must be at least one", parameter="attributions",
                          expected="distinct names", got=names, fix="pass a dict with distinct keys")
-    return dict(zip(names, [v for _, v in items]))
+    def plain(v):
+        if isinstance(v, (Attribution, np.ndarray)) or hasattr(v, "detach"):
+            return v
+        if isinstance(v, tuple) and len(v) == 1 and hasattr(v[0], "shape"):
+            return plain(v[0])
+        return np.asarray(v) if hasattr(v, "__array__") else v  # e.g. a TensorFlow or JAX array
+    return dict(zip(names, [plain(v) for _, v in items]))
+
+
+def check_data_fingerprints(X, attrs: dict[str, Any], parameter: str = "X") -> None:
+    """Refuse an :class:`~trustmap.Attribution` made for other inputs than ``X``: its provenance
+    records the sha256 of the data it explained (``data_sha256``); it must be ``X``'s (as given, or
+    as float32). Bare arrays and Attributions without the record are not checked."""
+    prints = None
+    for name, a in attrs.items():
+        fp = a.provenance.get("data_sha256") if isinstance(a, Attribution) else None
+        if fp is None:
+            continue
+        if prints is None:
+            arr = X.detach().cpu().numpy() if hasattr(X, "detach") else np.asarray(X)
+            arr = np.ascontiguousarray(arr)
+            prints = {_io.fingerprint_array(arr), _io.fingerprint_array(arr.astype(np.float32))}
+        if fp not in prints:
+            from ..errors import DataError
+
+            raise DataError(f"attribution {name!r} was made for other inputs than {parameter}", parameter=parameter,
+                            expected=f"the inputs the maps explain (data fingerprint {fp})",
+                            got="a different data fingerprint",
+                            fix="pass the same samples, in the same order and layout, that were explained "
+                                "(a slice attr[:n] scored with X[:n] is accepted)")
 
 
 def _metrics(metrics, have_labels: bool, have_mask: bool) -> list[str]:
@@ -316,7 +560,8 @@ def evaluate_explanations(model, X, y=None, attributions=None, metrics: Sequence
                           subset: float = 0.1, layout=None, masking=None, baseline: Any = "zero",
                           normalize: str | None = None, budget: str = "total", channels: str = "each",
                           reference=None, n_boot: int = 2000, level: float = 0.95, n_perm: int = 10000,
-                          alpha: float = 0.05, seed: int = 0) -> ExplanationScores:
+                          alpha: float = 0.05, seed: int = 0,
+                          metric_params: dict[str, dict[str, Any]] | None = None) -> ExplanationScores:
     """Score explanations of ``model`` on ``X`` with intervals and paired comparisons.
 
     Parameters
@@ -338,6 +583,8 @@ def evaluate_explanations(model, X, y=None, attributions=None, metrics: Sequence
     n_boot, level : bootstrap resamples and interval level.
     n_perm, alpha : permutations per paired test, family-wise error per metric (Holm).
     seed : tie-breaking, random subsets, bootstrap and permutations.
+    metric_params : ``{metric: {parameter: value}}`` for the metrics of the newer families (e.g.
+        ``{'max_sensitivity': {'n_samples': 20}}``); see each metric's function.
     """
     from . import faithfulness as F
     from . import localization as L
@@ -356,45 +603,23 @@ def evaluate_explanations(model, X, y=None, attributions=None, metrics: Sequence
                              fix="e.g. level=0.95, alpha=0.05")
     m = load_model(model)
     m.to_internal(X, layout)  # validate X once, early
+    check_data_fingerprints(X, attrs)
     tau, r2f, r2_source = _r2_budget(attrs, r2_tau, r2_frac) if "r2" in chosen else (None, None, "")
-    common = dict(layout=layout, masking=mk, reference=reference)
-    results: dict[str, dict[str, MetricResult]] = {}
     notes: list[str] = []
+    ctx = _Context(m, X, y, mask, layout, mk, frac, steps, tau, r2f, r_metric, n_runs, subset, level, n_boot,
+                   int(seed), _metric_params(metric_params, chosen), notes, reference)
+    results: dict[str, dict[str, MetricResult]] = {}
     for name, a in attrs.items():
         res: dict[str, MetricResult] = {}
-        if "average_drop" in chosen or "increase_in_confidence" in chosen:
-            d, i = F.drop_increase(m, X, a, frac=frac, **common)
-            res["average_drop"], res["increase_in_confidence"] = d, i
-        if "deletion" in chosen:
-            res["deletion"] = F.deletion(m, X, a, steps=steps, **common)
-        if "insertion" in chosen:
-            res["insertion"] = F.insertion(m, X, a, steps=steps, **common)
-        if "faithfulness_correlation" in chosen:
-            res["faithfulness_correlation"] = F.faithfulness_correlation(m, X, a, n_runs=n_runs, subset=subset,
-                                                                         **common)
-        if "r2" in chosen:
-            res["r2"] = F.r2_at_budget(m, X, y, a, tau=tau, frac=r2f, r_metric=r_metric, level=level, n_boot=n_boot,
-                                       **common)
-        loc_kw = dict(layout=(a.layout if isinstance(a, Attribution) else _caller_layout(m, X, layout)),
-                      masking=mk)
-        for met, fn in (("pointing_game", L.pointing_game), ("mass_inside", L.mass_inside),
-                        ("topk_iou", L.topk_iou), ("auprc", L.auprc)):
-            if met in chosen:
-                res[met] = fn(a, mask, **loc_kw)
-        for met in ("randomization_spearman", "randomization_ssim"):
-            if met in chosen and "randomization_spearman" not in res:
-                n = len(X)
-                if isinstance(a, Attribution) and a.method not in ("trust", "edge_detector"):
-                    sp, ss = _rerun_similarity(m, X, a, layout, mk.normalize, seed)
-                else:
-                    sp = ss = np.full(n, np.nan)
-                    notes.append(f"{name}: randomization metrics need a re-runnable method (registered explainer)")
-                res["randomization_spearman"] = MetricResult("randomization_spearman", float(np.nanmean(sp))
-                                                             if np.isfinite(sp).any() else math.nan, sp, False,
-                                                             {"test": "all layers randomized"}, mk.record())
-                res["randomization_ssim"] = MetricResult("randomization_ssim", float(np.nanmean(ss))
-                                                         if np.isfinite(ss).any() else math.nan, ss, False,
-                                                         {"test": "all layers randomized"}, mk.record())
+        done: set = set()
+        for met in chosen:
+            spec = METRICS[met]
+            if met in res or spec.run in done:
+                continue
+            done.add(spec.run)
+            n0 = len(notes)
+            res.update(spec.run(ctx, a))
+            notes[n0:] = [f"{name}: {t}" for t in notes[n0:]]
         results[name] = {k: v for k, v in res.items() if k in chosen}
     methods = list(attrs)
     cells, comparisons = _statistics(methods, chosen, results, n_boot, level, n_perm, alpha, seed)
@@ -407,6 +632,30 @@ def evaluate_explanations(model, X, y=None, attributions=None, metrics: Sequence
                 "correction": "Holm-Bonferroni over the method pairs of each metric",
                 "model": {"name": m.name, "framework": m.framework}, "notes": sorted(set(notes))}
     return ExplanationScores(methods, chosen, cells, comparisons, settings, results)
+
+
+def _metric_params(metric_params, chosen: list[str]) -> dict[str, dict[str, Any]]:
+    if metric_params is None:
+        return {}
+    if not isinstance(metric_params, dict) or not all(isinstance(v, dict) for v in metric_params.values()):
+        raise InputError("metric_params must map metric names to parameter dicts", parameter="metric_params",
+                         expected="{metric: {parameter: value}}", got=type(metric_params).__name__,
+                         fix="e.g. metric_params={'road_morf': {'percentages': [10, 50, 90]}}")
+    extra = [k for k in metric_params if k not in chosen]
+    if extra:
+        raise InputError("metric_params names metrics that are not computed", parameter="metric_params",
+                         expected="names among the chosen metrics " + ", ".join(chosen), got=extra,
+                         fix="add them to metrics= or drop their parameters")
+    return {k: dict(v) for k, v in metric_params.items()}
+
+
+def metrics_table() -> str:
+    """The metrics table as markdown: name, family, direction, needs, cost, reference."""
+    lines = ["| metric | family | better | needs | cost per sample | reference |", "|---|---|---|---|---|---|"]
+    for name, s in METRICS.items():
+        lines.append(f"| `{name}` | {s.family} | {'higher' if s.higher_is_better else 'lower'} | "
+                     f"{', '.join(s.needs)} | {s.cost}{' (random, seeded)' if s.random else ''} | {s.reference} |")
+    return "\n".join(lines) + "\n"
 
 
 def _caller_layout(m, X, layout) -> str:

@@ -17,11 +17,14 @@ A metric that perturbs an input by an explanation map does it in these steps, al
    sample), so ranks do not favour early positions and do not depend on the batch.
 4. **Budget.** ``frac`` is the share of entries (of each group) kept or removed:
    ``k = max(1, round(frac * M))`` with ``M`` the entries per group; ``0 < frac <= 1``.
-5. **Removal.** A removed entry takes the **baseline** value: ``'zero'`` (the seeds'
-   choice), ``'mean'`` (each channel's mean over a reference set: ``reference=`` or the
-   evaluated ``X``), ``'blur'`` (a Gaussian blur of the input, ``blur_sigma``), a number, or an
-   array broadcastable to one sample ``(C, *spatial)`` (or per channel ``(C,)``). The baseline
-   actually used is recorded in every result (``MetricResult.masking``).
+5. **Removal.** A removed entry takes the **baseline** value, resolved by the one baseline
+   specification of :mod:`trustmap.baselines` (the explainers use the same): ``'zero'`` (the
+   seeds' choice), ``'mean'`` (each sample's own per-channel mean), ``'dataset_mean'`` (each
+   channel's mean over a reference set: ``reference=`` or the evaluated ``X``), ``'blur'`` (a
+   Gaussian blur of the input; here ``blur_sigma`` is in positions, default 1/20 of the
+   shortest spatial axis), ``'noise'``, a finite number, or an array that broadcasts to the input
+   (one sample in ``X``'s layout or ``(C, *spatial)``, per channel ``(C,)``, or one per sample).
+   The baseline actually used is recorded in every result (``MetricResult.masking``).
 6. **Scores** are the target class's softmax probability (``output='prob'``) or pre-softmax
    score (``output='logit'``); targets are the Attribution's (the class each map explains),
    else ``target=``, else the predicted class.
@@ -46,6 +49,7 @@ import torch
 
 from .. import _io
 from ..attribution import Attribution
+from ..baselines import BASELINES as _BASELINES, check_baseline, describe_baseline, resolve_baseline
 from ..errors import InputError, ShapeError
 from ..layout import Layout
 from ..models import Model, load_model
@@ -55,7 +59,7 @@ __all__ = ["Masking", "MetricResult", "Prepared", "prepare", "check_frac", "impo
            "budget_count", "baseline_like", "perturbed_scores", "target_scores", "chunks", "BASELINES", "NORMALIZATIONS",
            "BUDGETS", "OUTPUTS", "CHANNELS"]
 
-BASELINES = ("zero", "mean", "blur")
+BASELINES = _BASELINES
 NORMALIZATIONS = (None, "abs", "positive", "minmax")
 BUDGETS = ("total", "per_channel")
 OUTPUTS = ("prob", "logit")
@@ -78,40 +82,21 @@ class Masking:
     blur_sigma: float | None = None
 
     def __post_init__(self) -> None:
-        b = self.baseline
-        if isinstance(b, str):
-            if b not in BASELINES:
-                raise InputError("unknown baseline", parameter="baseline",
-                                 expected="one of " + ", ".join(map(repr, BASELINES)) + ", a number or an array",
-                                 got=b, fix="pass baseline='zero' (the seeds' choice), 'mean' or 'blur'")
-        elif not _is_number(b) and not isinstance(b, (np.ndarray, torch.Tensor, list, tuple)):
-            raise InputError("baseline must be a name, a number or an array", parameter="baseline",
-                             expected="'zero', 'mean', 'blur', a float, or an array of one sample's shape",
-                             got=type(b).__name__, fix="e.g. baseline='zero'")
-        elif _is_number(b) and not math.isfinite(float(b)):
-            raise InputError("baseline must be finite", parameter="baseline", expected="a finite number", got=b,
-                             fix="e.g. baseline=0.0")
+        check_baseline(self.baseline, BASELINES)
         for name, allowed in (("normalize", NORMALIZATIONS), ("budget", BUDGETS), ("channels", CHANNELS)):
             if getattr(self, name) not in allowed:
                 raise InputError(f"unknown {name}", parameter=name, expected="one of " + ", ".join(map(repr, allowed)),
                                  got=getattr(self, name), fix=f"pass {name}={allowed[0]!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
-            raise InputError("seed must be an int", parameter="seed", expected="an int", got=self.seed, fix="seed=0")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or int(self.seed) < 0:
+            raise InputError("seed must be an int >= 0", parameter="seed", expected="an int >= 0", got=self.seed,
+                             fix="seed=0")
         if self.blur_sigma is not None and (not _is_number(self.blur_sigma) or not float(self.blur_sigma) > 0):
             raise InputError("blur_sigma must be positive", parameter="blur_sigma", expected="a number > 0 or None",
                              got=self.blur_sigma, fix="e.g. blur_sigma=2.0 (None: 1/20 of the shortest axis)")
 
     def record(self, base_values: np.ndarray | None = None) -> dict[str, Any]:
         """A JSON record of the convention; ``base_values`` (per channel) when computed from data."""
-        b = self.baseline
-        if isinstance(b, str):
-            desc: Any = b
-        elif _is_number(b):
-            desc = float(b)
-        else:
-            arr = np.asarray(b.detach().cpu() if isinstance(b, torch.Tensor) else b, dtype=np.float64)
-            desc = {"array_shape": list(arr.shape), "sha256": _io.fingerprint_array(arr),
-                    "values": arr.tolist() if arr.size <= 64 else None}
+        desc = describe_baseline(self.baseline)
         out = {"baseline": desc, "normalize": self.normalize, "budget": self.budget, "channels": self.channels,
                "seed": int(self.seed), "tie_break": "a fixed random order of positions drawn from seed"}
         if isinstance(self.baseline, str) and self.baseline == "blur":
@@ -291,55 +276,25 @@ def budget_count(frac: float, m: int) -> int:
 # ---- baselines -------------------------------------------------------------------------------
 def baseline_like(x: torch.Tensor, masking: Masking, reference=None, layout: Layout | None = None,
                   model: Model | None = None) -> tuple[torch.Tensor, np.ndarray | None]:
-    """The baseline for ``x`` (``(N, C, *spatial)``, broadcast where constant) and, for ``'mean'``,
-    the per-channel values (to record)."""
+    """The baseline for ``x`` (``(N, C, *spatial)``, broadcast where constant), resolved by the one
+    specification :func:`trustmap.baselines.resolve_baseline`, and for ``'dataset_mean'`` the
+    per-channel values (to record)."""
     b = masking.baseline
-    c = x.shape[1]
-    bshape = (1, c) + (1,) * (x.ndim - 2)
-    if isinstance(b, str):
-        if b == "zero":
-            return torch.zeros(bshape, dtype=x.dtype, device=x.device), None
-        if b == "mean":
-            if reference is None:
-                ref = x
-            elif isinstance(reference, torch.Tensor) and reference.ndim == x.ndim and reference.shape[1] == c:
-                ref = reference.to(device=x.device, dtype=x.dtype)
-            else:
-                ref = (model.to_internal(reference, layout, "reference")[0] if model is not None
-                       else torch.as_tensor(np.asarray(reference)))
-                ref = ref.to(device=x.device, dtype=x.dtype)
-                if ref.ndim != x.ndim or ref.shape[1] != c:
-                    raise ShapeError("reference data do not match X", parameter="reference",
-                                     expected=f"samples with {c} channel(s), like X", got=f"shape {tuple(ref.shape)}",
-                                     fix="pass training inputs in X's layout")
-            dims = (0,) + tuple(range(2, x.ndim))
-            vals = ref.to(torch.float64).mean(dims)
-            return vals.to(x.dtype).reshape(bshape), vals.cpu().numpy()
-        sigma = masking.blur_sigma or max(1.0, min(x.shape[2:]) / 20.0)
-        from ..localizer.model import blur  # the localizer's separable Gaussian blur, any rank
-
-        return blur(x, float(sigma)), None
-    if _is_number(b):
-        return torch.full(bshape, float(b), dtype=x.dtype, device=x.device), None
-    arr = torch.as_tensor(np.asarray(b.detach().cpu() if isinstance(b, torch.Tensor) else b, dtype=np.float64))
-    sample = tuple(x.shape[1:])
-    if tuple(arr.shape) == (c,):
-        arr = arr.reshape(bshape)
-    elif tuple(arr.shape) == sample:
-        arr = arr[None]
-    elif layout is not None and arr.ndim == layout.ndim - 1:
-        try:
-            arr = torch.as_tensor(np.asarray(layout.to_internal(arr.numpy()[None])))
-        except ShapeError:
-            pass
-    if arr.ndim != x.ndim or tuple(arr.shape[1:]) not in (sample, (c,) + (1,) * (x.ndim - 2)):
-        raise ShapeError("baseline array does not fit one sample", parameter="baseline",
-                         expected=f"shape {sample} (internal), one sample in X's layout, or ({c},) per channel",
-                         got=f"shape {tuple(np.shape(b))}", fix="pass one sample's worth of baseline values")
-    if not torch.isfinite(arr).all():
-        raise ShapeError("baseline contains NaN or Inf", parameter="baseline", expected="finite values",
-                         got="non-finite values", fix="np.nan_to_num the baseline")
-    return arr.to(device=x.device, dtype=x.dtype), None
+    ref = reference
+    if isinstance(b, str) and b == "dataset_mean" and reference is not None:
+        if isinstance(reference, torch.Tensor) and reference.ndim == x.ndim and reference.shape[1] == x.shape[1]:
+            ref = reference
+        elif model is not None:
+            ref = model.to_internal(reference, layout, "reference")[0]
+        else:
+            ref = torch.as_tensor(np.asarray(reference))
+    # Masking.blur_sigma is in positions (default: 1/20 of the shortest spatial axis, at least 1);
+    # the resolver takes fractions of each axis length
+    sigma = masking.blur_sigma or max(1.0, min(x.shape[2:]) / 20.0)
+    fractions = tuple(float(sigma) / s for s in x.shape[2:])
+    base = resolve_baseline(x, b, blur_sigma=fractions, seed=masking.seed, reference=ref, layout=layout)
+    vals = base.reshape(-1).to(torch.float64).cpu().numpy() if isinstance(b, str) and b == "dataset_mean" else None
+    return base, vals
 
 
 def _pick(base: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

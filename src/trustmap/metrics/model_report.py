@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import _io
+from ..labels import check_labels
 from ..errors import DataError, RunDirError, ShapeError
 
 __all__ = ["ModelReport", "model_report", "report_from_scores", "roc_curve", "roc_auc"]
@@ -349,29 +350,7 @@ def _check_scores(probs) -> np.ndarray:
 
 
 def _check_labels(y_true, n: int, k: int) -> np.ndarray:
-    y = _to_numpy(y_true, "y")
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim == 2:
-        if y.shape != (n, k) or not np.isin(y, (0, 1)).all() or not (y.sum(1) == 1).all():
-            raise DataError("two-dimensional labels must be one-hot", parameter="y",
-                            expected=f"shape ({n}, {k}) with a single 1 per row", got=f"shape {y.shape}",
-                            fix="pass class indices, or one-hot rows (e.g. y.argmax(1) for soft labels)")
-        y = y.argmax(1)
-    if y.ndim != 1 or y.shape[0] != n:
-        raise ShapeError("one label per sample is needed", parameter="y", expected=f"{n} labels",
-                         got=f"shape {y.shape}", fix="pass y with one class index per row of the scores")
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all() or not np.all(np.mod(y, 1) == 0):
-            raise DataError("labels must be whole numbers", parameter="y", expected="class indices",
-                            got=str(y[~np.isfinite(y) | (np.mod(np.nan_to_num(y), 1) != 0)][:3]),
-                            fix="pass integer class indices")
-    y = y.astype(np.int64)
-    bad = (y < 0) | (y >= k)
-    if bad.any():
-        raise DataError("label out of range", parameter="y", expected=f"classes 0..{k - 1}",
-                        got=int(y[bad][0]), fix="labels must index the score columns (0-based)")
-    return y
+    return check_labels(y_true, n, k, parameter="y", classes_desc=f"scores with {k} columns")
 
 
 def _check_names(class_names, k: int) -> list[str]:

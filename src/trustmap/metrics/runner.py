@@ -25,7 +25,7 @@ from .. import _io
 from ..attribution import Attribution
 from ..errors import DataError, InputError, MissingFileError
 
-__all__ = ["run_evaluate_explanations", "load_explanations"]
+__all__ = ["run_evaluate_explanations", "load_explanations", "curves_png"]
 
 
 def load_explanations(explanations_dir: str | os.PathLike) -> dict[str, Attribution]:
@@ -59,45 +59,6 @@ def load_explanations(explanations_dir: str | os.PathLike) -> dict[str, Attribut
     return out
 
 
-def _load_data(data, split: str, layout: str | None):
-    from .. import datasets
-
-    if isinstance(data, datasets.Dataset):
-        return data
-    if isinstance(data, (str, os.PathLike)):
-        if isinstance(data, str) and data in datasets.NAMES and not Path(data).exists():
-            return datasets.load(data, split=split)
-        return datasets.read(data, layout=layout)
-    if isinstance(data, tuple) and len(data) == 2:
-        X, y = data
-        return datasets.from_arrays(np.asarray(X), None if y is None else np.asarray(y), layout=layout)
-    raise InputError("cannot read the data", parameter="data",
-                     expected="a built-in dataset name, a data file, a Dataset or an (X, y) pair",
-                     got=type(data).__name__, fix="e.g. data='mnist1d' or data='test.npz'")
-
-
-def _match_samples(X: np.ndarray, attrs: dict[str, Attribution]) -> int:
-    """How many leading samples of ``X`` the explanations cover (checked by their data fingerprints)."""
-    counts = {len(a) for a in attrs.values()}
-    if len(counts) != 1:
-        raise DataError("the saved explanations cover different numbers of samples", parameter="explanations_dir",
-                        expected="one count for all", got={k: len(a) for k, a in attrs.items()},
-                        fix="explain the same samples with every method")
-    n = counts.pop()
-    if n > len(X):
-        raise DataError("the explanations cover more samples than the data have", parameter="data",
-                        expected=f"at least {n} samples", got=len(X), fix="pass the data that was explained")
-    head = np.ascontiguousarray(X[:n])
-    prints = {_io.fingerprint_array(head), _io.fingerprint_array(head.astype(np.float32))}
-    for name, a in attrs.items():
-        fp = a.provenance.get("data_sha256")
-        if fp is not None and fp not in prints:
-            raise DataError(f"explanation {name!r} was made for other inputs", parameter="data",
-                            expected=f"the data explained (the first {n} samples)", got="a different data fingerprint",
-                            fix="pass the same data (and split) given to trustmap explain")
-    return n
-
-
 def run_evaluate_explanations(model, data, explanations_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                               metrics: Sequence[str] | str | None = None, *, split: str = "test",
                               layout: str | None = None, mask=None, frac: float = 0.3, baseline: Any = "zero",
@@ -125,15 +86,13 @@ def run_evaluate_explanations(model, data, explanations_dir: str | os.PathLike, 
     dict with ``scores`` (the :class:`ExplanationScores`), ``methods``, ``n`` (samples scored),
     ``files`` (paths written) and ``markdown``.
     """
+    from ..jobs.commands import score, select_explanations
+    from ..jobs.data import open_data
     from ..models import load_model
-    from .evaluate import evaluate_explanations
 
-    attrs = load_explanations(explanations_dir)
     m = load_model(model, safe_mode=safe_mode)
-    ds = _load_data(data, split, layout)
-    n = _match_samples(ds.X, attrs)
-    X = ds.X[:n]
-    y = None if ds.y is None else np.asarray(ds.y)[:n]
+    src = open_data(data, split=split, layout=layout)
+    attrs, idx, X, y = select_explanations(Path(explanations_dir), src, 4096, None, seed)
     region = mask
     if isinstance(region, (str, os.PathLike)):
         p = Path(region)
@@ -141,26 +100,17 @@ def run_evaluate_explanations(model, data, explanations_dir: str | os.PathLike, 
             raise MissingFileError("mask file not found", parameter="mask", expected="an .npy file", got=str(p),
                                    fix="check the path")
         region = np.load(p, allow_pickle=False)
-    if region is None and ds.mask is not None:
-        region = ds.mask
+    if region is None and src.mask is not None:
+        region = src.mask
     if region is not None:
-        region = np.asarray(region)[:n] if len(np.asarray(region)) >= n else region
-    scores = evaluate_explanations(m, X, y, attrs, metrics, mask=region, frac=frac, steps=steps, r2_tau=r2_tau,
-                                   layout=ds.layout, baseline=baseline, normalize=normalize, n_boot=n_boot,
-                                   level=level, n_perm=n_perm, alpha=alpha, seed=seed)
-    files: list[Path] = []
-    if out_dir is not None:
-        out = Path(out_dir)
-        files += scores.save(out / "scores.json")
-        if plots and any(k in scores.metrics for k in ("deletion", "insertion")):
-            path = _curves_png(scores, out / "curves.png")
-            if path is not None:
-                files.append(path)
-    return {"scores": scores, "methods": scores.methods, "n": int(n), "files": [str(f) for f in files],
-            "markdown": scores.to_markdown()}
+        region = np.asarray(region)[: len(idx)] if len(np.asarray(region)) >= len(idx) else region
+    res = score(m, X, y, attrs, out_dir, metrics, mask=region, frac=frac, steps=steps, r2_tau=r2_tau,
+                layout=src.layout, baseline=baseline, normalize=normalize, n_boot=n_boot, level=level,
+                n_perm=n_perm, alpha=alpha, seed=seed, plots=plots)
+    return {**res, "files": [str(f) for f in res["files"]]}
 
 
-def _curves_png(scores, path: Path) -> Path | None:
+def curves_png(scores, path: Path) -> Path | None:
     try:
         import matplotlib
 

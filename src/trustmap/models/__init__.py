@@ -7,16 +7,32 @@ import os
 from pathlib import Path
 
 from ..errors import ModelLoadError
-from .base import Capture, LayerInfo, Model, check_array
+from .base import Capture, LayerInfo, Model, check_array, preserved_rng
 from .keras_model import KerasModel, import_keras, is_keras_model, load_keras_file
-from .onnx_model import BLACK_BOX_METHODS, OnnxModel
+from .onnx_model import OnnxModel, black_box_methods
 from .torch_model import TorchModel
 
 __all__ = ["load_model", "Model", "TorchModel", "KerasModel", "OnnxModel", "LayerInfo", "Capture",
-           "BLACK_BOX_METHODS", "check_array", "import_keras"]
+           "BLACK_BOX_METHODS", "black_box_methods", "check_array", "import_keras", "preserved_rng"]
+
+
+def __getattr__(name):  # BLACK_BOX_METHODS is derived from the explainer classes on use (no import cycle)
+    if name == "BLACK_BOX_METHODS":
+        return black_box_methods()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_model(obj, *, safe_mode: bool = True, custom_objects: dict | None = None, **options) -> Model:
+    """Wrap a model (or load a model file) for trustmap; see :func:`_load`. A model whose input size
+    is known is run once on two zero inputs: one that does not return ``(N, K)`` class scores is
+    refused with a :class:`~trustmap.errors.ModelOutputError` naming the shape."""
+    if isinstance(obj, Model):
+        return obj
+    with preserved_rng():  # building modules and Keras clones draws from the global RNGs
+        return _load(obj, safe_mode=safe_mode, custom_objects=custom_objects, **options).check_shape()
+
+
+def _load(obj, *, safe_mode: bool = True, custom_objects: dict | None = None, **options) -> Model:
     """Wrap a model (or load a model file) for trustmap.
 
     Parameters

@@ -20,10 +20,10 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..errors import DataError, LayerError, TargetError, UnsupportedError
+from ..errors import DataError, LayerError, ModelOutputError, NonFiniteError, TargetError, UnsupportedError
 from ..layout import Layout, resolve_layout
 
-__all__ = ["Model", "LayerInfo", "Capture", "OUTPUT_KINDS", "DEFAULT_BUDGET_BYTES"]
+__all__ = ["Model", "LayerInfo", "Capture", "OUTPUT_KINDS", "DEFAULT_BUDGET_BYTES", "preserved_rng", "TorchView"]
 
 OUTPUT_KINDS = ("auto", "logits", "probs", "sigmoid")
 DEFAULT_BUDGET_BYTES = 256 * 2**20
@@ -149,8 +149,16 @@ class Model:
             self._freeze_depth -= 1
 
     def logits_t(self, t: torch.Tensor) -> torch.Tensor:
-        """Pre-softmax scores ``(N, K)`` for an internal tensor; differentiable where the model is."""
-        out = self._raw(t)
+        """Pre-softmax scores ``(N, K)`` for an internal tensor; differentiable where the model is.
+
+        Raises :class:`~trustmap.errors.ModelOutputError` when the model does not return one row of
+        class scores per sample, and :class:`~trustmap.errors.NonFiniteError` when a score is NaN or
+        Inf (no method ever turns non-finite scores into finite maps).
+        """
+        out = self.check_output(self._raw(t), len(t))
+        finite = torch.isfinite(out.detach().reshape(len(out), -1)).all(1)
+        if not bool(finite.all()):
+            raise self.nonfinite_error(t, torch.nonzero(~finite).view(-1))
         if out.ndim == 1:
             out = out[:, None]
         kind = self._output_kind(out)
@@ -161,6 +169,64 @@ class Model:
         if out.shape[1] == 1:  # one sigmoid/logit unit: a two-class model with logits [0, z]
             out = torch.cat([torch.zeros_like(out), out], dim=1)
         return out
+
+    def check_output(self, out, n: int) -> torch.Tensor:
+        """``out`` if it is class scores for ``n`` samples, ``(n, K)`` (or ``(n,)``: one logit); else a
+        :class:`~trustmap.errors.ModelOutputError` naming the shape."""
+        shape = tuple(out.shape) if hasattr(out, "shape") else None
+        # a multiple of n rows: a layer edit may batch several variants of each input (Ablation-CAM)
+        if not isinstance(out, torch.Tensor) or out.ndim not in (1, 2) or out.shape[0] == 0 or \
+                out.shape[0] % max(1, n) != 0 or (out.ndim == 2 and out.shape[1] < 1):
+            raise ModelOutputError("the model does not return class scores", parameter="model",
+                                   expected=f"one row of K class scores per sample: shape ({n}, K) for {n} "
+                                            "input(s) (a classifier's logits or probabilities)",
+                                   got=f"shape {shape}" if shape is not None else type(out).__name__,
+                                   fix="pool or flatten the output to (N, K) in the model (e.g. a final "
+                                       "GlobalAveragePooling/Flatten + Dense/Linear), or wrap it in a module that does")
+        if not (out.is_floating_point()):
+            out = out.float()
+        return out
+
+    def check_shape(self) -> "Model":
+        """When the input size is known, run two zero inputs and check the model returns ``(2, K)``
+        class scores (a :class:`~trustmap.errors.ModelOutputError` otherwise); returns self."""
+        if self.spatial is None or None in self.spatial:
+            return self
+        probe = torch.zeros((2, self.channels, *self.spatial), dtype=self.dtype, device=self.device)
+        with self.frozen(), torch.inference_mode():
+            out = self._raw(probe)
+        self.check_output(out, 2)
+        return self
+
+    def _weights_finite(self) -> bool | None:
+        """Whether every weight is finite (``None``: unknown)."""
+        return None
+
+    def nonfinite_error(self, t: torch.Tensor, rows, offset: int = 0) -> NonFiniteError:
+        """The error for NaN/Inf scores on rows ``rows`` of the internal batch ``t``."""
+        rows = [int(r) for r in (rows.tolist() if hasattr(rows, "tolist") else rows)]
+        peak = float(t.detach().abs().max()) if t.numel() else 0.0
+        weights = self._weights_finite()
+        if weights is False:
+            return NonFiniteError("the model's weights contain NaN or Inf, so its scores are not finite",
+                                  parameter="model", expected="finite weights", got="NaN/Inf weights",
+                                  fix="reload or retrain the model (check the training for divergence)")
+        first = f"sample {rows[0] + offset}" if rows else "some rows"
+        return NonFiniteError(f"the model's scores are not finite (NaN or Inf) for {len(rows) or 'some'} input row(s) "
+                              f"(the first: {first})", parameter="x", expected="inputs whose scores are finite",
+                              got=f"NaN/Inf scores; the largest |input| is {peak:.3g}",
+                              fix="bring the inputs to the scale the model was trained on (e.g. standardize "
+                                  "them) and check the model for overflow")
+
+    def nonfinite_rows(self, t: torch.Tensor) -> np.ndarray:
+        """Indices of the rows of the internal batch ``t`` whose scores are NaN or Inf (forward only)."""
+        bad = []
+        with self.frozen(), torch.inference_mode():
+            for s in self.chunks(len(t), t[0].numel()):
+                out = self.check_output(self._raw(t[s]), s.stop - s.start)
+                ok = torch.isfinite(out.reshape(len(out), -1)).all(1).cpu().numpy()
+                bad.extend((np.nonzero(~ok)[0] + s.start).tolist())
+        return np.asarray(bad, dtype=np.int64)
 
     def probs_t(self, t: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits_t(t), dim=1)
@@ -286,7 +352,23 @@ class Model:
                               got=int(arr[bad][0]), fix=f"pick a class index below {k}")
         return arr
 
+    def as_torch(self, layout: str | None = None) -> "torch.nn.Module":
+        """A ``torch.nn.Module`` view of this model for tools that expect one (Captum, Quantus).
+
+        ``forward(x)`` takes a tensor in ``layout`` (default: channels-first, ``'NCL'`` for 1D and
+        ``'NCHW'`` for 2D models; ``'NLC'``/``'NHWC'`` etc. also work) and returns the pre-softmax
+        scores ``(N, K)`` (:meth:`logits_t`), differentiable where the model is. Any loaded model
+        has one: a channels-last Keras model seen channels-first, an ONNX model (not
+        differentiable). The view holds no parameters and never changes the model's mode or
+        weights: each call runs in evaluation mode (:meth:`frozen`).
+        """
+        return TorchView(self, layout)
+
     def _unknown_layer(self, layer: str, names: list[str]) -> LayerError:
+        if not isinstance(layer, str):
+            return LayerError("a layer is named by a string", parameter="layer",
+                              expected="one of " + ", ".join(names[:40]), got=repr(layer),
+                              fix="pass the layer's name (model.layers() lists them), or None for the default")
         close = [n for n in names if layer.lower() in n.lower() or n.lower() in layer.lower()][:5]
         return LayerError("no layer of that name", parameter="layer", expected="one of " + ", ".join(names[:40]),
                           got=layer, fix=("did you mean " + " or ".join(close) + "?") if close else
@@ -295,6 +377,37 @@ class Model:
     def __repr__(self) -> str:
         sp = "x".join("?" if s is None else str(s) for s in (self.spatial or ("?",)))
         return f"<{type(self).__name__} {self.name!r}: {self.channels} channel(s) x {sp}, output={self.output}>"
+
+
+class TorchView(torch.nn.Module):
+    """What :meth:`Model.as_torch` returns: ``forward(x in layout) -> logits``."""
+
+    def __init__(self, model: Model, layout: str | None = None) -> None:
+        super().__init__()
+        from ..layout import LAYOUTS
+
+        name = layout if layout is not None else ("NCL" if model.rank == 1 else "NCHW")
+        lay = Layout(name)
+        if LAYOUTS[name][0] != model.rank:
+            from ..errors import LayoutError
+
+            raise LayoutError("layout does not have the model's rank", parameter="layout",
+                              expected=f"a rank-{model.rank} layout, e.g. {'NCL' if model.rank == 1 else 'NCHW'}",
+                              got=name, fix="pass the layout of the tensors you will feed")
+        object.__setattr__(self, "trustmap_model", model)  # not a submodule: the view owns nothing
+        self.layout = name
+        self._lay = lay
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.trustmap_model
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(np.asarray(x))
+        t = self._lay.to_internal(x).to(device=m.device, dtype=m.dtype)
+        with m.frozen():
+            return m.logits_t(t)
+
+    def extra_repr(self) -> str:
+        return f"{self.trustmap_model!r}, layout={self.layout!r}"
 
 
 def check_array(x, parameter: str = "x"):
@@ -336,6 +449,28 @@ def check_array(x, parameter: str = "x"):
                         expected="finite values", got="NaN/Inf",
                         fix="impute or drop those samples (e.g. np.nan_to_num) before explaining")
     return x
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """The global random states (torch CPU and initialized CUDA devices, NumPy's legacy global, Python's
+    ``random``) are exactly what they were on entry when the block ends, however it ends: building
+    layers (Keras clones, zoo modules) draws from them, and the user's random streams must not move."""
+    import random
+
+    torch_state = torch.random.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() \
+        else None
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
 
 
 def hash_tensors(named: Iterator[tuple[str, Any]]) -> str:

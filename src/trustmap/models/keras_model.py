@@ -2,7 +2,13 @@
 
 trustmap works on a private clone of the user's model (same weights; a fused final
 softmax/sigmoid replaced by a linear activation so logits are reachable). The user's
-model object is never called, edited or hooked.
+model object is never called, edited or hooked. Lambda layers are cloned around the same
+function object (nothing is deserialized). Where no clone can be made (a custom layer whose
+config does not rebuild it), the model itself is run: ``frozen()`` and ``capture()`` restore
+everything they touch (``requires_grad``, the patched layer call).
+
+Keras' process-wide safe-mode flag is exactly what it was after every load, whatever happens
+(:func:`preserved_safe_mode`).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,7 +27,8 @@ import torch
 from ..errors import BackendError, DependencyError, ModelLoadError, UnsafeModelError, UnsupportedError
 from .base import Capture, LayerInfo, Model, hash_tensors, pick_default_layer
 
-__all__ = ["KerasModel", "import_keras", "load_keras_file", "is_keras_model"]
+__all__ = ["KerasModel", "import_keras", "load_keras_file", "is_keras_model", "keras_safe_mode",
+           "preserved_safe_mode"]
 
 _UNSAFE_LAYERS = ("Lambda", "TFOpLambda", "SlicingOpLambda")
 _ACTIVATION_LAYERS = ("Activation", "Softmax", "ReLU")
@@ -67,6 +75,29 @@ def _config_layers(config: Any) -> Iterator[str]:
             yield from _config_layers(v)
 
 
+def keras_safe_mode():
+    """Keras' process-wide safe-mode setting: ``None`` (unset: safe), ``True`` or ``False`` (unsafe
+    deserialization enabled, e.g. by ``keras.config.enable_unsafe_deserialization()``)."""
+    import_keras()
+    from keras.src.backend.common import global_state
+
+    return global_state.get_global_attribute("safe_mode_saving")
+
+
+@contextlib.contextmanager
+def preserved_safe_mode() -> Iterator[None]:
+    """Whatever happens inside (success, an exception, KeyboardInterrupt), Keras' global safe-mode
+    setting is exactly what it was on entry."""
+    import_keras()
+    from keras.src.backend.common import global_state
+
+    before = global_state.get_global_attribute("safe_mode_saving")
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute("safe_mode_saving", before)
+
+
 def _read_config(path: Path) -> Any:
     if path.suffix == ".keras":
         with zipfile.ZipFile(path) as z:
@@ -103,14 +134,24 @@ def load_keras_file(path: str | os.PathLike, *, safe_mode: bool = True, custom_o
                                parameter="safe_mode", expected="a model without Lambda layers", got=str(path),
                                fix="if you trust this file, pass safe_mode=False (and custom_objects for its functions)")
     try:
-        if path.suffix == ".keras":
-            return keras.saving.load_model(path, compile=False, safe_mode=safe_mode, custom_objects=custom_objects)
-        with keras.config.enable_unsafe_deserialization() if not safe_mode else contextlib.nullcontext():
-            return keras.saving.load_model(path, compile=False, custom_objects=custom_objects)
+        # keras scopes safe_mode to the call for .keras and .h5 alike; preserved_safe_mode() makes sure
+        # the process-wide flag is what it was, whatever happens (never enable_unsafe_deserialization())
+        with preserved_safe_mode():
+            return keras.saving.load_model(path, compile=False, safe_mode=bool(safe_mode),
+                                           custom_objects=custom_objects)
     except Exception as exc:
         raise ModelLoadError(f"keras could not load the file ({type(exc).__name__}: {str(exc)[:300]})",
                              parameter="path", got=str(path),
                              fix="check the file is complete; custom layers need custom_objects={...}") from exc
+
+
+def _clone_lambda(keras, layer):
+    """A new Lambda layer around the same function object: the function is already in this process
+    (the user built the model or loaded it with ``safe_mode=False``), so nothing is deserialized and
+    Keras' safe mode is never consulted or changed."""
+    return type(layer)(layer.function, output_shape=getattr(layer, "_output_shape", None),
+                       mask=getattr(layer, "mask", None), arguments=dict(getattr(layer, "arguments", {}) or {}),
+                       name=layer.name)
 
 
 def _linear_clone(keras, model):
@@ -126,16 +167,21 @@ def _linear_clone(keras, model):
         kind = act_name
 
         def clone_fn(layer):
+            if isinstance(layer, keras.layers.Lambda):
+                return _clone_lambda(keras, layer)
             cfg = layer.get_config()
             if layer.name == last.name:
                 cfg["activation"] = "linear"
             return layer.__class__.from_config(cfg)
     else:
         def clone_fn(layer):
+            if isinstance(layer, keras.layers.Lambda):
+                return _clone_lambda(keras, layer)
             return layer.__class__.from_config(layer.get_config())
 
     try:
-        clone = keras.models.clone_model(model, clone_function=clone_fn)
+        with preserved_safe_mode():
+            clone = keras.models.clone_model(model, clone_function=clone_fn)
     except Exception as exc:
         raise UnsupportedError(f"this Keras model cannot be cloned ({type(exc).__name__}: {exc})",
                                parameter="model", expected="a Sequential or Functional Keras model",
@@ -177,9 +223,19 @@ class KerasModel(Model):
         channels = shape[-1] if self.channels_last else shape[1]
         spatial = shape[1:-1] if self.channels_last else shape[2:]
         self.keras_model = model
-        clone, kind = _linear_clone(keras, model)
-        for v in clone.weights:
-            v.value.requires_grad_(False)
+        try:
+            clone, kind = _linear_clone(keras, model)
+            self.private_copy = True
+            for v in clone.weights:
+                v.value.requires_grad_(False)
+        except UnsupportedError as exc:
+            # no private copy (e.g. a custom layer without a usable get_config): run the user's model
+            # itself; frozen() switches its weights' requires_grad off and restores them, capture()
+            # restores the layer it patches, and a final softmax stays (logits are recovered as log p)
+            warnings.warn(f"{model.name}: {exc.what}; trustmap runs the model itself (nothing is changed, "
+                          "gradient methods explain log-probabilities if it ends in a softmax)", stacklevel=3)
+            clone, kind = model, None
+            self.private_copy = False
         self._clone = clone
         # a Functional model saved with a list of inputs wants a list (else keras warns every call)
         self._list_input = isinstance(getattr(clone, "_inputs_struct", None), list)
@@ -192,6 +248,25 @@ class KerasModel(Model):
     def device(self) -> torch.device:
         w = self._clone.weights
         return w[0].value.device if w else torch.device("cpu")
+
+    @contextlib.contextmanager
+    def _frozen(self) -> Iterator[None]:
+        if self.private_copy:  # the clone's weights never need gradients
+            yield
+            return
+        values = [v.value for v in self._clone.weights]
+        flags = [t.requires_grad for t in values]
+        try:
+            for t in values:
+                t.requires_grad_(False)
+            yield
+        finally:
+            for t, f in zip(values, flags):
+                t.requires_grad_(f)
+
+    def _weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(v.value).all()) for v in self._clone.weights
+                   if torch.is_floating_point(v.value))
 
     def _to_native(self, t: torch.Tensor) -> torch.Tensor:
         return torch.movedim(t, 1, -1) if self.channels_last else t

@@ -11,10 +11,19 @@ import torch
 from ..errors import DependencyError, ModelLoadError, UnsupportedError
 from .base import LayerInfo, Model
 
-__all__ = ["OnnxModel", "BLACK_BOX_METHODS"]
+__all__ = ["OnnxModel", "BLACK_BOX_METHODS", "black_box_methods"]
 
-# methods that need only forward passes; the explainer registry checks against this list
-BLACK_BOX_METHODS = ("occlusion", "lime", "kernelshap")
+def black_box_methods() -> tuple[str, ...]:
+    """The forward-only explainers (derived from their classes; imported lazily: explain imports models)."""
+    from ..explain.registry import methods_where
+
+    return tuple(methods_where(needs_gradients=False))
+
+
+def __getattr__(name):  # BLACK_BOX_METHODS, derived on use
+    if name == "BLACK_BOX_METHODS":
+        return black_box_methods()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class OnnxModel(Model):
@@ -87,7 +96,7 @@ class OnnxModel(Model):
     def logits_t(self, t: torch.Tensor) -> torch.Tensor:
         if t.requires_grad:
             raise UnsupportedError("ONNX models give no gradients", parameter="method",
-                                   expected="a forward-only method: " + ", ".join(BLACK_BOX_METHODS),
+                                   expected="a forward-only method: " + ", ".join(black_box_methods()),
                                    got="a gradient method",
                                    fix="use one of those methods, or load the PyTorch/Keras model instead")
         return super().logits_t(t)
@@ -97,7 +106,7 @@ class OnnxModel(Model):
 
     def default_layer(self) -> str:
         raise UnsupportedError("ONNX models expose no layers to trustmap", parameter="layer",
-                               expected="a forward-only method: " + ", ".join(BLACK_BOX_METHODS),
+                               expected="a forward-only method: " + ", ".join(black_box_methods()),
                                got="a layer-based method", fix="load the PyTorch/Keras model for CAM methods")
 
     def fingerprint(self) -> str:

@@ -99,6 +99,10 @@ class TorchModel(Model):
             out = out[0]
         return out
 
+    def _weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(v).all()) for v in list(self._body.parameters()) + list(self._body.buffers())
+                   if v.is_floating_point())
+
     @contextlib.contextmanager
     def _frozen(self) -> Iterator[None]:
         mods = list(self._body.modules())

@@ -19,12 +19,13 @@ import numpy as np
 
 from .. import _io
 from ..errors import RunDirError
+from ..explain.registry import methods_where
+from ..jobs.record import RUN_FORMAT, RUN_FORMATS  # the one run-record schema
 
 __all__ = ["build_report", "load_run", "Run", "RUN_FORMAT", "SYNTHESIS_METHODS"]
 
-RUN_FORMAT = "trustmap.run/1"
 #: methods whose output is a synthesized input, not a map of the given input (shown, not scored)
-SYNTHESIS_METHODS = ("activation_max",)
+SYNTHESIS_METHODS = tuple(methods_where(synthesizes_inputs=True))
 _DPI = 90
 
 
@@ -103,8 +104,9 @@ def load_run(run_dir: str | os.PathLike) -> Run:
         raise RunDirError("run directory not found", parameter="run_dir", expected="a folder written by trustmap demo",
                           got=str(root), fix="check the path, or run `trustmap demo` first")
     manifest = _json(root / "run.json", "the run's manifest")
-    if not isinstance(manifest, dict) or manifest.get("format") != RUN_FORMAT:
-        raise _corrupt(root / "run.json", ValueError(f"format is not {RUN_FORMAT}"), "the run's manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") not in RUN_FORMATS:
+        raise _corrupt(root / "run.json", ValueError(f"format is not {RUN_FORMAT} (written by an older trustmap?)"),
+                       "the run's manifest")
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise _corrupt(root / "run.json", ValueError("no 'files' table"), "the run's manifest")
@@ -624,6 +626,10 @@ def _explanations(run: Run) -> _Section | None:
     n_per = int(run.manifest.get("settings", {}).get("gallery", 3))
     if y is not None and pred is not None and conf is not None:
         groups = select_gallery(y, pred, conf, n=n_per)
+    elif pred is not None:  # no labels: grouped by predicted class, most confident first
+        order_ = np.argsort(-conf) if conf is not None else np.arange(len(pred))
+        groups = {f"predicted {names[k] if names and k < len(names) else k}": order_[pred[order_] == k][:n_per]
+                  for k in np.unique(pred).tolist()}
     else:
         groups = {"samples": np.arange(min(len(X), 2 * n_per))}
     # methods side by side on the first (most confident correct, else first) sample
@@ -1000,12 +1006,17 @@ def render(run: Run) -> str:
         created=_esc(_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))
 
 
-def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+def build_report(run_dir, out: str | os.PathLike | None = None) -> Path:
     """Build ``RUN_DIR/report.html`` (or ``out``): one self-contained HTML file, written atomically.
 
-    Raises :class:`~trustmap.errors.RunDirError` naming the file when one is missing or corrupt.
+    ``run_dir`` is one run folder of any command, or a list of them (e.g. explain + locate + evaluate
+    of the same model and data; the report goes to the first one by default), read by
+    :func:`trustmap.report.runs.load_runs`. Raises :class:`~trustmap.errors.RunDirError` naming the
+    file when one is missing or corrupt.
     """
-    run = load_run(run_dir)
+    from .runs import load_runs
+
+    run = load_runs(run_dir)
     text = render(run)
     path = Path(out) if out is not None else run.root / "report.html"
     return _io.write_text(path, text)

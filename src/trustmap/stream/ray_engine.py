@@ -42,7 +42,9 @@ import numpy as np
 
 from .. import _io
 from ..errors import DataError, DependencyError, InputError, RunDirError, TargetError, UnsupportedError
-from .run import DEFAULT_CHUNK_ROWS, _check_chunk_rows, _model_desc, _target_key, _targets_for
+from ..jobs.engine import DEFAULT_CHUNK_ROWS, check_chunk_rows
+from ..jobs.record import model_desc, new_record, write_record
+from ..jobs.targets import check_target_range, parse_target, target_key
 from .sinks import _FORMAT, StreamConflictError, _fsync_dir, _read_record, maps_table
 from .sources import Source, open_source
 
@@ -92,7 +94,7 @@ class _ExplainActor:
         import ray
         import torch
 
-        from ..explain.runner import make_explainers
+        from ..jobs.params import make_explainers
         from ..models import load_model
 
         if threads:
@@ -291,16 +293,13 @@ def ray_explain(model, data, methods: str | Sequence[str], out_dir, *, target=No
         method), ``n``, ``seconds`` and ``samples_per_s`` (the Ray work, without starting Ray),
         ``workers`` and ``model_loads`` (model loads on the workers: one per actor).
     """
-    from ..explain.runner import _methods, make_explainers
+    from ..jobs.params import make_explainers, method_names
     from ..models import load_model
 
-    names = _methods(methods)
-    if len(set(names)) != len(names):
-        raise InputError("a method is named twice", parameter="methods", expected="distinct names", got=names,
-                         fix="name each method once")
+    names = method_names(methods)
     params = dict(params or {})
     explainers = make_explainers(names, params)
-    chunk_rows = _check_chunk_rows(chunk_rows)
+    chunk_rows = check_chunk_rows(chunk_rows)
     num_workers = _check_count(num_workers, "num_workers", whole=True, minimum=1, inclusive=True,
                                example="num_workers=2")
     gpus = _check_count(num_gpus_per_worker, "num_gpus_per_worker", whole=False, minimum=0, inclusive=True,
@@ -322,25 +321,18 @@ def ray_explain(model, data, methods: str | Sequence[str], out_dir, *, target=No
         if src.n == 0:
             raise DataError("the data file holds no samples", parameter="data", expected="at least one row",
                             got=str(src.path), fix="pass a file with samples")
-        _targets_for(target, src.y, 0, 0, src.n)  # validate before any work
-        if target is None or (isinstance(target, str) and target == "pred"):
-            targets = None
-        elif isinstance(target, str):  # 'label'
+        target = parse_target(target)
+        check_target_range(target, src.y, src.n, m.n_classes)  # checked here rather than in every worker
+        if isinstance(target, str):  # 'label'
             targets = np.asarray(src.y, dtype=np.int64)
-        elif np.ndim(target) == 0:
-            targets = int(target)
         else:
-            targets = np.asarray(target, dtype=np.int64)
-        if targets is not None:  # checked here rather than in every worker
-            k, arr = m.n_classes, np.atleast_1d(targets)
-            if len(arr) and (arr.min() < 0 or arr.max() >= k):
-                bad = int(arr[(arr < 0) | (arr >= k)][0])
-                raise TargetError("target out of range", parameter="target", expected=f"classes 0..{k - 1}",
-                                  got=bad, fix=f"pick a class index below {k}")
+            targets = target
         data_desc, n, sample_shape, src_layout = src.describe(), src.n, src.sample_shape, src.layout
+        src_labeled, src_classes = src.y is not None, list(src.classes)
+        data_desc["fingerprint"] = src.fingerprint()
         data_path = str(src.path.resolve())
         base_run = {"model": m.fingerprint(), "data": src.fingerprint(), "layout": src_layout,
-                    "target": _target_key(target)}
+                    "target": target_key(target)}
     finally:
         if not isinstance(data, Source):
             src.close()
@@ -408,26 +400,29 @@ def ray_explain(model, data, methods: str | Sequence[str], out_dir, *, target=No
             _fsync_dir(out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        model_desc = _model_desc(model, m)
+        desc = model_desc(model, m)
         for name in todo:
             ex = explainers[name]
             _io.write_json(out / f"{name}.json", {
                 "format": _FORMAT, "storage": "parquet", "name": name, "file": f"{name}.parquet",
                 "shape": [n, *sample_shape], "run": runs[name], "kind": "attribution", "method": name,
-                "params": ex.params, "layout": src_layout, "model": model_desc, "data": data_desc,
-                "target": _target_key(target), "chunk_rows": chunk_rows, "engine": "ray", "workers": pool,
+                "params": ex.params, "layout": src_layout, "model": desc, "data": data_desc,
+                "target": target_key(target), "chunk_rows": chunk_rows, "engine": "ray", "workers": pool,
                 "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "versions": {**_io.versions(), "ray": ray.__version__}})
     files = {name: files[name] for name in names}
     rows = n if todo else 0
-    _io.write_json(out / "run.json", {
-        "model": _model_desc(model, m), "data": data_desc, "n": n, "methods": names,
-        "params": {k: v.params for k, v in explainers.items()}, "target": _target_key(target),
-        "stream": {"chunk_rows": chunk_rows, "format": "parquet", "computed": computed, "skipped": skipped},
-        "engine": "ray", "ray": {"address": address, "session": kind, "workers": pool,
-                                 "cpus_per_worker": cpus, "gpus_per_worker": gpus, "model_loads": loads,
-                                 "devices": devices, "seconds": seconds},
-        "files": {k: Path(v).name for k, v in files.items()}, "versions": {**_io.versions(), "ray": ray.__version__}})
+    rec = new_record("explain", model=model, m=m, engine="ray", methods=names,
+                     params={k: v.params for k, v in explainers.items()}, target=target_key(target),
+                     data=data_desc, n=n, labels={"source": "data" if labels is None and src_labeled else
+                                                  ("file" if labels is not None else "none")},
+                     classes=list(src_classes),
+                     stream={"chunk_rows": chunk_rows, "format": "parquet", "computed": computed, "skipped": skipped},
+                     ray={"address": address, "session": kind, "workers": pool, "cpus_per_worker": cpus,
+                          "gpus_per_worker": gpus, "model_loads": loads, "devices": devices, "seconds": seconds},
+                     maps={k: Path(v).name for k, v in files.items()})
+    rec["versions"]["ray"] = ray.__version__
+    write_record(out, rec)
     return {"files": files, "computed": computed, "skipped": skipped, "n": n, "seconds": seconds,
             "samples_per_s": rows / seconds if seconds > 0 and rows else None, "workers": pool,
             "model_loads": loads, "engine": "ray"}

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.loaders import (_INSTALL, check_data_path, _head_rows, _is_number, _list_to_numpy, _pick_keys,
+from ..data.loaders import (unreadable_as_data_error, _INSTALL, check_data_path, _head_rows, _is_number, _list_to_numpy, _pick_keys,
                             _layout_attr, _names_attr, _resolve_column, encode_labels, guess_layout)
 from ..errors import DataError, DependencyError, InputError, MissingFileError, ShapeError
 from ..layout import Layout, as_layout
@@ -74,7 +74,8 @@ class Source:
         if not 0 <= start <= stop <= self.n:
             raise InputError("row range out of bounds", parameter="stop", expected=f"0 <= start <= stop <= {self.n}",
                              got=f"{start}:{stop}", fix="read rows inside the file")
-        x = self._read_x(start, stop) if stop > start else np.zeros((0, *self.sample_shape), np.float32)
+        with unreadable_as_data_error(self.path):
+            x = self._read_x(start, stop) if stop > start else np.zeros((0, *self.sample_shape), np.float32)
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.shape != (stop - start, *self.sample_shape):
             raise DataError("a block of rows does not have the file's sample shape", parameter="path",
@@ -157,9 +158,10 @@ def _labels_from(labels, parameter: str = "labels") -> np.ndarray | None:
         if not p.exists():
             raise MissingFileError("labels file not found", parameter=parameter, expected="an existing file",
                                    got=str(p), fix="check the path")
-        if p.suffix.lower() == ".npy":
-            return np.load(p, allow_pickle=False)
-        return np.loadtxt(p, dtype=str, delimiter=",", ndmin=1, comments=None)
+        with unreadable_as_data_error(p, parameter):
+            if p.suffix.lower() == ".npy":
+                return np.load(p, allow_pickle=False)
+            return np.loadtxt(p, dtype=str, delimiter=",", ndmin=1, comments=None, encoding="utf-8")
     return np.asarray(labels)
 
 
@@ -532,7 +534,9 @@ def open_source(path: str | os.PathLike, *, layout: str | Layout | None = None, 
             raise InputError(".npy files hold X only", parameter="label" if label is not None else "key",
                              expected="labels= (a separate labels file) instead", got=label if label is not None else key,
                              fix="pass labels='y.npy'")
-        return NpySource(p, layout=layout, labels=labels)
+        with unreadable_as_data_error(p):
+            return NpySource(p, layout=layout, labels=labels)
     cls = {".parquet": ParquetSource, ".pq": ParquetSource, ".h5": H5Source, ".hdf5": H5Source,
            ".csv": CsvSource}[suffix]
-    return cls(p, layout=layout, label=label, key=key, labels=labels)
+    with unreadable_as_data_error(p):
+        return cls(p, layout=layout, label=label, key=key, labels=labels)

@@ -11,15 +11,15 @@ tensors with ``safetensors``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from .._io import atomic_path, read_json, versions, write_json
+from .. import records
+from .._io import versions
 from ..errors import InputError, ModelLoadError, UnsupportedError
 from .models import ARCHITECTURES, ZooModel, n_parameters
 from .train import History
@@ -49,10 +49,6 @@ def _weights_path(path: str | os.PathLike, *, for_save: bool) -> Path:
                      fix="name the file e.g. 'model.safetensors'")
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def save(module: nn.Module, path: str | os.PathLike, *, history: History | dict | None = None,
          classes: list | None = None, meta: dict | None = None) -> Path:
     """Write ``module``'s weights (``.safetensors``) and its config (``.json``), both atomically.
@@ -72,8 +68,6 @@ def save(module: nn.Module, path: str | os.PathLike, *, history: History | dict 
 
     Returns the path of the ``.safetensors`` file.
     """
-    from safetensors.torch import save_file
-
     arch = getattr(module, "arch", None)
     config = getattr(module, "config", None)
     if arch not in ARCHITECTURES or not isinstance(config, dict):
@@ -82,7 +76,6 @@ def save(module: nn.Module, path: str | os.PathLike, *, history: History | dict 
                                got=type(module).__name__,
                                fix="for other modules save module.state_dict() with safetensors.torch.save_file")
     weights = _weights_path(path, for_save=True)
-    json_path = weights.with_suffix(".json")
     if classes is not None:
         classes = [c if isinstance(c, (str, int, float)) else str(c) for c in classes]
     if isinstance(history, History):
@@ -95,9 +88,6 @@ def save(module: nn.Module, path: str | os.PathLike, *, history: History | dict 
         raise InputError("meta must be a dict", parameter="meta", expected="a JSON-ready dict",
                          got=type(meta).__name__, fix="pass meta={'key': value}")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
-    with atomic_path(weights) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "arch": arch})
-        digest = _sha256(tmp.read_bytes())
     info = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -109,11 +99,9 @@ def save(module: nn.Module, path: str | os.PathLike, *, history: History | dict 
         "history": history,
         "meta": meta or {},
         "versions": versions(),
-        "weights_file": weights.name,
-        "weights_sha256": digest,
     }
-    write_json(json_path, info)
-    return weights
+    # the weights first, then the record naming them and their sha256 (trustmap.records)
+    return records.save_pair(weights, tensors, info, metadata={"format": FORMAT, "arch": arch})
 
 
 def read_info(path: str | os.PathLike) -> dict[str, Any]:
@@ -124,21 +112,8 @@ def read_info(path: str | os.PathLike) -> dict[str, Any]:
         raise ModelLoadError("model file not found", parameter="path",
                              expected="a .safetensors file with its .json, or a directory holding model.safetensors",
                              got=str(path), fix="check the path")
-    if not json_path.exists():
-        raise ModelLoadError("the model's .json file is missing", parameter="path",
-                             expected=f"{json_path.name} beside {weights.name}", got=str(json_path),
-                             fix="keep the .json that trustmap.zoo.save wrote next to the weights")
-    try:
-        info = read_json(json_path)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"the model's .json file is corrupt ({type(exc).__name__}: {exc})", parameter="path",
-                             expected="the JSON written by trustmap.zoo.save", got=str(json_path),
-                             fix="save the model again") from exc
-    required = ("arch", "config", "weights_sha256")
-    if not isinstance(info, dict) or info.get("format") != FORMAT or any(k not in info for k in required):
-        raise ModelLoadError("the .json file is not a trustmap model record", parameter="path",
-                             expected=f"a JSON object with format={FORMAT!r} and {', '.join(required)}",
-                             got=str(json_path), fix="save the model again with trustmap.zoo.save")
+    info = records.read_record(json_path, FORMAT, ("arch", "config", "weights_sha256"), parameter="path",
+                               error=ModelLoadError, what="model")
     if info["arch"] not in ARCHITECTURES:
         raise ModelLoadError("unknown architecture in the model record", parameter="path",
                              expected="one of " + ", ".join(ARCHITECTURES), got=f"{info['arch']!r} in {json_path}",
@@ -160,23 +135,17 @@ def load(path: str | os.PathLike) -> ZooModel:
 
     weights = _weights_path(path, for_save=False)
     info = read_info(weights)
-    if not weights.exists():
-        raise ModelLoadError("the weights file is missing", parameter="path",
-                             expected=f"{weights.name} beside its .json", got=str(weights),
-                             fix="keep the .safetensors file that trustmap.zoo.save wrote")
-    data = weights.read_bytes()
-    if _sha256(data) != info["weights_sha256"]:
-        raise ModelLoadError("the weights file does not match its record (sha256 differs): corrupt or replaced",
-                             parameter="path", expected=f"sha256 {info['weights_sha256'][:16]}...",
-                             got=f"{weights} (sha256 {_sha256(data)[:16]}...)",
-                             fix="save the model again, or restore the file")
+    data = records.read_weights_bytes(weights, info, parameter="path", error=ModelLoadError, what="model")
     config = info["config"]
     if not isinstance(config, dict):
         raise ModelLoadError("the model record's config is not an object", parameter="path",
                              expected="a dict of constructor arguments", got=str(weights.with_suffix(".json")),
                              fix="save the model again")
     try:
-        module = ARCHITECTURES[info["arch"]](**config)
+        # building the module draws its initial weights: from a private stream, so loading a model
+        # leaves the caller's global torch RNG where it was (the weights are replaced right after)
+        with torch.random.fork_rng(devices=[]):
+            module = ARCHITECTURES[info["arch"]](**config)
     except Exception as exc:
         raise ModelLoadError(f"cannot rebuild {info['arch']} from the recorded config ({exc})", parameter="path",
                              expected="constructor arguments of " + info["arch"], got=str(weights.with_suffix(".json")),

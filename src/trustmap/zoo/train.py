@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..labels import check_labels
 from ..errors import DataError, InputError, ModelLoadError, ShapeError, TargetError
 from ..layout import resolve_layout
 from ..models.base import check_array
@@ -93,39 +94,8 @@ def _module_input(module: nn.Module) -> tuple[int, int, tuple | None]:
 
 def _labels(y, n: int, n_out: int, parameter: str) -> torch.Tensor:
     """Class indices ``(N,)`` int64, checked against the head (one-hot rows are accepted)."""
-    if isinstance(y, torch.Tensor):
-        y = y.detach().cpu().numpy()
-    y = np.asarray(y)
-    if y.dtype == object or y.dtype.kind not in "biuf":
-        raise DataError("labels are not numeric", parameter=parameter, expected="integer class indices",
-                        got=str(y.dtype), fix="encode the classes as 0..K-1, e.g. np.unique(y, return_inverse=True)[1]")
-    k = 2 if n_out == 1 else n_out
-    if y.ndim == 2 and y.shape[1] == n_out and n_out > 1:  # one-hot (Keras' to_categorical)
-        if not (np.isin(y, (0, 1)).all() and (y.sum(1) == 1).all()):
-            raise DataError("2-D labels are not one-hot", parameter=parameter, expected="one 1 per row",
-                            got=f"shape {y.shape}", fix="pass class indices (N,) instead")
-        y = y.argmax(1)
-    if y.ndim != 1:
-        raise ShapeError("labels must be one class index per sample", parameter=parameter, expected="shape (N,)",
-                         got=f"shape {y.shape}", fix="flatten the labels, e.g. y.ravel()")
-    if len(y) != n:
-        raise ShapeError("X and y have different lengths", parameter=parameter, expected=f"{n} labels",
-                         got=f"{len(y)} labels", fix="pass one label per sample")
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all():
-            raise DataError("labels contain NaN or Inf", parameter=parameter, expected="finite class indices",
-                            got="NaN/Inf", fix="drop the unlabelled samples")
-        if not (np.mod(y, 1) == 0).all():
-            raise DataError("labels are not whole numbers", parameter=parameter, expected="integer class indices",
-                            got=f"e.g. {y[np.mod(y, 1) != 0][0]}", fix="round or re-encode the labels")
-    y = y.astype(np.int64)
-    bad = (y < 0) | (y >= k)
-    if bad.any():
-        head = "one output unit (binary: labels 0 and 1)" if n_out == 1 else f"{n_out} outputs"
-        raise TargetError(f"label out of range for a model with {head}", parameter=parameter,
-                          expected=f"classes 0..{k - 1}", got=int(y[bad][0]),
-                          fix="re-encode the labels as 0..K-1, or build the model with more classes")
-    return torch.from_numpy(y)
+    head = "a model with one output unit (binary: labels 0 and 1)" if n_out == 1 else f"a model with {n_out} outputs"
+    return torch.from_numpy(check_labels(y, n, 2 if n_out == 1 else n_out, parameter=parameter, classes_desc=head))
 
 
 class Trainer:

@@ -1,0 +1,203 @@
+"""Axiomatic and correlation metrics: completeness, non-sensitivity, monotonicity correlation, infidelity.
+
+=============================  ===================================================================  ======
+metric                         definition (per sample; ``f`` = the target's score, ``b`` the       better
+                               masking convention's baseline)
+=============================  ===================================================================  ======
+``completeness``               ``|sum(a) - (f(x) - f(b))|`` (Sundararajan et al. 2017; Quantus'     lower
+                               ``Completeness`` reports the boolean ``gap == 0``)
+``non_sensitivity``            size of the symmetric difference between the features with          lower
+                               ``|a| < eps`` (map rescaled to max 1) and the features whose
+                               removal leaves the score unchanged (variance < ``eps`` over
+                               ``n_samples`` uniform replacements in ``[min x, max x]``)
+                               (Nguyen & Martinez 2020; Quantus' ``NonSensitivity``)
+``monotonicity_correlation``   Spearman correlation between the map's sum over each step of          higher
+                               ``features_in_step`` entries (ascending map order) and
+                               ``(f(x with the step -> b) - f(x))² / f(x)²`` (Nguyen & Martinez 2020;
+                               Quantus' ``MonotonicityCorrelation``)
+``infidelity``                 ``E_I[(I·a - (f(x) - f(x - I)))²]``, ``I ~ N(0, std²)`` entrywise     lower
+                               (Yeh et al. 2019; Captum's ``infidelity``; ``normalize=True``
+                               rescales ``I·a`` by the least-squares ``β`` first)
+=============================  ===================================================================  ======
+
+Scores are pre-softmax (``output='logit'``) for completeness and infidelity (the attributions of
+gradient methods explain logits), probabilities for the others (Quantus' ``softmax=True``).
+Cost: 1 forward pass (completeness), ``m / features_in_step`` (monotonicity correlation),
+``n_samples · m / features_in_step`` (non-sensitivity), ``n_samples`` (infidelity) per sample,
+``m`` being the entries of a sample; all batched across samples under the model's budget.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .masking import (Masking, MetricResult, baseline_like, check_output, importance, make_masking, perturbed_scores,
+                      prepare, target_scores)
+from .road import scores_of_variants
+from .sanity import spearman_rows
+
+__all__ = ["completeness", "non_sensitivity", "monotonicity_correlation", "infidelity"]
+
+
+def _int(v, parameter: str, minimum: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < minimum:
+        raise InputError(f"{parameter} must be an int >= {minimum}", parameter=parameter,
+                         expected=f"an int >= {minimum}", got=v, fix=f"e.g. {parameter}={max(minimum, 10)}")
+    return int(v)
+
+
+def _pos(v, parameter: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) or not float(v) > 0:
+        raise InputError(f"{parameter} must be > 0", parameter=parameter, expected="a finite number > 0", got=v,
+                         fix=f"e.g. {parameter}=0.1")
+    return float(v)
+
+
+def _setup(model, X, maps, target, layout, masking, reference):
+    mk = make_masking(masking)
+    p = prepare(model, X, maps, target=target, layout=layout)
+    base, base_vals = baseline_like(p.x, mk, reference, p.layout, p.model)
+    return p, mk, base, base_vals
+
+
+def completeness(model, X, maps, *, output: str = "logit", target=None, layout=None, masking: Masking | None = None,
+                 reference=None, seed: int = 0, **_: Any) -> MetricResult:
+    """Completeness gap ``|sum(a) - (f(x) - f(b))|`` (lower is better; 0 for integrated gradients
+    with enough steps, or for gradient x input on a linear model with a zero baseline)."""
+    output = check_output(output)
+    p, mk, base, base_vals = _setup(model, X, maps, target, layout, masking, reference)
+    y = target_scores(p.model, p.x, p.targets, output)
+    yb = perturbed_scores(p.model, p.x, base, p.targets, 1, lambda i, j: torch.ones_like(p.x[i], dtype=torch.bool),
+                          output)[:, 0]
+    s = p.maps.reshape(len(p.x), -1).sum(1).cpu().numpy()
+    gap = np.abs(s - (y - yb))
+    return MetricResult("completeness", float(gap.mean()), gap, False, {"output": output, "method": p.method},
+                        mk.record(base_vals), {"map_sum": s, "score_change": y - yb, "targets": p.targets})
+
+
+def _features(n_entries: int, features_in_step: int) -> int:
+    if n_entries % features_in_step:
+        raise InputError("features_in_step must divide the entries of a sample", parameter="features_in_step",
+                         expected=f"a divisor of {n_entries}", got=features_in_step, fix="e.g. features_in_step=1")
+    return n_entries // features_in_step
+
+
+def monotonicity_correlation(model, X, maps, *, features_in_step: int = 1, eps: float = 1e-5, output: str = "prob",
+                             target=None, layout=None, masking: Masking | None = None, reference=None, seed: int = 0,
+                             **_: Any) -> MetricResult:
+    """Monotonicity correlation (Nguyen & Martinez 2020), higher is better; see the module docstring.
+
+    Steps of ``features_in_step`` entries in ascending order of the map (ties: the masking
+    convention's fixed order) are each set to the baseline alone (not cumulatively). With a
+    constant baseline one replacement per step is exact (Quantus draws ``nr_samples`` uniform
+    replacements). ``f(x)² < eps`` is not divided by. NaN for a sample whose map sums or score
+    changes do not vary.
+    """
+    fis = _int(features_in_step, "features_in_step")
+    output = check_output(output)
+    p, mk, base, base_vals = _setup(model, X, maps, target, layout, masking, reference)
+    n = len(p.x)
+    imp = importance(p.maps, mk).reshape(n, -1)
+    m = imp.shape[1]
+    g = _features(m, fis)
+    from .masking import _tie_order  # same package: the convention's tie order
+
+    perm = _tie_order(m, mk.seed, imp.device)
+    order = perm[torch.argsort(imp[:, perm], dim=1, stable=True)]                    # ascending
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(m, device=imp.device).expand_as(order))
+    step = (rank // fis).reshape(p.x.shape)
+    y = target_scores(p.model, p.x, p.targets, output)
+    yp = perturbed_scores(p.model, p.x, base, p.targets, g,
+                          lambda i, j: step[i] == j.reshape((-1,) + (1,) * (p.x.ndim - 1)), output)
+    inv = np.where(np.abs(y) < eps, 1.0, 1.0 / np.maximum(np.abs(y), 1e-300)) ** 2
+    var = (yp - y[:, None]) ** 2 * inv[:, None]
+    atts = torch.zeros((n, g), dtype=torch.float64, device=imp.device).scatter_add_(
+        1, (rank // fis), imp).cpu().numpy()
+    r = spearman_rows(atts, var)
+    return MetricResult("monotonicity_correlation", float(np.nanmean(r)) if np.isfinite(r).any() else math.nan, r,
+                        True, {"features_in_step": fis, "eps": eps, "output": output, "method": p.method},
+                        mk.record(base_vals), {"map_sums": atts, "score_changes": var, "targets": p.targets})
+
+
+def non_sensitivity(model, X, maps, *, features_in_step: int = 1, n_samples: int = 10, eps: float = 1e-5,
+                    output: str = "prob", target=None, layout=None, masking: Masking | None = None, reference=None,
+                    seed: int = 0, **_: Any) -> MetricResult:
+    """Non-sensitivity (Nguyen & Martinez 2020), lower is better; see the module docstring.
+
+    Features are steps of ``features_in_step`` consecutive entries of the flattened
+    ``(C, *spatial)`` sample; each is replaced ``n_samples`` times by uniform draws in the
+    sample's ``[min, max]`` (Quantus' ``'uniform'`` baseline), the rest left intact. A feature is
+    a "non-feature" of the map when all its ``|a| / max|a|`` are below ``eps``, and of the model
+    when the variance of its scores is below ``eps``; the value counts the features on which
+    the two disagree.
+    """
+    fis = _int(features_in_step, "features_in_step")
+    ns = _int(n_samples, "n_samples", 2)
+    output = check_output(output)
+    p, mk, _b, _bv = _setup(model, X, maps, target, layout, masking, reference)
+    n = len(p.x)
+    m = p.x[0].numel()
+    g = _features(m, fis)
+    a = p.maps.reshape(n, -1).abs()
+    mx = a.max(1, keepdim=True).values
+    a = torch.where(mx > 0, a / torch.where(mx > 0, mx, torch.ones_like(mx)), a)
+    non_map = (a.reshape(n, g, fis) < eps).all(2).cpu().numpy()
+    flat = p.x.reshape(n, -1)
+    lo, hi = flat.min(1).values, flat.max(1).values
+    feat = (torch.arange(m, device=p.x.device) // fis)
+    gen = torch.Generator(device="cpu").manual_seed(int(seed) * 7907 + 3)
+
+    def build(i, j):
+        xi = flat[i]
+        u = torch.rand(xi.shape, generator=gen, dtype=torch.float64).to(xi.device)
+        u = (lo[i, None] + (hi - lo)[i, None] * u).to(xi.dtype)
+        hit = feat[None] == (j // ns)[:, None]
+        return torch.where(hit, u, xi).reshape((len(i),) + tuple(p.x.shape[1:]))
+
+    sc = scores_of_variants(p.model, p.x, p.targets, g * ns, build, output).reshape(n, g, ns)
+    non_model = sc.var(2) < eps
+    count = (non_map != non_model).sum(1).astype(np.float64)
+    return MetricResult("non_sensitivity", float(count.mean()), count, False,
+                        {"features_in_step": fis, "n_samples": ns, "eps": eps, "output": output, "seed": seed,
+                         "method": p.method}, {"baseline": "uniform in [min x, max x]"},
+                        {"map_non_features": non_map, "model_non_features": non_model, "targets": p.targets})
+
+
+def infidelity(model, X, maps, *, n_samples: int = 10, std: float = 0.1, normalize: bool = False,
+               output: str = "logit", target=None, layout=None, masking: Masking | None = None, reference=None,
+               seed: int = 0, **_: Any) -> MetricResult:
+    """Infidelity (Yeh et al. 2019), Captum's ``infidelity`` with Gaussian perturbations: per sample
+    the mean over ``n_samples`` draws ``I ~ N(0, std²)`` of ``(I·a - (f(x) - f(x - I)))²``; with
+    ``normalize=True`` ``I·a`` is first scaled by ``β = E[I·a · Δf] / E[(I·a)²]`` (Captum's
+    ``normalize``). Lower is better. Draws come from ``seed`` (NumPy, sample by sample); the
+    model's float32 inputs are used for ``I`` exactly as the model saw them."""
+    ns = _int(n_samples, "n_samples")
+    std = _pos(std, "std")
+    output = check_output(output)
+    p = prepare(model, X, maps, target=target, layout=layout)
+    n = len(p.x)
+    rng = np.random.default_rng(seed)
+    x64 = p.x.detach().cpu().double().numpy()
+    noise = np.stack([rng.normal(0.0, std, size=(ns,) + x64.shape[1:]) for _ in range(n)])   # (N, S, ...)
+    xp = torch.as_tensor((x64[:, None] - noise).astype(np.float32)).to(device=p.x.device, dtype=p.x.dtype)
+    seen = x64[:, None] - xp.double().cpu().numpy()                                         # the I the model saw
+    y = target_scores(p.model, p.x, p.targets, output)
+    flat_xp = xp.reshape((n * ns,) + tuple(p.x.shape[1:]))
+    yp = scores_of_variants(p.model, p.x, p.targets, ns, lambda i, j: flat_xp[i * ns + j], output)
+    diff = y[:, None] - yp                                                                   # (N, S)
+    a = p.maps.cpu().numpy().reshape(n, 1, -1)
+    ia = (seen.reshape(n, ns, -1) * a).sum(2)                                               # (N, S)
+    beta = np.ones(n)
+    if normalize:
+        num, den = (ia * diff).mean(1), (ia * ia).mean(1)
+        beta = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    inf = ((beta[:, None] * ia - diff) ** 2).mean(1)
+    return MetricResult("infidelity", float(inf.mean()), inf, False,
+                        {"n_samples": ns, "std": std, "normalize": bool(normalize), "output": output, "seed": seed,
+                         "method": p.method}, {}, {"beta": beta, "targets": p.targets})

@@ -1,0 +1,221 @@
+"""Robustness: does the map stay put when the input barely moves? And does it depend on the class?
+
+These metrics re-explain perturbed inputs, so they need the explainer, not only its maps: a
+registered method name with its parameters (``explainer='saliency', params={...}``), an explainer
+instance, a callable ``f(model, X, target, layout)``, or an :class:`~trustmap.Attribution` from
+a registered method (its method and parameters are re-run). The perturbed copies of all samples
+are explained together (``n_samples`` rows per sample, in blocks bounded by ``max_rows``), with
+the targets of the maps being scored.
+
+=======================  ===========================================================================  ======
+metric                   definition (per sample; ``Φ`` = the explainer, ``a = Φ(x)`` the given map)   better
+=======================  ===========================================================================  ======
+``max_sensitivity``      ``max_j ||Φ(x + δ_j) − a|| / ||a||`` with ``δ_j ~ U[−r, r]`` entrywise        lower
+                         (Yeh et al. 2019; Captum's ``sensitivity_max``: ``r = 0.02``, Frobenius
+                         norm, divided by ``||a||`` (1 when ``a = 0``)). ``normalize='input'``
+                         divides by ``||x||`` (Quantus), ``None`` by nothing (the paper)
+``avg_sensitivity``      the mean over ``j`` instead of the max (Yeh et al. 2019)                     lower
+``local_lipschitz``      ``max_j ||Φ(x + ε_j) − a||₂ / ||ε_j||₂`` with ``ε_j ~ N(0, σ²)``             lower
+                         (Alvarez-Melis & Jaakkola 2018; Quantus' ``LocalLipschitzEstimate``:
+                         ``σ = 0.1``)
+``random_logit``         similarity (SSIM of the maps rescaled to [0, 1], or Spearman) of ``a``       lower
+                         and the map of a random other class (Sixt et al. 2020; Quantus'
+                         ``RandomLogit``)
+=======================  ===========================================================================  ======
+
+Cost: ``n_samples`` explanations per sample (one for ``random_logit``). The perturbations are
+drawn from ``seed`` (NumPy's generator, sample by sample in order), so a result is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+import numpy as np
+import torch
+
+from ..attribution import Attribution
+from ..errors import InputError
+from ..layout import Layout
+from .masking import MetricResult, prepare
+
+__all__ = ["sensitivity", "max_sensitivity", "avg_sensitivity", "local_lipschitz", "random_logit",
+           "reexplain", "internal_layout"]
+
+NORMALIZE = ("explanation", "input", None)
+
+
+def internal_layout(x: torch.Tensor) -> str:
+    """The layout name of an internal ``(N, C, *spatial)`` array."""
+    return "NCL" if x.ndim == 3 else "NCHW"
+
+
+def _check_int(v, parameter: str, minimum: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < minimum:
+        raise InputError(f"{parameter} must be an int >= {minimum}", parameter=parameter,
+                         expected=f"an int >= {minimum}", got=v, fix=f"e.g. {parameter}={max(minimum, 10)}")
+    return int(v)
+
+
+def _check_pos(v, parameter: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) or not float(v) > 0:
+        raise InputError(f"{parameter} must be > 0", parameter=parameter, expected="a finite number > 0", got=v,
+                         fix=f"e.g. {parameter}=0.1")
+    return float(v)
+
+
+def _explainer(maps, explainer, params):
+    from .sanity import _explainer_fn
+
+    if explainer is None:
+        if not isinstance(maps, Attribution):
+            raise InputError("this metric re-explains perturbed inputs and needs the explainer",
+                             parameter="explainer", expected="a method name (with params), an explainer, a callable "
+                             "f(model, X, target, layout), or maps given as an Attribution of a registered method",
+                             got=type(maps).__name__, fix="pass explainer='saliency' (the method that made the maps)")
+        explainer = maps
+    return _explainer_fn(explainer, params)
+
+
+def reexplain(fn, model, x: np.ndarray, targets: np.ndarray, max_rows: int = 4096) -> np.ndarray:
+    """Maps of internal inputs ``x`` ``(R, C, *spatial)`` for ``targets`` ``(R,)``, in blocks of
+    ``max_rows`` rows (the explainer chunks each block under the model's budget)."""
+    from .sanity import _run
+
+    lay = Layout("NCL" if x.ndim == 3 else "NCHW")
+    out = np.empty(x.shape, dtype=np.float64)
+    for s in range(0, len(x), max_rows):
+        blk = x[s:s + max_rows]
+        out[s:s + len(blk)] = _run(fn, model, blk, targets[s:s + len(blk)], lay, blk.shape)
+    return out
+
+
+def _norms(d: np.ndarray) -> np.ndarray:
+    return np.sqrt((d.reshape(d.shape[0], d.shape[1], -1) ** 2).sum(-1))
+
+
+def _perturbed_maps(model, X, maps, explainer, params, target, layout, n_samples, draw, seed, max_rows):
+    """(prepared, given maps (N, ...), perturbed maps (N, S, ...), perturbations (N, S, ...))."""
+    p = prepare(model, X, maps, target=target, layout=layout)
+    fn, _ = _explainer(maps, explainer, params)
+    x = p.x.detach().cpu().to(torch.float64).numpy()
+    a = p.maps.cpu().numpy()
+    n = len(x)
+    rng = np.random.default_rng(seed)
+    delta = np.stack([draw(rng, x.shape[1:], n_samples) for _ in range(n)])           # (N, S, C, *sp)
+    xp = (x[:, None] + delta).reshape((n * n_samples,) + x.shape[1:]).astype(np.float32)
+    tg = np.repeat(p.targets, n_samples)
+    ap = reexplain(fn, p.model, xp, tg, max_rows).reshape((n, n_samples) + x.shape[1:])
+    return p, a, ap, delta
+
+
+def sensitivity(model, X, maps=None, *, explainer=None, params: dict | None = None, n_samples: int = 10,
+                radius: float = 0.02, normalize: str | None = "explanation", target=None, layout=None,
+                seed: int = 0, max_rows: int = 4096, masking=None) -> tuple[MetricResult, MetricResult]:
+    """Max- and average-sensitivity (Yeh et al. 2019, *On the (in)fidelity and sensitivity of
+    explanations*), both lower is better, from one set of ``n_samples`` perturbations per sample.
+
+    ``δ ~ U[−radius, radius]`` entrywise, added to the input; the distance is the Frobenius norm
+    of the map's change divided by ``||a||`` (``normalize='explanation'``, Captum's
+    ``sensitivity_max``; a zero map divides by 1), by ``||x||`` (``'input'``, Quantus) or by
+    nothing (``None``, the paper). ``maps`` are the maps being scored (default: the explainer's
+    maps of ``X``). Cost: ``n_samples`` explanations per sample.
+    """
+    n_samples = _check_int(n_samples, "n_samples", 1)
+    radius = _check_pos(radius, "radius")
+    if normalize not in NORMALIZE:
+        raise InputError("unknown normalize", parameter="normalize", expected="'explanation', 'input' or None",
+                         got=normalize, fix="normalize='explanation' (Captum's sensitivity_max)")
+    maps = _default_maps(model, X, maps, explainer, params, target, layout)
+    p, a, ap, _ = _perturbed_maps(model, X, maps, explainer, params, target, layout, n_samples,
+                                  lambda rng, shape, s: rng.uniform(-radius, radius, size=(s,) + shape), seed,
+                                  max_rows)
+    d = _norms(ap - a[:, None])                                                        # (N, S)
+    if normalize == "explanation":
+        den = np.sqrt((a.reshape(len(a), -1) ** 2).sum(1))
+        den = np.where(den == 0, 1.0, den)
+    elif normalize == "input":
+        xin = p.x.detach().cpu().double().numpy()
+        den = np.sqrt((xin.reshape(len(xin), -1) ** 2).sum(1))
+        den = np.where(den == 0, 1.0, den)
+    else:
+        den = np.ones(len(a))
+    r = d / den[:, None]
+    params_rec = {"n_samples": n_samples, "radius": radius, "normalize": normalize, "seed": seed,
+                  "perturbation": "uniform", "method": p.method}
+    ex = {"targets": p.targets, "per_perturbation": r}
+    mx, av = r.max(1), r.mean(1)
+    return (MetricResult("max_sensitivity", float(mx.mean()), mx, False, params_rec, {}, ex),
+            MetricResult("avg_sensitivity", float(av.mean()), av, False, params_rec, {}, ex))
+
+
+def _default_maps(model, X, maps, explainer, params, target, layout):
+    if maps is not None:
+        return maps
+    fn, _ = _explainer(maps, explainer, params)
+    from ..models import load_model
+
+    m = load_model(model)
+    out = fn(m, X, target, layout)
+    return out
+
+
+def max_sensitivity(model, X, maps=None, **kw) -> MetricResult:
+    """Max-sensitivity (lower is better); see :func:`sensitivity`."""
+    return sensitivity(model, X, maps, **kw)[0]
+
+
+def avg_sensitivity(model, X, maps=None, **kw) -> MetricResult:
+    """Average sensitivity (lower is better); see :func:`sensitivity`."""
+    return sensitivity(model, X, maps, **kw)[1]
+
+
+def local_lipschitz(model, X, maps=None, *, explainer=None, params: dict | None = None, n_samples: int = 20,
+                    std: float = 0.1, target=None, layout=None, seed: int = 0, max_rows: int = 4096,
+                    masking=None) -> MetricResult:
+    """Local Lipschitz estimate (Alvarez-Melis & Jaakkola 2018, *On the robustness of
+    interpretability methods*), Quantus' ``LocalLipschitzEstimate`` without its map normalisation:
+    ``max_j ||Φ(x + ε_j) − a||₂ / ||ε_j||₂``, ``ε_j ~ N(0, std²)`` entrywise; lower is better.
+    Cost: ``n_samples`` explanations per sample (Quantus' default is 200)."""
+    n_samples = _check_int(n_samples, "n_samples", 1)
+    std = _check_pos(std, "std")
+    maps = _default_maps(model, X, maps, explainer, params, target, layout)
+    p, a, ap, delta = _perturbed_maps(model, X, maps, explainer, params, target, layout, n_samples,
+                                      lambda rng, shape, s: rng.normal(0.0, std, size=(s,) + shape), seed,
+                                      max_rows)
+    # the model sees float32 inputs: measure the step it saw
+    xin = p.x.detach().cpu().double().numpy()
+    seen = (xin[:, None] + delta).astype(np.float32).astype(np.float64) - xin[:, None]
+    r = (_norms(ap - a[:, None]) / np.maximum(_norms(seen), 1e-300)).max(1)
+    return MetricResult("local_lipschitz", float(r.mean()), r, False,
+                        {"n_samples": n_samples, "std": std, "seed": seed, "method": p.method}, {},
+                        {"targets": p.targets})
+
+
+def random_logit(model, X, maps=None, *, explainer=None, params: dict | None = None, similarity: str = "ssim",
+                 target=None, layout=None, seed: int = 0, max_rows: int = 4096, masking=None) -> MetricResult:
+    """Random logit test (Sixt et al. 2020, *When explanations lie*), Quantus' ``RandomLogit``:
+    the similarity of the map of the target class and the map of a class drawn uniformly from the
+    other classes (one draw per sample from ``seed``); lower is better (a class-sensitive method).
+    ``similarity``: ``'ssim'`` (:func:`~trustmap.metrics.ssim_rows`, maps rescaled to [0, 1]) or
+    ``'spearman'``. Cost: one explanation per sample."""
+    from .sanity import spearman_rows, ssim_rows
+
+    if similarity not in ("ssim", "spearman"):
+        raise InputError("unknown similarity", parameter="similarity", expected="'ssim' or 'spearman'",
+                         got=similarity, fix="similarity='ssim'")
+    maps = _default_maps(model, X, maps, explainer, params, target, layout)
+    p = prepare(model, X, maps, target=target, layout=layout)
+    fn, _ = _explainer(maps, explainer, params)
+    k = p.model.n_classes
+    if k < 2:
+        raise InputError("random logit needs two classes or more", parameter="model", expected=">= 2 classes",
+                         got=k, fix="drop random_logit")
+    rng = np.random.default_rng(seed)
+    off = (p.targets + rng.integers(1, k, size=len(p.targets))) % k                     # uniform over the others
+    x = p.x.detach().cpu().numpy()
+    ao = reexplain(fn, p.model, x, off, max_rows)
+    a = p.maps.cpu().numpy()
+    s = ssim_rows(a, ao) if similarity == "ssim" else spearman_rows(a, ao)
+    value = float(np.nanmean(s)) if np.isfinite(s).any() else math.nan
+    return MetricResult("random_logit", value, s, False, {"similarity": similarity, "seed": seed, "method": p.method},
+                        {}, {"targets": p.targets, "other_class": off})
