@@ -4,8 +4,8 @@
     python benchmarks/bench_report.py --run-dir runs/demo --before-src OLD/src  # and another one
 
 Each build is a fresh process (`python -m trustmap.cli report RUN_DIR -o OUT`), as a user runs it,
-timed wall-clock, best of ``--repeat``; with one drawing process (``TRUSTMAP_REPORT_WORKERS=1``) and
-with the default (forked workers, up to one per CPU). Without ``--run-dir`` the default demo (or the
+timed wall-clock, best of ``--repeat``; with one drawing process (``TRUSTMAP_REPORT_WORKERS=1``, the
+default on up to 3 CPUs) and with two forked drawing processes. Without ``--run-dir`` the default demo (or the
 quick one with ``--quick``) is run first into a temporary folder with ``report=False``.
 """
 
@@ -44,8 +44,7 @@ def section(run_dir: Path, before_src: Path | None, repeat: int, cmd: str) -> st
     if before_src is not None:
         rows.append(("before (" + str(before_src) + ")", build_time(run_dir, before_src, None, repeat)))
     rows.append(("this checkout, 1 drawing process", build_time(run_dir, SRC, "1", repeat)))
-    rows.append((f"this checkout, default workers (≤ {min(4, os.cpu_count() or 1)})", build_time(run_dir, SRC, None,
-                                                                                            repeat)))
+    rows.append(("this checkout, 2 forked drawing processes", build_time(run_dir, SRC, "2", repeat)))
     n = len(list((run_dir / "attributions").glob("*.npz")))
     out = ["## Report build time (issue 15)", "",
            f"`{cmd}` — `trustmap report` on a run directory with {n} attributions, wall-clock seconds of a fresh "

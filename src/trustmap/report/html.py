@@ -521,7 +521,8 @@ def _summary(run: Run) -> _Section:
                       '(<a href="#localizer">localizer</a>)</li>')
     notes = "".join(f'<p class="note">{_esc(n)}</p>' for n in (m.get("notes") or []))
     if notes:
-        notes = f"<details><summary>{len(m.get('notes') or [])} notes from the run</summary>{notes}</details>"
+        k_notes = len(m.get("notes") or [])
+        notes = f"<details><summary>{k_notes} note{'' if k_notes == 1 else 's'} from the run</summary>{notes}</details>"
     return _Section("summary", "Summary", _cards(items) + (f'<ul class="points">{"".join(points)}</ul>'
                                                              if points else "") + notes)
 
