@@ -395,6 +395,22 @@ class _LocR2:
         return f"{_fmt(self.value)}{ci}"
 
 
+def _fit_r2_meaning(run: Run) -> str | None:
+    """The localizer's own sentence on what its (fit-time) R² and interval mean, when recorded."""
+    loc = run.localizer or {}
+    if loc.get("r2_meaning"):
+        return str(loc["r2_meaning"])
+    weights = _rel(run.root, "localizer_weights", run.manifest)
+    if weights is None:
+        return None
+    try:
+        rec = _io.read_json(weights.with_suffix(".json"))
+    except Exception:  # optional: an older record has no sentence
+        return None
+    text = rec.get("r2_meaning") if isinstance(rec, dict) else None
+    return str(text) if text else None
+
+
 def _loc_r2(run: Run) -> _LocR2 | None:
     """The headline R²: the scores table's cell for the localizer's masks when the run has one
     (measured on the explained test samples, like every other number of the report), else the
@@ -425,12 +441,13 @@ def _loc_r2(run: Run) -> _LocR2 | None:
                  else "the localizer's held-out samples")
         other = None
     reached = None if not (_finite(target) and _finite(value)) else bool(round(value, 3) >= round(float(target), 3))
-    labels = (loc or {}).get("labels_source")
+    labels = (loc or {}).get("labels_source") or (loc or {}).get("labels")
     metric = (fit_r2.get("metric") or ((loc or {}).get("params") or {}).get("r_metric") or "acc")
     risk = {"acc": "its error rate", "prob": "its risk 1 − p(label)", "loss": "its cross-entropy",
             "ce": "its cross-entropy"}.get(str(metric), f"its risk ({metric})")
     against = "its own predictions" if labels == "predictions" else "the given labels"
-    meaning = (loc or {}).get("r2_meaning") or (
+    fit_meaning = _fit_r2_meaning(run)
+    meaning = (fit_meaning if cell is None and fit_meaning else None) or (
         f"Masking the features the localizer selects (budget τ = {_fmt(tau)}) removes this share of the "
         f"classifier's predictive power (R² = 1 − risk clean / risk masked, with {risk} against {against}; "
         f"0: nothing lost, 1: all of it), measured on {where}.")
@@ -898,9 +915,9 @@ def _localizer(run: Run) -> _Section | None:
         if lr.target is not None:
             cards.append(("target R²", _fmt(lr.target),
                           f"{'reached' if lr.reached else 'not reached'} by the R² beside it ({_fmt(lr.value)})"))
-    if loc.get("labels_source"):
-        cards.append(("labels", str(loc["labels_source"]),
-                      "the given labels" if loc["labels_source"] == "given" else "the model's own predictions"))
+    lab = loc.get("labels_source") or loc.get("labels")
+    if lab:
+        cards.append(("labels", str(lab), "the model's own predictions" if lab == "predictions" else "the given labels"))
     body.append(_cards(cards))
     if lr is not None:
         body.append(f'<p class="meaning">{_esc(lr.meaning)}</p>')
@@ -913,6 +930,9 @@ def _localizer(run: Run) -> _Section | None:
                         f'{_esc(_fmt(o.get("estimate")))} [{_esc(_fmt(o.get("low")))}, {_esc(_fmt(o.get("high")))}]; '
                         'the R² path below is that of the fitting data. The number used in the rest of this report '
                         'is the one above, measured on the same test samples as every other score.</p>')
+            fm = _fit_r2_meaning(run)
+            if fm:
+                body.append(f'<p class="note">What the fit-time R² means: {_esc(fm)}</p>')
     sub = [("localizer-path", "R² path")]
     body.append('<h3 id="localizer-path">R² path</h3>')
     body.append(_figure(lambda: plot_r2_path(path, tau=loc.get("tau"), target=loc.get("target_r2")),
