@@ -250,7 +250,24 @@ class Browser:
             scripts: document.scripts.length,
             links: Array.from(document.querySelectorAll('link[href], script[src], iframe, object, embed')).length
         })""")
-        return {"errors": errors, "requests": requests, **json.loads(facts)}
+        lay = self.evaluate("""(async () => {
+            const vp = {w: document.documentElement.clientWidth, h: window.innerHeight};
+            const sum = document.getElementById('summary');
+            const sr = sum ? sum.getBoundingClientRect() : null;
+            const first = document.querySelector('main > section');
+            document.querySelectorAll('details').forEach(d => { d.open = true; });
+            await Promise.all(Array.from(document.images).map(i => i.decode().catch(() => null)));
+            const images = Array.from(document.images).map(i => ({alt: (i.getAttribute('alt') || '').slice(0, 60),
+                w: i.naturalWidth, shown: i.getBoundingClientRect().width}));
+            const tables = Array.from(document.querySelectorAll('main table')).map(t => ({cls: t.className,
+                scroll: t.scrollWidth, box: t.parentElement.clientWidth,
+                boxRight: t.parentElement.getBoundingClientRect().right + window.scrollX}));
+            document.querySelectorAll('details').forEach(d => { d.open = false; });
+            return JSON.stringify({viewport: vp, summary: sr && {top: sr.top, bottom: sr.bottom},
+                firstSection: first ? first.id : null, images, tables,
+                pageWidth: document.documentElement.scrollWidth});
+        })()""")
+        return {"errors": errors, "requests": requests, **json.loads(facts), "layout": json.loads(lay)}
 
     def screenshot(self, path: str | os.PathLike, full_page: bool = False, max_height: int = 16000) -> Path:
         params: dict = {"format": "png"}

@@ -168,7 +168,14 @@ def test_image_overlay_shared_map(figs, tmp_path):
     grey, overlay = ax.get_images()
     np.testing.assert_allclose(np.asarray(grey.get_array()), x[0].mean(-1))
     np.testing.assert_allclose(np.asarray(overlay.get_array()), heat[0])
-    assert 0 < overlay.get_alpha() < 1
+    # a separate layer: transparent where the map is zero, nearly opaque at its peak, and in the
+    # colour bar's colours (its colormap and scale; nothing blended into the colormap)
+    alpha = np.asarray(overlay.get_alpha())
+    assert alpha.shape == heat[0].shape
+    np.testing.assert_allclose(alpha[heat[0] == 0], 0.0)
+    assert np.all(alpha[heat[0] == 1] > 0.8)
+    (cb,) = colorbars(fig)
+    assert overlay.cmap.name == cb.cmap.name and overlay.norm.vmax == cb.norm.vmax
     assert ax.get_xlabel() and ax.get_ylabel()
     assert len(colorbars(fig)) == 1
     assert "gradcam" in fig._suptitle.get_text() and "cat" in fig._suptitle.get_text()
@@ -318,3 +325,36 @@ def test_model_report_grid(figs, report, tmp_path):
     fig2 = plot_model_report(report)
     figs.append(fig2)
     assert len(panels(fig2)) == 3
+
+
+def test_tiles_draw_the_map_in_its_colours():
+    """Report tiles: the band behind a trace has the colormap's colour of the map value; over an
+    image the map is a separate layer (the grey image where the map is 0, the map's colour at
+    its peak, 90% opaque)."""
+    import io
+
+    import matplotlib
+    from PIL import Image
+
+    from trustmap.plot.tiles import image_tile, scale_css, signal_tile
+
+    x = np.zeros((2, 50))
+    m = np.zeros((2, 50))
+    m[:, 20:30] = 1.0
+    img = np.asarray(Image.open(io.BytesIO(signal_tile(x, m, "Reds", 0.0, 1.0, width=100, row_h=20, gap=4))))
+    assert img.shape[:2] == (44, 100)
+    red = np.array(matplotlib.colormaps["Reds"](1.0)[:3]) * 255
+    white = np.array(matplotlib.colormaps["Reds"](0.0)[:3]) * 255
+    np.testing.assert_allclose(img[2, 50, :3], red, atol=1)      # inside the region, above the trace
+    np.testing.assert_allclose(img[2, 5, :3], white, atol=1)     # outside
+    np.testing.assert_allclose(img[24 + 2, 50, :3], red, atol=1)  # second channel row
+    grey = np.linspace(0, 1, 16).reshape(4, 4)
+    heat = np.zeros((4, 4))
+    heat[1, 2] = 1.0
+    out = np.asarray(Image.open(io.BytesIO(image_tile(grey, heat, "inferno", 0.0, 1.0, size=8))))
+    assert out.shape[:2] == (8, 8)
+    np.testing.assert_allclose(out[0, 0, :3], [0, 0, 0], atol=1)           # grey 0, no map
+    np.testing.assert_allclose(out[6, 6, :3], [255 * grey[3, 3]] * 3, atol=1)
+    top = np.array(matplotlib.colormaps["inferno"](1.0)[:3])
+    np.testing.assert_allclose(out[2, 4, :3], 255 * (0.1 * grey[1, 2] + 0.9 * top), atol=1.5)
+    assert scale_css("Reds").startswith("linear-gradient(to right, rgb(")

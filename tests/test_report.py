@@ -25,7 +25,7 @@ from trustmap.report import build_report, load_run  # noqa: E402
 from trustmap.report import html as report_html  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-SECTIONS = ["overview", "model", "data", "model-report", "explanations", "class-averages", "scores", "localizer",
+SECTIONS = ["summary", "model-report", "explanations", "class-averages", "scores", "localizer", "data", "model",
             "provenance", "versions"]
 
 
@@ -88,6 +88,7 @@ def test_report_in_headless_chromium(run_dir, chromium):
     with Browser(chromium) as b:
         res = b.open(run_dir / "report.html")
         b.screenshot(ARTIFACTS / "report.png")
+        b.screenshot(ARTIFACTS / "report_mnist1d.png")
         b.screenshot(ARTIFACTS / "report_full.png", full_page=True)
     assert res["errors"] == []
     external = [u for u in res["requests"] if not u.startswith(("file:", "data:", "about:"))]
@@ -101,6 +102,22 @@ def test_report_in_headless_chromium(run_dir, chromium):
     assert res["scripts"] == 0 and res["links"] == 0
     assert res["title"].startswith("trustmap report")
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+    check_layout(res["layout"])
+    # with the six default metrics the scores table fits without scrolling
+    assert all(t["scroll"] <= t["box"] + 1 for t in res["layout"]["tables"] if t["cls"] == "scores")
+
+
+def check_layout(lay):
+    """What a reader at 1400 px sees: no image shown below 0.6 of its drawn size (text stays
+    legible), the summary on the first screen, no table wider than the page."""
+    shrunk = [i for i in lay["images"] if i["shown"] < 0.6 * i["w"]]
+    assert shrunk == [], shrunk
+    assert lay["images"] and all(i["shown"] > 0 for i in lay["images"])
+    s = lay["summary"]
+    assert s is not None and s["top"] >= 0 and s["bottom"] <= lay["viewport"]["h"], (s, lay["viewport"])
+    assert lay["firstSection"] == "summary"
+    over = [t for t in lay["tables"] if t["boxRight"] > lay["viewport"]["w"] + 0.5]
+    assert over == [] and lay["pageWidth"] <= lay["viewport"]["w"], (over, lay["pageWidth"])
 
 
 def test_browser_check_catches_requests_and_errors(chromium, tmp_path):
@@ -210,3 +227,68 @@ def test_gallery_in_report_shows_the_explained_samples(run_dir):
     for name, a in run.attributions.items():
         if name != "trust":
             np.testing.assert_array_equal(a.targets, s["pred"])
+
+
+def _cells(table_html: str) -> list[list[str]]:
+    rows = re.findall(r"<tr>(.*?)</tr>", table_html, re.S)
+    return [[re.sub(r"<[^>]+>", " ", c).split() for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r, re.S)]
+            for r in rows]
+
+
+def test_localizer_r2_agrees_everywhere(run_dir):
+    """One source of truth: the headline R², the scores table's localizer row and the localizer
+    section print the same digits, and "target reached" is decided on that same number."""
+    text = (run_dir / "report.html").read_text(encoding="utf-8")
+    summary = re.search(r'<section id="summary">(.*?)</section>', text, re.S).group(1)
+    head = re.search(r'<div class="k">localizer R²</div><div class="v[^"]*">([^<]+)</div>', summary).group(1)
+    point = re.search(r"<b>Localizer R² = ([^ ]+) ", summary).group(1)
+    loc = re.search(r'<section id="localizer">(.*?)</section>', text, re.S).group(1)
+    in_loc = re.search(r'<div class="k">localizer R²</div><div class="v[^"]*">([^<]+)</div>', loc).group(1)
+    table_vals = []
+    for tab in re.findall(r'<table class="scores">(.*?)</table>', text, re.S):
+        cells = _cells(tab)
+        header = [" ".join(c) for c in cells[0]]
+        col = next((i for i, h in enumerate(header) if h.startswith("r2")), None)
+        if col is None:
+            continue
+        row = next(r for r in cells[1:] if r[0] == ["trust"])
+        table_vals.append(row[col][0])
+    assert len(table_vals) == 1
+    assert head == point == in_loc == table_vals[0]
+    # the number is the scores table's cell, and "reached" is judged against it
+    scores = json.loads((run_dir / "scores" / "scores.json").read_text())
+    v = scores["cells"]["trust"]["r2"]["value"]
+    assert head == f"{v:.3g}"
+    summary_json = json.loads((run_dir / "localizer" / "r2_path.json").read_text())
+    target = summary_json["target_r2"]
+    reached = round(v, 3) >= round(target, 3)
+    assert (f"is {'reached' if reached else 'not reached'} on these samples") in summary
+    assert f"{'reached' if reached else 'not reached'} by the R² beside it ({head})" in loc
+
+
+def test_metric_lines_and_pvalue_floor(run_dir):
+    text = (run_dir / "report.html").read_text(encoding="utf-8")
+    scores = json.loads((run_dir / "scores" / "scores.json").read_text())
+    for met in scores["metrics"]:
+        better = "higher" if scores["higher_is_better"][met] else "lower"
+        assert re.search(rf"<dt>{re.escape(met.replace('_', ' '))} [↑↓]</dt><dd>[^<]{{20,}}\({better} is better\)</dd>",
+                         text), met
+    n_perm = scores["settings"]["n_perm"]
+    k = len(scores["methods"])
+    floor = min(1.0, k * (k - 1) / 2 / (n_perm + 1))
+    assert f"smallest possible adjusted p-value is {floor:.2g}" in text
+
+
+@pytest.mark.parametrize("dataset", ["digits", "synthetic-1d-12ch"])
+def test_report_screens_2d_and_12_channels(dataset, chromium, tmp_path):
+    """The report of an image task and of a 12-channel signal task, read at 1400 px."""
+    out = tmp_path / dataset
+    workflows.demo(out_dir=out, dataset=dataset, quick=True, n_explain=8, methods="saliency,gradcam",
+                   progress=False)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with Browser(chromium) as b:
+        res = b.open(out / "report.html")
+        b.screenshot(ARTIFACTS / f"report_{dataset}.png")
+        b.screenshot(ARTIFACTS / f"report_{dataset}_full.png", full_page=True)
+    assert res["errors"] == [] and res["sections"][0] == "summary"
+    check_layout(res["layout"])

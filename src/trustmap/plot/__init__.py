@@ -24,7 +24,7 @@ __all__ = ["plot_attribution", "plot_signal_attribution", "plot_signal_maps", "p
 
 
 def plot_attribution(attribution, x=None, *, index: int = 0, channels: int | Sequence[int] | None = None,
-                     cmap: str | None = None, ax=None, vmax: float | None = None, alpha: float = 0.5,
+                     cmap: str | None = None, ax=None, vmax: float | None = None, alpha: float = 0.85,
                      channel_names: Sequence[str] | None = None, class_names: Sequence[str] | None = None):
     """Draw one sample of an :class:`~trustmap.Attribution`; returns a Figure.
 

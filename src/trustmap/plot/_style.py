@@ -16,7 +16,7 @@ from ..errors import DependencyError, InputError, ShapeError
 
 __all__ = ["mpl", "new_figure", "attribution_scale", "class_colors", "as_numpy", "check_index",
            "select_channels", "channel_labels", "scalar_mappable", "axes_list", "sample_internal",
-           "TIME_LABEL"]
+           "overlay", "TIME_LABEL"]
 
 TIME_LABEL = "time / sample"
 SIGNED_CMAP = "RdBu_r"
@@ -81,6 +81,29 @@ def scalar_mappable(cmap, norm):
     sm = ScalarMappable(norm=norm, cmap=cmap)
     sm.set_array(np.array([]))
     return sm
+
+
+def overlay(ax, grey: np.ndarray | None, heat: np.ndarray, cmap, norm, max_alpha: float = 0.9) -> None:
+    """Draw ``heat`` over the image ``grey`` as a separate layer: the image in grey, the map in
+    its own colours with an opacity that grows with the map's magnitude (``max_alpha`` at the
+    end of the scale, transparent at zero). Where the map is strong its colours are those of its
+    colour bar (nothing is blended into the colormap); where it is weak the image shows through.
+    """
+    mpl()
+    heat = np.asarray(heat, dtype=np.float64)
+    if grey is not None:
+        ax.imshow(grey, cmap="gray", interpolation="nearest")
+    if grey is None:
+        ax.imshow(heat, cmap=cmap, norm=norm, interpolation="nearest")
+        return
+    finite = np.where(np.isfinite(heat), heat, 0.0)
+    lo, hi = float(norm.vmin), float(norm.vmax)
+    if lo < 0 < hi:  # diverging: strength is the distance from zero
+        strength = np.abs(finite) / max(abs(lo), abs(hi))
+    else:
+        strength = (finite - lo) / ((hi - lo) or 1.0)
+    ax.imshow(heat, cmap=cmap, norm=norm, alpha=np.clip(strength, 0.0, 1.0) * float(max_alpha),
+              interpolation="nearest")
 
 
 def class_colors(k: int) -> list:

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import DataError, InputError, ShapeError
 from ..layout import Layout, as_layout
 from ._style import (SIGNAL_CMAP, SIGNED_CMAP, TIME_LABEL, as_numpy, attribution_scale, channel_labels,
-                     class_colors, new_figure, scalar_mappable)
+                     class_colors, new_figure, overlay, scalar_mappable)
 
 __all__ = ["select_gallery", "plot_gallery", "plot_method_grid", "plot_class_average", "plot_metric_comparison"]
 
@@ -189,8 +189,7 @@ def plot_gallery(x, maps, indices: Sequence[int] | Mapping[str, Sequence[int]], 
                 grey = xs[i].mean(axis=0)
                 heat = mi.sum(axis=0) if mi.shape[0] > 1 else mi[0]
                 heat = heat / (float(np.nanmax(np.abs(heat))) or 1.0)
-                ax.imshow(grey, cmap="gray", interpolation="nearest")
-                ax.imshow(heat, cmap=cmap, norm=norm, alpha=0.55, interpolation="nearest")
+                overlay(ax, grey, heat, cmap, norm)
                 ax.set_xlabel("x / pixel", fontsize=7)
                 ax.set_ylabel("y / pixel", fontsize=7)
                 ax.tick_params(labelsize=6)
@@ -461,8 +460,7 @@ def plot_method_grid(x, maps: Mapping[str, Any], *, index: int = 0, layout: str 
             ax = fig.add_subplot(grid[r, col])
             heat = m.sum(axis=0) if m.shape[0] > 1 else m[0]
             heat = heat / (float(np.nanmax(np.abs(heat))) or 1.0)
-            ax.imshow(xi.mean(axis=0), cmap="gray", interpolation="nearest")
-            ax.imshow(heat, cmap=cmap, norm=norm, alpha=0.55, interpolation="nearest")
+            overlay(ax, xi.mean(axis=0), heat, cmap, norm)
             ax.set_title(name, fontsize=9)
             ax.set_xlabel("x / pixel", fontsize=7)
             ax.set_ylabel("y / pixel", fontsize=7)

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import InputError, ShapeError
 from ..layout import Layout
 from ._style import (maps_layout, IMAGE_CMAP, as_numpy, attribution_scale, axes_list, channel_labels,
-                     new_figure, scalar_mappable, sample_internal, select_channels)
+                     new_figure, overlay, scalar_mappable, sample_internal, select_channels)
 
 __all__ = ["plot_image_attribution", "plot_image_maps"]
 
@@ -39,8 +39,7 @@ def _panels(maps: np.ndarray, x: np.ndarray | None, channels, names: list[str]):
 
 def _draw(ax, grey: np.ndarray | None, heat: np.ndarray, cmap, norm, alpha: float) -> None:
     if grey is not None:
-        ax.imshow(grey, cmap="gray", interpolation="nearest")
-        ax.imshow(heat, cmap=cmap, norm=norm, alpha=alpha, interpolation="nearest")
+        overlay(ax, grey, heat, cmap, norm, max_alpha=alpha)
     else:
         ax.imshow(heat, cmap=cmap, norm=norm, interpolation="nearest")
     ax.set_xlabel(X_LABEL)
@@ -49,7 +48,7 @@ def _draw(ax, grey: np.ndarray | None, heat: np.ndarray, cmap, norm, alpha: floa
 
 def plot_image_attribution(maps: np.ndarray, x: np.ndarray | None = None, *, channels=None,
                            channel_names: Sequence[str] | None = None, cmap: str | None = None,
-                           vmax: float | None = None, alpha: float = 0.5, title: str | None = None, ax=None):
+                           vmax: float | None = None, alpha: float = 0.85, title: str | None = None, ax=None):
     """One sample's map ``(C, H, W)`` over its input ``(C, H, W)`` (optional) with a colorbar.
 
     A map that is the same for every channel is drawn once over the channel mean of ``x``;
@@ -103,7 +102,7 @@ def plot_image_attribution(maps: np.ndarray, x: np.ndarray | None = None, *, cha
 
 
 def plot_image_maps(x, maps: Mapping[str, Any], *, layout: str | None = None, index: int = 0,
-                    cmap: str | None = None, alpha: float = 0.5, shared_scale: bool = False,
+                    cmap: str | None = None, alpha: float = 0.85, shared_scale: bool = False,
                     title: str | None = None):
     """Several methods' maps of one image side by side (a column per method, each over the
     image in grey, each with its colorbar unless ``shared_scale``). Maps with several channels
