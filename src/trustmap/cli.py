@@ -546,39 +546,25 @@ class _one_line_warnings:
         warnings.showwarning = self._saved
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer (>= 1), got {v}")
-    return v
-
-
-def nonnegative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
-def nonnegative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
+def _bounded(cast, minimum, what: str):
+    """An argparse type: ``cast(text)``, finite and ``>= minimum``, else a usage error saying ``what``."""
     import math
 
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return v
+    def parse(text: str):
+        try:
+            v = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(v) or v < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+    parse.__name__ = f"{cast.__name__} >= {minimum}"
+    return parse
+
+
+positive_int = _bounded(int, 1, "a positive integer")
+nonnegative_int = _bounded(int, 0, "an integer >= 0")
+nonnegative_float = _bounded(float, 0, "a finite number >= 0")
 
 
 #: counts that must be >= 1 / >= 0, by argparse dest
