@@ -29,7 +29,8 @@ from .. import baselines as _baselines
 from ..attribution import Attribution
 from ..errors import InputError, NonFiniteError, UnsupportedError
 from .registry import methods_where
-from ..models import Model, load_model, preserved_rng
+from ..models import Model, load_model
+from ..models.base import row_slices, preserved_rng
 
 __all__ = ["Explainer", "pick_scores", "input_gradient", "sample_seeds", "per_sample_normal", "row_chunks",
            "chunk_rows", "check_choice", "check_number", "CPU_ROWS"]
@@ -183,9 +184,8 @@ def chunk_rows(model: Model, t: torch.Tensor) -> int:
 
 
 def row_chunks(n_rows: int, batch: int) -> Iterator[slice]:
-    batch = max(1, int(batch))
-    for i in range(0, n_rows, batch):
-        yield slice(i, min(n_rows, i + batch))
+    """Slices of ``n_rows`` rows, ``batch`` at a time (the one chunker, :func:`trustmap.models.base.row_slices`)."""
+    return iter(row_slices(n_rows, batch))
 
 
 #: per-sample draws and the blur live in :mod:`trustmap.baselines` (one home); kept here by name

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..models import Model
+from ..models.base import row_slices
 
 __all__ = ["is_number", "mix", "log_odds", "safe_fingerprint", "logits", "labels", "stratified_split", "chunks"]
 
@@ -46,8 +47,7 @@ def logits(model: Model, t: torch.Tensor) -> np.ndarray:
 
 def chunks(n: int, per_sample: int) -> list[slice]:
     """Slices of ``n`` samples sized for a ~256 MB working set."""
-    b = max(1, min(4096, int((256 * 2**20) // max(1, per_sample * 4 * 64))))
-    return [slice(i, min(n, i + b)) for i in range(0, n, b)]
+    return row_slices(n, min(4096, int((256 * 2**20) // max(1, per_sample * 4 * 64))))
 
 
 def labels(y, n: int, k: int, parameter: str) -> torch.Tensor:

@@ -41,7 +41,7 @@ from ..attribution import Attribution
 from ..errors import DataError, InputError, NotFittedError, UnsupportedError
 from ..layout import Layout, resolve_layout
 from ..models import Model, load_model
-from ..models.base import check_array
+from ..models.base import check_array, row_slices
 from . import distributed as _distributed
 from . import r2 as _r2
 from .baseline import BASELINES, BaselineStats
@@ -828,5 +828,4 @@ def _check_finite_logits(logits: np.ndarray, parameter: str) -> None:
 
 def _infer_chunks(n: int, per_sample: int) -> list[slice]:
     """Chunks for mask inference: ~4 MB of input per chunk (cache-friendly, bounded memory)."""
-    b = max(1, min(8192, (1 << 20) // max(1, per_sample)))
-    return [slice(i, min(n, i + b)) for i in range(0, n, b)]
+    return row_slices(n, min(8192, (1 << 20) // max(1, per_sample)))

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..models.base import row_slices
 from .masking import (Masking, MetricResult, baseline_like, check_output, importance, make_masking, perturbed_scores,
                       prepare, target_scores)
 from .road import scores_of_variants
@@ -188,9 +189,9 @@ def infidelity(model, X, maps, *, n_samples: int = 10, std: float = 0.1, normali
     diff = np.empty((n, ns))
     ia = np.empty((n, ns))
     rows = max(1, p.model.batch_size(p.x[0].numel()))
-    step = max(1, rows // ns)
-    for s in range(0, n, step):                     # blocks of samples: memory bounded, draws sample by sample
-        x_b = p.x[s:s + step]
+    for blk in row_slices(n, rows // ns):           # blocks of samples: memory bounded, draws sample by sample
+        s, step = blk.start, blk.stop - blk.start
+        x_b = p.x[blk]
         x64 = x_b.detach().cpu().double().numpy()
         noise = np.stack([rng.normal(0.0, std, size=(ns,) + x64.shape[1:]) for _ in range(len(x64))])
         xp = torch.as_tensor((x64[:, None] - noise).astype(np.float32)).to(device=p.x.device, dtype=p.x.dtype)

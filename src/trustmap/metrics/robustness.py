@@ -36,6 +36,7 @@ import torch
 from ..attribution import Attribution
 from ..errors import InputError
 from ..layout import Layout
+from ..models.base import row_slices
 from .masking import MetricResult, prepare
 
 __all__ = ["sensitivity", "max_sensitivity", "avg_sensitivity", "local_lipschitz", "random_logit",
@@ -94,9 +95,7 @@ def _norms(d: np.ndarray) -> np.ndarray:
 
 
 def _sample_blocks(n: int, n_samples: int, max_rows: int):
-    step = max(1, int(max_rows) // max(1, n_samples))
-    for s in range(0, n, step):
-        yield slice(s, min(n, s + step))
+    return iter(row_slices(n, int(max_rows) // max(1, n_samples)))
 
 
 def _perturbation_distances(model, X, maps, explainer, params, target, layout, n_samples, draw, seed, max_rows):

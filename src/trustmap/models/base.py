@@ -23,10 +23,20 @@ import torch
 from ..errors import DataError, LayerError, ModelOutputError, NonFiniteError, TargetError, UnsupportedError
 from ..layout import Layout, resolve_layout
 
-__all__ = ["Model", "LayerInfo", "Capture", "OUTPUT_KINDS", "DEFAULT_BUDGET_BYTES", "preserved_rng", "TorchView"]
+__all__ = ["Model", "LayerInfo", "Capture", "OUTPUT_KINDS", "DEFAULT_BUDGET_BYTES", "preserved_rng", "TorchView",
+           "row_slices"]
 
 OUTPUT_KINDS = ("auto", "logits", "probs", "sigmoid")
 DEFAULT_BUDGET_BYTES = 256 * 2**20
+
+
+def row_slices(n: int, rows: int) -> list[slice]:
+    """The one chunker: consecutive slices of ``n`` rows, ``rows`` at a time (at least one row).
+
+    Every batched loop in trustmap slices its rows here; how many rows a chunk holds is the
+    caller's rule (:meth:`Model.batch_size` for model calls, a working-set bound elsewhere)."""
+    rows = max(1, int(rows))
+    return [slice(i, min(n, i + rows)) for i in range(0, n, rows)]
 ACTIVATION_NAMES = ("relu", "leakyrelu", "elu", "gelu", "silu", "tanh", "sigmoid", "activation", "relu6",
                     "selu", "softplus", "mish", "hardswish", "prelu")
 CONV_NAMES = ("conv",)
@@ -278,15 +288,13 @@ class Model:
         return int(max(1, min(cap, self.budget_bytes // per)))
 
     def chunks(self, n: int, sample_numel: int, factor: float = 64.0) -> Iterator[slice]:
-        b = self.batch_size(sample_numel, factor)
-        for i in range(0, n, b):
-            yield slice(i, min(n, i + b))
+        """Slices of ``n`` samples sized by :meth:`batch_size` (:func:`row_slices`)."""
+        return iter(row_slices(n, self.batch_size(sample_numel, factor)))
 
     def _batched(self, fn: Callable[[torch.Tensor], torch.Tensor], x, layout, batch_size) -> np.ndarray:
         t, _ = self.to_internal(x, layout)
         if batch_size is not None:
-            b = max(1, int(batch_size))
-            slices = [slice(i, min(len(t), i + b)) for i in range(0, len(t), b)]
+            slices = row_slices(len(t), batch_size)
         else:
             slices = list(self.chunks(len(t), t[0].numel()))
         outs = []
