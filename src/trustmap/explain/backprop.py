@@ -29,7 +29,7 @@ from ..errors import InputError, ShapeError
 from ..models import Model
 from .base import (Explainer, check_choice, check_number, chunk_rows, per_sample_normal, pick_scores, row_chunks,
                    sample_seeds)
-from .gradients import IG_BASELINES, _gradients
+from .gradients import IG_BASELINES, _gradients, rule_gradients
 from .registry import register
 from .segments import resolve_baseline
 
@@ -367,18 +367,7 @@ class Deconvolution(Explainer):
         self.absolute = absolute
 
     def _compute(self, model, t, targets):
-        grads = torch.empty_like(t)
-        tg_all = torch.empty(len(t), dtype=torch.long, device=t.device)
-        count = 0
-        for s in row_chunks(len(t), chunk_rows(model, t)):
-            xi = t[s].detach().requires_grad_(True)
-            with torch.enable_grad():
-                with deconv_relu() as mode:
-                    logits = model.logits_t(xi)
-                scores, tg = pick_scores(logits, None if targets is None else targets[s])
-                (g,) = torch.autograd.grad(scores.sum(), xi)
-            count = max(count, mode.count)
-            grads[s], tg_all[s] = g, tg
+        grads, tg_all, count = rule_gradients(model, t, targets, deconv_relu)
         _warn_none(count, model, "deconvolution", "ReLU")
         return (grads.abs() if self.absolute else grads), tg_all.cpu().numpy(), {"relus_replaced": int(count)}
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..attribution import Attribution
 from ..labels import check_labels
-from ..errors import DataError, ShapeError
+from ..errors import DataError
 from ..models import load_model
 from .base import check_number
 from .registry import get_explainer

@@ -19,10 +19,10 @@ from ..errors import InputError
 from ..baselines import check_baseline, resolve_baseline
 from ..models import Model
 from .base import (Explainer, check_choice, check_number, chunk_rows, input_gradient, per_sample_normal,
-                   pick_scores, row_chunks, sample_seeds, spatial_blur)
+                   pick_scores, row_chunks, sample_seeds)
 from .registry import register
 
-__all__ = ["Saliency", "SmoothGrad", "IntegratedGradients", "GuidedBackprop", "guided_relu",
+__all__ = ["Saliency", "SmoothGrad", "IntegratedGradients", "GuidedBackprop", "guided_relu", "rule_gradients",
            "IG_BASELINES", "IG_RULES"]
 
 IG_BASELINES = ("zero", "mean", "dataset_mean", "blur", "noise")
@@ -292,22 +292,31 @@ def guided_relu() -> Iterator[_GuidedMode]:
         yield mode
 
 
-def guided_gradients(model: Model, t: torch.Tensor, targets: torch.Tensor | None
-                     ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Guided-backprop gradients for all of ``t`` (chunked), the targets, and the ReLUs replaced."""
+def rule_gradients(model: Model, t: torch.Tensor, targets: torch.Tensor | None, rule
+                   ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Gradients of the target scores for all of ``t`` (chunked) with the forward pass run inside
+    ``rule()`` — a function mode that swaps activations' backward rules (guided backprop,
+    deconvolution) and counts the calls it replaced. Returns the gradients, the targets and the
+    largest per-chunk count."""
     grads = torch.empty_like(t)
     tg_all = torch.empty(len(t), dtype=torch.long, device=t.device)
     count = 0
     for s in row_chunks(len(t), chunk_rows(model, t)):
         xi = t[s].detach().requires_grad_(True)
         with torch.enable_grad():
-            with guided_relu() as mode:
+            with rule() as mode:
                 logits = model.logits_t(xi)
             scores, tg = pick_scores(logits, None if targets is None else targets[s])
             (g,) = torch.autograd.grad(scores.sum(), xi)
         count = max(count, mode.count)
-        grads[s] = g
-        tg_all[s] = tg
+        grads[s], tg_all[s] = g, tg
+    return grads, tg_all, count
+
+
+def guided_gradients(model: Model, t: torch.Tensor, targets: torch.Tensor | None
+                     ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Guided-backprop gradients for all of ``t`` (chunked), the targets, and the ReLUs replaced."""
+    grads, tg_all, count = rule_gradients(model, t, targets, guided_relu)
     if count == 0:
         warnings.warn(f"{model.name}: no ReLU call was seen in the forward pass, so guided backprop equals the "
                       "plain gradient (only ReLU has a guided rule; clamp, LeakyReLU, GELU, ... are unchanged)",

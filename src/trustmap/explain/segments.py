@@ -25,7 +25,7 @@ import torch
 
 from ..errors import DependencyError, InputError, ShapeError
 from ..models import Model
-from .base import check_choice, pick_scores, row_chunks, chunk_rows
+from .base import pick_scores, row_chunks, chunk_rows
 from .. import baselines as _baselines
 from .gradients import IG_BASELINES
 

@@ -7,7 +7,6 @@ all masked copies of all samples form one plan and the base method runs over chu
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..errors import InputError

@@ -626,8 +626,8 @@ class Localizer:
                  f"a held-out split of {self.split_['holdout']} samples that neither training nor the choice of tau "
                  "saw")
         if self.settings_["objective"] == "preserve":
-            what = (f"R² = 1 - risk(only the located region kept, the rest replaced by the baseline) / risk(baseline "
-                    f"alone): the share of the classifier's predictive power the region alone carries")
+            what = ("R² = 1 - risk(only the located region kept, the rest replaced by the baseline) / risk(baseline "
+                    "alone): the share of the classifier's predictive power the region alone carries")
         else:
             what = ("R² = 1 - risk(input) / risk(input with the located region replaced by the baseline): the share "
                     "of the classifier's predictive power the region carries")

@@ -21,10 +21,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from .. import _io
-from ..errors import DataError, InputError
+from ..errors import InputError
 
 __all__ = ["run_locate", "load_arrays", "fit_localizer", "localizer_key", "parse_number", "parse_taus"]
 

@@ -590,9 +590,6 @@ def evaluate_explanations(model, X, y=None, attributions=None, metrics: Sequence
     metric_params : ``{metric: {parameter: value}}`` for the metrics of the newer families (e.g.
         ``{'max_sensitivity': {'n_samples': 20}}``); see each metric's function.
     """
-    from . import faithfulness as F
-    from . import localization as L
-
     attrs = _as_dict(attributions if attributions is not None else {})
     mk = make_masking(masking, baseline=baseline, normalize=normalize, budget=budget, channels=channels, seed=seed)
     chosen = _metrics(metrics, y is not None, mask is not None)

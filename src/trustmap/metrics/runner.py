@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import _io
 from ..attribution import Attribution
-from ..errors import DataError, InputError, MissingFileError
+from ..errors import MissingFileError
 
 __all__ = ["run_evaluate_explanations", "load_explanations", "curves_png"]
 

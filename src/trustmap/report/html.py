@@ -631,7 +631,7 @@ def _label_text(i, y, pred, conf, names) -> str:
 def _explanations(run: Run) -> _Section | None:
     if not run.attributions or run.samples is None:
         return None
-    from ..plot import plot_gallery, select_gallery
+    from ..plot import select_gallery
 
     X, y, pred, conf = _sample_info(run)
     names = _class_names(run)

@@ -41,7 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import _io
-from ..errors import DataError, DependencyError, InputError, RunDirError, TargetError, UnsupportedError
+from ..errors import DataError, DependencyError, InputError, RunDirError, UnsupportedError
 from ..jobs.engine import DEFAULT_CHUNK_ROWS, check_chunk_rows
 from ..jobs.record import model_desc, new_record, write_record
 from ..jobs.targets import check_target_range, parse_target, target_key

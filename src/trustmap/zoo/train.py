@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..labels import check_labels
-from ..errors import DataError, InputError, ModelLoadError, ShapeError, TargetError
+from ..errors import DataError, InputError, ModelLoadError, ShapeError
 from ..layout import resolve_layout
 from ..models.base import check_array
 
