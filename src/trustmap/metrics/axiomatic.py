@@ -37,26 +37,12 @@ import torch
 
 from ..errors import InputError
 from ..models.base import row_slices
-from .masking import (Masking, MetricResult, baseline_like, check_output, importance, make_masking, perturbed_scores,
-                      prepare, target_scores)
+from .masking import (Masking, MetricResult, baseline_like, check_int, check_output, check_positive, importance,
+                      make_masking, perturbed_scores, prepare, target_scores)
 from .road import scores_of_variants
 from .sanity import spearman_rows
 
 __all__ = ["completeness", "non_sensitivity", "monotonicity_correlation", "infidelity"]
-
-
-def _int(v, parameter: str, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < minimum:
-        raise InputError(f"{parameter} must be an int >= {minimum}", parameter=parameter,
-                         expected=f"an int >= {minimum}", got=v, fix=f"e.g. {parameter}={max(minimum, 10)}")
-    return int(v)
-
-
-def _pos(v, parameter: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) or not float(v) > 0:
-        raise InputError(f"{parameter} must be > 0", parameter=parameter, expected="a finite number > 0", got=v,
-                         fix=f"e.g. {parameter}=0.1")
-    return float(v)
 
 
 def _setup(model, X, maps, target, layout, masking, reference):
@@ -99,7 +85,7 @@ def monotonicity_correlation(model, X, maps, *, features_in_step: int = 1, eps: 
     replacements). ``f(x)² < eps`` is not divided by. NaN for a sample whose map sums or score
     changes do not vary.
     """
-    fis = _int(features_in_step, "features_in_step")
+    fis = check_int(features_in_step, "features_in_step")
     output = check_output(output)
     p, mk, base, base_vals = _setup(model, X, maps, target, layout, masking, reference)
     n = len(p.x)
@@ -138,8 +124,8 @@ def non_sensitivity(model, X, maps, *, features_in_step: int = 1, n_samples: int
     when the variance of its scores is below ``eps``; the value counts the features on which
     the two disagree.
     """
-    fis = _int(features_in_step, "features_in_step")
-    ns = _int(n_samples, "n_samples", 2)
+    fis = check_int(features_in_step, "features_in_step")
+    ns = check_int(n_samples, "n_samples", 2)
     output = check_output(output)
     p, mk, _b, _bv = _setup(model, X, maps, target, layout, masking, reference)
     n = len(p.x)
@@ -178,8 +164,8 @@ def infidelity(model, X, maps, *, n_samples: int = 10, std: float = 0.1, normali
     ``normalize=True`` ``I·a`` is first scaled by ``β = E[I·a · Δf] / E[(I·a)²]`` (Captum's
     ``normalize``). Lower is better. Draws come from ``seed`` (NumPy, sample by sample); the
     model's float32 inputs are used for ``I`` exactly as the model saw them."""
-    ns = _int(n_samples, "n_samples")
-    std = _pos(std, "std")
+    ns = check_int(n_samples, "n_samples")
+    std = check_positive(std, "std")
     output = check_output(output)
     p = prepare(model, X, maps, target=target, layout=layout)
     n = len(p.x)

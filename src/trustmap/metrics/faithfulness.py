@@ -38,8 +38,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError, TargetError
-from .masking import (Masking, MetricResult, baseline_like, budget_count, check_frac, check_output, chunks, group_size,
-                      importance, make_masking, perturbed_scores, prepare, rank_entries, target_scores)
+from .masking import (Masking, MetricResult, baseline_like, budget_count, check_frac, check_int, check_output, chunks,
+                      group_size, importance, make_masking, perturbed_scores, prepare, rank_entries, target_scores)
 
 __all__ = ["average_drop", "increase_in_confidence", "drop_increase", "deletion", "insertion",
            "faithfulness_correlation", "r2_at_budget"]
@@ -57,10 +57,7 @@ def _setup(model, X, maps, target, layout, masking, baseline, normalize, budget,
 
 
 def _check_int(v, parameter: str, minimum: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < minimum:
-        raise InputError(f"{parameter} must be an int >= {minimum}", parameter=parameter,
-                         expected=f"an int >= {minimum}", got=v, fix=f"e.g. {parameter}={max(minimum, 20)}")
-    return int(v)
+    return check_int(v, parameter, minimum, example=20)
 
 
 # ---- drop / increase -------------------------------------------------------------------------------

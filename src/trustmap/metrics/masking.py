@@ -57,7 +57,7 @@ from ..models.base import check_array
 
 __all__ = ["Masking", "MetricResult", "Prepared", "prepare", "check_frac", "importance", "rank_entries",
            "budget_count", "baseline_like", "perturbed_scores", "target_scores", "chunks", "BASELINES", "NORMALIZATIONS",
-           "BUDGETS", "OUTPUTS", "CHANNELS"]
+           "BUDGETS", "OUTPUTS", "CHANNELS", "check_int", "check_positive"]
 
 BASELINES = _BASELINES
 NORMALIZATIONS = (None, "abs", "positive", "minmax")
@@ -313,6 +313,22 @@ def check_output(output: str) -> str:
         raise InputError("unknown output", parameter="output", expected="'prob' or 'logit'", got=output,
                          fix="output='prob' (softmax probability of the target) or 'logit' (pre-softmax score)")
     return output
+
+
+def check_int(v, parameter: str, minimum: int = 1, example: int = 10) -> int:
+    """A whole-number parameter of a metric, ``>= minimum`` (bool refused); typed error otherwise."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < minimum:
+        raise InputError(f"{parameter} must be an int >= {minimum}", parameter=parameter,
+                         expected=f"an int >= {minimum}", got=v, fix=f"e.g. {parameter}={max(minimum, example)}")
+    return int(v)
+
+
+def check_positive(v, parameter: str) -> float:
+    """A finite number ``> 0`` (bool refused); typed error otherwise."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) or not float(v) > 0:
+        raise InputError(f"{parameter} must be > 0", parameter=parameter, expected="a finite number > 0", got=v,
+                         fix=f"e.g. {parameter}=0.1")
+    return float(v)
 
 
 def chunks(model: Model, n: int, sample_numel: int) -> list[slice]:

@@ -37,7 +37,7 @@ from ..attribution import Attribution
 from ..errors import InputError
 from ..layout import Layout
 from ..models.base import row_slices
-from .masking import MetricResult, prepare
+from .masking import MetricResult, check_int, check_positive, prepare
 
 __all__ = ["sensitivity", "max_sensitivity", "avg_sensitivity", "local_lipschitz", "random_logit",
            "reexplain", "internal_layout"]
@@ -48,20 +48,6 @@ NORMALIZE = ("explanation", "input", None)
 def internal_layout(x: torch.Tensor) -> str:
     """The layout name of an internal ``(N, C, *spatial)`` array."""
     return "NCL" if x.ndim == 3 else "NCHW"
-
-
-def _check_int(v, parameter: str, minimum: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < minimum:
-        raise InputError(f"{parameter} must be an int >= {minimum}", parameter=parameter,
-                         expected=f"an int >= {minimum}", got=v, fix=f"e.g. {parameter}={max(minimum, 10)}")
-    return int(v)
-
-
-def _check_pos(v, parameter: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) or not float(v) > 0:
-        raise InputError(f"{parameter} must be > 0", parameter=parameter, expected="a finite number > 0", got=v,
-                         fix=f"e.g. {parameter}=0.1")
-    return float(v)
 
 
 def _explainer(maps, explainer, params):
@@ -136,8 +122,8 @@ def sensitivity(model, X, maps=None, *, explainer=None, params: dict | None = No
     nothing (``None``, the paper). ``maps`` are the maps being scored (default: the explainer's
     maps of ``X``). Cost: ``n_samples`` explanations per sample.
     """
-    n_samples = _check_int(n_samples, "n_samples", 1)
-    radius = _check_pos(radius, "radius")
+    n_samples = check_int(n_samples, "n_samples", 1)
+    radius = check_positive(radius, "radius")
     if normalize not in NORMALIZE:
         raise InputError("unknown normalize", parameter="normalize", expected="'explanation', 'input' or None",
                          got=normalize, fix="normalize='explanation' (Captum's sensitivity_max)")
@@ -192,8 +178,8 @@ def local_lipschitz(model, X, maps=None, *, explainer=None, params: dict | None 
     interpretability methods*), Quantus' ``LocalLipschitzEstimate`` without its map normalisation:
     ``max_j ||Φ(x + ε_j) − a||₂ / ||ε_j||₂``, ``ε_j ~ N(0, std²)`` entrywise; lower is better.
     Cost: ``n_samples`` explanations per sample (Quantus' default is 200)."""
-    n_samples = _check_int(n_samples, "n_samples", 1)
-    std = _check_pos(std, "std")
+    n_samples = check_int(n_samples, "n_samples", 1)
+    std = check_positive(std, "std")
     maps = _default_maps(model, X, maps, explainer, params, target, layout)
     # the model sees float32 inputs: the step is measured as the model saw it
     p, d, stp = _perturbation_distances(model, X, maps, explainer, params, target, layout, n_samples,
