@@ -182,40 +182,49 @@ def r2_value(clean_mean, masked_mean):
     return out
 
 
-def r2_summary(clean: np.ndarray, masked: np.ndarray, *, level: float = 0.95, method: str = "bootstrap",
-               n_boot: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
-    """Point estimates and two-sided intervals of R² for ``masked`` risks ``(T, N)`` (or ``(N,)``).
-
-    Returns ``estimate``, ``low``, ``high`` (``(T,)``), plus ``clean`` and ``masked`` mean risks.
-    """
-    masked = np.atleast_2d(np.asarray(masked, dtype=np.float64))
-    clean = np.asarray(clean, dtype=np.float64)
-    n = clean.shape[0]
-    a = clean.mean()
-    b = masked.mean(1)
+def _ratio_summary(num: np.ndarray, den: np.ndarray, level: float, method: str, n_boot: int,
+                   seed: int) -> dict[str, np.ndarray]:
+    """``1 - mean(num) / mean(den)`` for paired per-sample risks, with its interval: ``num`` and
+    ``den`` are ``(T, N)`` or ``(N,)`` (one of them a single row, broadcast against the other's ``T``
+    rows). The bootstrap resamples the ``N`` samples jointly for every row (paired); the delta method
+    uses the variance of a ratio of means."""
+    num = np.atleast_2d(np.asarray(num, dtype=np.float64))
+    den = np.atleast_2d(np.asarray(den, dtype=np.float64))
+    n = num.shape[1]
+    a, b = num.mean(1), den.mean(1)
     est = r2_value(a, b)
     alpha = 1.0 - level
     if method == "bootstrap":
-        means = boot_means(np.concatenate([clean[None], masked]), n_boot, seed)
-        r_star = r2_value(means[:1], means[1:])
+        means = boot_means(np.concatenate([num, den]), n_boot, seed)
+        r_star = r2_value(means[:len(num)], means[len(num):])
         low = np.quantile(r_star, alpha / 2, axis=1)
         high = np.quantile(r_star, 1 - alpha / 2, axis=1)
     elif method == "delta":
         from statistics import NormalDist
 
         z = NormalDist().inv_cdf(1 - alpha / 2)
-        vc = clean.var(ddof=1) if n > 1 else 0.0
-        vm = masked.var(1, ddof=1) if n > 1 else np.zeros_like(b)
-        cov = ((clean - a)[None, :] * (masked - b[:, None])).sum(1) / max(n - 1, 1)
-        safe_b = np.where(b > 0, b, np.inf)
-        var = (vc / safe_b ** 2 + a ** 2 * vm / safe_b ** 4 - 2 * a * cov / safe_b ** 3) / n
+        va = num.var(1, ddof=1) if n > 1 else np.zeros_like(a)
+        vb = den.var(1, ddof=1) if n > 1 else np.zeros_like(b)
+        cov = ((num - a[:, None]) * (den - b[:, None])).sum(1) / max(n - 1, 1)
+        sb = np.where(b > 0, b, np.inf)
+        var = (va / sb ** 2 + a ** 2 * vb / sb ** 4 - 2 * a * cov / sb ** 3) / n
         se = np.sqrt(np.maximum(var, 0.0))
         low, high = est - z * se, est + z * se
     else:  # pragma: no cover - validated by the caller
         raise ValueError(method)
     low = np.minimum(low, est)
     high = np.maximum(high, est)
-    return {"estimate": est, "low": low, "high": high, "clean": np.full_like(b, a), "masked": b}
+    return {"estimate": est, "low": low, "high": high, "clean": np.broadcast_to(a, est.shape).copy(),
+            "masked": np.broadcast_to(b, est.shape).copy()}
+
+
+def r2_summary(clean: np.ndarray, masked: np.ndarray, *, level: float = 0.95, method: str = "bootstrap",
+               n_boot: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
+    """Point estimates and two-sided intervals of R² for ``masked`` risks ``(T, N)`` (or ``(N,)``).
+
+    Returns ``estimate``, ``low``, ``high`` (``(T,)``), plus ``clean`` and ``masked`` mean risks.
+    """
+    return _ratio_summary(clean, masked, level, method, n_boot, seed)
 
 
 def r2_keep_summary(kept: np.ndarray, base: np.ndarray, *, level: float = 0.95, method: str = "bootstrap",
@@ -224,32 +233,7 @@ def r2_keep_summary(kept: np.ndarray, base: np.ndarray, *, level: float = 0.95, 
     (the input with only the region kept) and ``base`` risks ``(N,)`` (nothing kept: the baseline), with a
     paired bootstrap (or delta-method) interval. It is the generalized partial R² of the kept features
     against none, as the removal R² is that of the whole input against the input without the region."""
-    kept = np.atleast_2d(np.asarray(kept, dtype=np.float64))
-    base = np.asarray(base, dtype=np.float64)
-    b = base.mean()
-    a = kept.mean(1)
-    est = r2_value(a, b)
-    alpha = 1.0 - level
-    if method == "bootstrap":
-        means = boot_means(np.concatenate([base[None], kept]), n_boot, seed)
-        r_star = r2_value(means[1:], means[:1])
-        low = np.quantile(r_star, alpha / 2, axis=1)
-        high = np.quantile(r_star, 1 - alpha / 2, axis=1)
-    else:
-        from statistics import NormalDist
-
-        z = NormalDist().inv_cdf(1 - alpha / 2)
-        n = base.shape[0]
-        vb = base.var(ddof=1) if n > 1 else 0.0
-        va = kept.var(1, ddof=1) if n > 1 else np.zeros_like(a)
-        cov = ((kept - a[:, None]) * (base - b)[None, :]).sum(1) / max(n - 1, 1)
-        sb = b if b > 0 else np.inf
-        var = (va / sb ** 2 + a ** 2 * vb / sb ** 4 - 2 * a * cov / sb ** 3) / n
-        se = np.sqrt(np.maximum(var, 0.0))
-        low, high = est - z * se, est + z * se
-    low = np.minimum(low, est)
-    high = np.maximum(high, est)
-    return {"estimate": est, "low": low, "high": high, "clean": a, "masked": np.full_like(a, b)}
+    return _ratio_summary(kept, base, level, method, n_boot, seed)
 
 
 def target_gap(masked: np.ndarray, y: np.ndarray, clean_logits: np.ndarray, metric: str, n_classes: int,
