@@ -17,7 +17,7 @@ from ..layout import Layout, as_layout
 from ._style import (SIGNAL_CMAP, SIGNED_CMAP, TIME_LABEL, as_numpy, attribution_scale, channel_labels,
                      class_colors, new_figure, overlay, scalar_mappable)
 
-__all__ = ["select_gallery", "plot_gallery", "plot_method_grid", "plot_class_average", "plot_metric_comparison"]
+__all__ = ["select_gallery", "sample_title", "plot_gallery", "plot_method_grid", "plot_class_average", "plot_metric_comparison"]
 
 #: the gallery groups, in display order
 GROUPS = ("correct, most confident", "correct, least confident", "wrong, most confident", "wrong, least confident")
@@ -74,7 +74,8 @@ def select_gallery(y_true, y_pred, confidence, n: int = 4) -> dict[str, np.ndarr
     return out
 
 
-def _sample_title(i, y, p, conf, class_names) -> str:
+def sample_title(i, y, p, conf, class_names) -> str:
+    """'#i · true A · pred B · p=0.93' for sample ``i`` (class names where given; parts without data left out)."""
     def name(k):
         k = int(k)
         return class_names[k] if class_names is not None and 0 <= k < len(class_names) else str(k)
@@ -182,7 +183,7 @@ def plot_gallery(x, maps, indices: Sequence[int] | Mapping[str, Sequence[int]], 
                     else:
                         ax.set_xlabel(TIME_LABEL, fontsize=7)
                     if ch == 0:
-                        ax.set_title(_sample_title(i, yv, pv, cv, class_names), fontsize=8)
+                        ax.set_title(sample_title(i, yv, pv, cv, class_names), fontsize=8)
                     group_axes.append(ax)
             else:
                 ax = sub.add_subplot(grid[0, j])
@@ -193,7 +194,7 @@ def plot_gallery(x, maps, indices: Sequence[int] | Mapping[str, Sequence[int]], 
                 ax.set_xlabel("x / pixel", fontsize=7)
                 ax.set_ylabel("y / pixel", fontsize=7)
                 ax.tick_params(labelsize=6)
-                ax.set_title(_sample_title(i, yv, pv, cv, class_names), fontsize=8)
+                ax.set_title(sample_title(i, yv, pv, cv, class_names), fontsize=8)
                 group_axes.append(ax)
         if gname:
             sub.suptitle(gname, fontsize=10, fontweight="bold", x=0.01, ha="left")

@@ -739,9 +739,7 @@ def _tile_gallery(X, a, groups: dict, layout, y, pred, conf, names, method: str)
     xs = np.asarray(as_layout(layout).to_internal(X), dtype=np.float64)
     m = np.asarray(a.internal(), dtype=np.float64)
 
-    def nm(kk):
-        kk = int(kk)
-        return names[kk] if names is not None and 0 <= kk < len(names) else str(kk)
+    from ..plot.gallery import sample_title
 
     out, scales = [], {}
     for gname, idx in groups.items():
@@ -752,14 +750,7 @@ def _tile_gallery(X, a, groups: dict, layout, y, pred, conf, names, method: str)
             i = int(i)
             png, cmap, signed = _tile(xs[i], m[i])
             scales[(cmap, signed)] = None
-            parts = [f"#{i}"]
-            if y is not None:
-                parts.append(f"true {nm(y[i])}")
-            if pred is not None:
-                parts.append(f"pred {nm(pred[i])}")
-            if conf is not None:
-                parts.append(f"p = {float(conf[i]):.2f}")
-            cap = " · ".join(parts)
+            cap = sample_title(i, y, pred, conf, names)
             b64 = base64.b64encode(png).decode("ascii")
             out.append(f'<figure class="tile"><img src="data:image/png;base64,{b64}" '
                        f'alt="{_esc(method)} map of test sample {cap}"><figcaption>{_esc(cap)}</figcaption></figure>')
