@@ -37,8 +37,18 @@ def rule_patches(rule, P, W, b, R, eps, gamma, alpha, beta):
 
     if rule == "epsilon":
         return spread(P, W, b, R)
-    if rule == "gamma":
-        return spread(P, W + gamma * W.clamp(min=0), b + gamma * b.clamp(min=0), R)
+    if rule == "gamma":  # Zennit 0.5's generalized gamma: split by the sign of z and of the inputs
+        z = torch.einsum("nclk,ock->nol", P, W) + b[None, :, None]
+        Pp, Pn = P.clamp(min=0), P.clamp(max=0)
+        Wgp, Wgn = W + gamma * W.clamp(min=0), W + gamma * W.clamp(max=0)
+        out = 0
+        for mask, (Wa, Wb), bb in (((z > 0), (Wgp, Wgn), b + gamma * b.clamp(min=0)),
+                                   ((z < 0), (Wgn, Wgp), b + gamma * b.clamp(max=0))):
+            zz = (torch.einsum("nclk,ock->nol", Pp, Wa) + torch.einsum("nclk,ock->nol", Pn, Wb)
+                  + bb[None, :, None])
+            s = mask.to(R) * R / stab(zz)
+            out = out + Pp * torch.einsum("nol,ock->nclk", s, Wa) + Pn * torch.einsum("nol,ock->nclk", s, Wb)
+        return out
     if rule == "flat":  # P holds ones where the input is (zeros in the padding), W ones, no bias
         ones, wo = (P != 0).to(P), torch.ones_like(W)
         z = torch.einsum("nclk,ock->nol", ones, wo)

@@ -10,7 +10,10 @@ relevance map. The user's model is never changed.
 Rules (``z`` is the layer output under the rule's weights, ``stab(z) = z + ε·(sign(z) or 1)``):
 
 * ``epsilon``: ``R_in = x · Wᵀ (R / stab(z))`` (LRP-ε; the bias absorbs a share).
-* ``gamma``: as ε with ``W + γW⁺`` and ``b + γb⁺``.
+* ``gamma``: Zennit 0.5's generalized γ rule (Andéol et al., 2021): where ``z > 0``, ε-like with the
+  weights ``W + γW⁺`` on positive inputs, ``W + γW⁻`` on negative ones and bias ``b + γb⁺``; where
+  ``z < 0``, the mirror image (``W + γW⁻`` on positive inputs, ``b + γb⁻``). On non-negative inputs
+  (after a ReLU) it is the original γ rule of Montavon et al. (2019).
 * ``alpha_beta``: ``α`` times the positive contributions (``x⁺W⁺ + x⁻W⁻``, bias ``b⁺``) minus ``β`` times
   the negative ones (``x⁺W⁻ + x⁻W⁺``, bias ``b⁻``), each normalized by its own ``stab(z)``; ``zplus`` is
   ``α=1, β=0``.
@@ -132,24 +135,31 @@ def relevance_in(rule: str, layer: AffineLayer, x: torch.Tensor, r: torch.Tensor
     if rule == "epsilon":
         z = op(x, w, b) if z is None else z
         return x * vjp(x, w, r / stabilize(z, epsilon))
-    if rule == "gamma":
-        wg = w + gamma * w.clamp(min=0)
-        bg = None if b is None else b + gamma * b.clamp(min=0)
-        return x * vjp(x, wg, r / stabilize(op(x, wg, bg), 1e-6))
+    n = len(x)
+    xp, xn = x.clamp(min=0), x.clamp(max=0)
+    x2 = torch.cat([xp, xn])  # the positive and negative inputs go through as one batch
+
+    def bias_map(bb):
+        return op(torch.zeros_like(x[:1]), torch.zeros_like(w), bb)
+
+    if rule == "gamma":  # Zennit 0.5's generalized γ (Andéol et al., 2021): the original γ on positive inputs
+        z = op(x, w, b) if z is None else z
+        wgp, wgn = w + gamma * w.clamp(min=0), w + gamma * w.clamp(max=0)
+        a, c = op(x2, wgp, None), op(x2, wgn, None)  # [xp·wgp; xn·wgp], [xp·wgn; xn·wgn]
+        z_pos, z_neg = a[:n] + c[n:], c[:n] + a[n:]
+        if b is not None:
+            z_pos = z_pos + bias_map(b + gamma * b.clamp(min=0))
+            z_neg = z_neg + bias_map(b + gamma * b.clamp(max=0))
+        s2 = torch.cat([(z > 0).to(r) * r / stabilize(z_pos, 1e-6), (z < 0).to(r) * r / stabilize(z_neg, 1e-6)])
+        gp, gn = vjp(x, wgp, s2), vjp(x, wgn, s2)
+        return xp * gp[:n] + xn * gn[:n] + xp * gn[n:] + xn * gp[n:]
     if rule == "flat":
         ones_x, ones_w = torch.ones_like(x), torch.ones_like(w)
         return vjp(ones_x, ones_w, r / stabilize(op(ones_x, ones_w, None), 1e-6))
-    # alpha-beta (zplus: alpha=1, beta=0); the positive and negative inputs go through as one batch
-    n = len(x)
-    xp, xn = x.clamp(min=0), x.clamp(max=0)
+    # alpha-beta (zplus: alpha=1, beta=0)
     wp, wn = w.clamp(min=0), w.clamp(max=0)
-    x2 = torch.cat([xp, xn])
     a = op(x2, wp, None)  # [xp·wp; xn·wp]
     c = op(x2, wn, None)  # [xp·wn; xn·wn]
-
-    def bias_map(bb):
-        return 0.0 if bb is None else op(torch.zeros_like(x[:1]), torch.zeros_like(w), bb)
-
     z_pos = a[:n] + c[n:]
     if b is not None:
         z_pos = z_pos + bias_map(b.clamp(min=0))
@@ -172,7 +182,7 @@ class _RuleLinear(torch.autograd.Function):
     def forward(ctx, x, layer, rule, opts, value):
         ctx.layer, ctx.rule, ctx.opts = layer, rule, opts
         out = layer.op(x, layer.w, layer.b) if value is None else value()
-        ctx.saved_z = value is None and rule == "epsilon"  # the ε rule's z is the output itself
+        ctx.saved_z = value is None and rule in ("epsilon", "gamma")  # z is the output itself
         ctx.save_for_backward(x, out if ctx.saved_z else None)
         return out
 
