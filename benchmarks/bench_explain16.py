@@ -129,7 +129,10 @@ def agreement(found: dict) -> list[str]:
     from trustmap.zoo.models import mnist2d_cnn
 
     torch.manual_seed(1)
+    from trustmap.zoo.models import mnist1d_cnn
+
     cases = [("rules_net (1D: conv+BN, ReLU, max/avg pool, tanh, dense)", rules_net(), (2, 16)),
+             ("mnist1d_cnn (no max pooling)", mnist1d_cnn().eval(), (1, 40)),
              ("mnist2d_cnn 16×16", mnist2d_cnn(size=(16, 16)).eval(), (1, 16, 16))]
     for label, module, shape in cases:
         x = torch.randn(16, *shape, generator=torch.Generator().manual_seed(0))
@@ -163,6 +166,14 @@ def agreement(found: dict) -> list[str]:
             ours = explain(module, x.numpy(), method, target=y, **params).maps
             with _quiet():
                 row(method, f"captum {found['captum']}", ours, peer().detach().numpy())
+        if any(isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)) for m in module.modules()):
+            # Captum's max-pool rule falls back to grad_input[0] (the batch's first sample) where Δin < eps:
+            # one input at a time it is that sample's own gradient
+            ours = explain(module, x.numpy(), "deeplift", target=y, baseline=0.0).maps
+            with _quiet():
+                theirs = torch.cat([ca.DeepLift(module).attribute(x[i:i + 1], baselines=0.0, target=yt[i:i + 1])
+                                    for i in range(len(x))]).detach().numpy()
+            row("deeplift", f"captum {found['captum']}, one input per call", ours, theirs)
         a = explain(module, x.numpy(), "feature_ablation", target=y, segmentation="fixed", segment_size=4)
         mask = torch.as_tensor(a.extras["segments"]).long()[:, None]
         with _quiet():
