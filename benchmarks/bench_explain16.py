@@ -18,7 +18,8 @@ run as one batch of 2N rows); 2M fwd+bwd for DeepLIFT-SHAP over M references; n_
 for GradientSHAP; F + 1 fwd for feature ablation over F features; P·F + 1 fwd for Shapley
 sampling with P permutations. LRP composites other than ε cost more than a gradient by their
 definition: the αβ rule needs the positive and negative parts of every layer (4 products forward,
-4 transposed products backward: floor 4 fwd+bwd), z⁺ and γ need 2 (floor 2 fwd+bwd).
+4 transposed products backward: floor 4 fwd+bwd), so does the generalized γ rule; z⁺ (after a flat first
+layer) needs 2 (floor 2 fwd+bwd).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from trustmap.explain import explain  # noqa: E402
 
 EPS = 1e-6
 COMPOSITES = ("epsilon", "gamma", "alpha_beta", "epsilon_plus_flat")
-LRP_FLOOR = {"epsilon": 1, "gamma": 2, "alpha_beta": 4, "epsilon_plus_flat": 2}
+LRP_FLOOR = {"epsilon": 1, "gamma": 4, "alpha_beta": 4, "epsilon_plus_flat": 2}
 
 
 def add_peers(site: str | None) -> dict:
