@@ -58,7 +58,7 @@ _AVGPOOL = {f for f in (F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d, F.ada
 
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
     """``z + eps·sign(z)``, with ``sign(0) = +1`` (Zennit's stabilizer)."""
-    return z + ((z == 0).to(z) + z.sign()) * eps
+    return torch.where(z >= 0, eps, -eps).to(z.dtype).add_(z)
 
 
 def _conv_input_grad(rank: int, opts: dict):
@@ -134,7 +134,8 @@ def relevance_in(rule: str, layer: AffineLayer, x: torch.Tensor, r: torch.Tensor
     op, vjp = layer.op, layer.vjp
     if rule == "epsilon":
         z = op(x, w, b) if z is None else z
-        return x * vjp(x, w, r / stabilize(z, epsilon))
+        d = stabilize(z, epsilon)
+        return vjp(x, w, torch.div(r, d, out=d)).mul_(x)
     n = len(x)
     xp, xn = x.clamp(min=0), x.clamp(max=0)
     x2 = torch.cat([xp, xn])  # the positive and negative inputs go through as one batch
