@@ -22,7 +22,8 @@ import torch
 from ..errors import InputError
 from ..layout import as_layout
 from .base import Explainer, check_choice, check_number, chunk_rows, row_chunks, sample_seeds
-from .shapley import KernelPlan, draw_pairs, lstsq_with_cov, tol_schedule
+from .shapley import (KernelPlan, draw_pairs, enumerate_coalitions, lstsq_with_cov, shapley_kernel_weights,
+                      tol_schedule, tol_z)
 from .registry import register
 from .segments import (SCORES, SEGMENTATIONS, check_baseline_param, full_scores, progress_bar, resolve_baseline,
                        scores_of, segment)
@@ -187,7 +188,7 @@ class _Surrogate(Explainer):
                         extras_all[k][idx_t] = v
                     if tol is None:
                         break
-                    keep = ~(se.max(1).values <= tol)  # NaN SE: not converged
+                    keep = ~(se.max(1).values <= tol / tol_z(f))  # NaN SE: not converged
                     active, Z, Y = active[keep.cpu().numpy()], Z[keep], Y[keep]
                     prev = m
                     if not len(active):
@@ -208,7 +209,8 @@ class _Surrogate(Explainer):
                   "stderr": sevals.view_as(t).cpu().numpy(), "n_evals": n_evals,
                   "n_features": seg.n_features.copy(), "score": fx.cpu().numpy()}
         if tol is not None:
-            extras["converged"] = np.nan_to_num(se_all.cpu().numpy(), nan=0.0).max(1) <= tol
+            z = np.array([tol_z(int(k)) for k in seg.n_features])
+            extras["converged"] = np.nan_to_num(se_all.cpu().numpy(), nan=0.0).max(1) <= tol / z
         if fb is not None:
             extras["baseline_score"] = fb.cpu().numpy()
         extras.update({k: v.cpu().numpy() for k, v in extras_all.items()})
@@ -246,13 +248,15 @@ _COMMON_DOC = """
         The explained score of the target class: its probability (the seed and the lime package)
         or its pre-softmax score.
     tol : float, optional
-        Stop sampling a sample once the standard error of every one of its coefficients is at most
-        ``tol`` (in score units: probability or logit), checked after each round of draws (the first
-        round ``max(64, 4 F)`` draws for LIME, ``max(64, 2 F + 2)`` rows for KernelSHAP, then 1.5×
-        the random draws per round); ``n_samples`` stays the most any sample uses. ``None``: exactly
-        ``n_samples`` rows. The error of a coefficient is then about normal with that standard
-        error: within ``2 tol`` of the converged value for ~95 % of coefficients
-        (``benchmarks/bench_shapley.py``).
+        Sample until every coefficient of a sample is within ``tol`` of its converged value (for
+        KernelSHAP: the exact Shapley value) with 95 % confidence for the sample as a whole, in score
+        units (probability or logit): sampling of a sample stops once ``z_F · SE ≤ tol`` for all its
+        ``F`` coefficients, ``z_F = Φ⁻¹(1 − 0.025 / F)`` (Bonferroni; 2.73 for 8 features, 2.81 for
+        10), checked after each round of draws (the first ``max(64, 4 F)`` draws for LIME,
+        ``max(64, 2 F + 2)`` rows for KernelSHAP, then 1.5× the random draws per round). ``n_samples``
+        stays the most any sample uses (KernelSHAP enumerates all coalitions instead when that is
+        cheaper and fits). ``None``: exactly ``n_samples`` rows. ``extras['converged']`` says which
+        samples met it (``benchmarks/bench_shapley.py`` measures how often the error is within ``tol``).
     seed : int
         Draws come from ``seed`` and each sample's values: the same alone or in a batch.
     progress : bool
@@ -407,14 +411,27 @@ class KernelShap(_Surrogate):
         first = m if self.tol is None else min(m, max(62, 2 * f))
         design = KernelPlan(f, first)
         if design.exact:
-            return _Plan([design.n_enum], f=f, design=design)
+            return _Plan([design.n_enum], f=f, design=design, exact_at=None)
         sched = tol_schedule(first, m, fixed=design.n_enum, step=2)
-        return _Plan(sched[:1] if self.tol is None else sched, f=f, design=design)
+        if self.tol is None:
+            return _Plan(sched[:1], f=f, design=design, exact_at=None)
+        # once a round would sample as many rows as the sampled strata hold, enumerating them is cheaper:
+        # the last round scores exactly those coalitions (the enumerated strata are scored already)
+        n_rest = (2 ** f - 2 - design.n_enum) if f < 31 else None
+        exact_at = None
+        if n_rest is not None:
+            sched = [r for r in sched if r - design.n_enum < n_rest] or sched[:1]
+            if sched[-1] + n_rest <= m:
+                exact_at = sched[-1] + n_rest
+                sched.append(exact_at)
+        return _Plan(sched, f=f, design=design, exact_at=exact_at)
 
     def _draw(self, rng, plan, start, stop):
         d = plan.design
         if d is None:
             return np.zeros((0, plan.f), dtype=np.int8)
+        if stop == plan.exact_at:
+            return enumerate_coalitions(plan.f, d.sizes)
         head = d.z_enum[start:min(stop, d.n_enum)]
         pairs = draw_pairs(rng, d, (stop - max(start, d.n_enum)) // 2)
         return np.concatenate([head, pairs])
@@ -427,13 +444,22 @@ class KernelShap(_Surrogate):
             phi = delta[:, None].expand(g, f).clone() / f
             return {"coefficients": phi, "stderr": torch.zeros_like(phi),
                     "exact": torch.ones(g, dtype=torch.bool, device=Z.device)}
+        exact = d.exact or m == plan.exact_at
+        if m == plan.exact_at:  # all coalitions scored: the enumerated strata and the last round's
+            keep = torch.cat([torch.arange(d.n_enum), torch.arange(m - (2 ** f - 2 - d.n_enum), m)]).to(Z.device)
+            Z, Y = Z[:, keep], Y[:, keep]
+            w = torch.as_tensor(shapley_kernel_weights(Z[0].cpu().numpy().astype(np.int8)), dtype=torch.float64,
+                                device=Z.device)
+            n_fixed = Z.shape[1]
+        else:
+            w = torch.as_tensor(d.weights(m - d.n_enum), dtype=torch.float64, device=Z.device)
+            n_fixed = d.n_enum
         Zd = Z.double()
         X = Zd[..., :-1] - Zd[..., -1:]
         y = Y - fb[:, None] - Zd[..., -1] * delta[:, None]
-        w = torch.as_tensor(d.weights(m - d.n_enum), dtype=torch.float64, device=Z.device)
-        beta, _, cov = lstsq_with_cov(X, y, w, 0.0, intercept=False, fixed=d.n_enum, unit=2)
+        beta, _, cov = lstsq_with_cov(X, y, w, 0.0, intercept=False, fixed=n_fixed, unit=2)
         phi = torch.cat([beta, (delta - beta.sum(1))[:, None]], 1)
         var = torch.cat([torch.diagonal(cov, dim1=1, dim2=2), cov.sum((1, 2))[:, None]], 1)
-        se = torch.zeros_like(phi) if d.exact else var.clamp_min(0).sqrt()
+        se = torch.zeros_like(phi) if exact else var.clamp_min(0).sqrt()
         return {"coefficients": phi, "stderr": se,
-                "exact": torch.full((g,), d.exact, dtype=torch.bool, device=Z.device)}
+                "exact": torch.full((g,), exact, dtype=torch.bool, device=Z.device)}
