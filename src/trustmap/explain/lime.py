@@ -9,8 +9,17 @@ weighted least-squares / ridge problems of a group of samples are solved at once
 ``seed`` and the sample's own values (:func:`~trustmap.explain.base.sample_seeds`), so a sample
 gets the same result alone or in a batch, on every run.
 
-Forward rows per sample: exactly ``n_samples`` (the unperturbed input counts as one; KernelSHAP's
-all-off input as another).
+Forward rows per sample: at most ``n_samples`` (the unperturbed input counts as one; KernelSHAP's
+all-off input as another); exactly ``n_samples`` without ``tol`` (KernelSHAP: one fewer when the
+sampled coalitions would be odd, as they come in pairs; fewer when it enumerates). With ``tol``
+the draws come in rounds: after each round the samples whose coefficients are not yet within
+``tol`` (by their standard errors) get the next round, still batched across samples. Every
+coefficient comes with a standard error (``extras['coefficient_stderr']``, and spread over the
+input like the map in ``extras['stderr']``): the jackknife over the random draws (iid rows for
+LIME, complementary pairs for KernelSHAP; :func:`trustmap.explain.shapley.lstsq_with_cov`), i.e.
+the spread of the coefficients over repeated runs with other seeds at the same ``n_samples``. For
+LIME with ``alpha > 0`` the ridge penalty's shrinkage changes with ``n_samples`` and is not part
+of it.
 """
 
 from __future__ import annotations
@@ -276,7 +285,8 @@ class Lime(_Surrogate):
     Parameters
     ----------
     n_samples : int
-        Scored perturbations per sample, the unperturbed input included (model rows per sample).
+        Scored perturbations per sample, the unperturbed input included (model rows per sample; with
+        ``tol``, the most a sample uses).
     kernel_width : float
         Width of the exponential kernel on the cosine distance.
     alpha : float
@@ -287,7 +297,8 @@ class Lime(_Surrogate):
     """ + _COMMON_DOC + """
 
     ``extras``: ``coefficients`` ``(N, F)`` (NaN-padded where samples have fewer features),
-    ``intercept``, ``r2`` (weighted R² of the surrogate, lime's ``score``), ``local_pred`` (the
+    ``coefficient_stderr`` (their standard errors), ``stderr`` (spread like the map, in its shape),
+    ``n_evals`` (model rows per sample), ``converged`` (with ``tol``), ``intercept``, ``r2`` (weighted R² of the surrogate, lime's ``score``), ``local_pred`` (the
     surrogate at the unperturbed input), ``score``, ``n_features`` and ``segments`` (the spatial labels).
     """
 
@@ -346,26 +357,32 @@ class Lime(_Surrogate):
 class KernelShap(_Surrogate):
     """KernelSHAP (Lundberg & Lee, 2017) batched across samples: Shapley values of the features.
 
-    Coalitions are drawn from the Shapley kernel (a size ``k`` with probability ∝ ``(F−1)/(k(F−k))``,
-    then a uniform subset of that size; each draw is paired with its complement) and fitted by
-    weighted least squares under the constraint ``Σ φ = f(x) − f(baseline)`` (efficiency holds
-    exactly). When all ``2^F − 2`` non-trivial coalitions fit into ``n_samples − 2`` they are
-    enumerated with their exact kernel weights, which gives the exact Shapley values (and fewer
-    model rows).
+    The smallest and largest coalitions, where the Shapley kernel puts most of its weight, are
+    enumerated with their exact kernel weights while the budget would draw each of them at least
+    once in expectation (the ``shap`` package's rule); the other coalition sizes are sampled from the
+    kernel in complementary pairs (a size ``k`` with probability ∝ ``(F−1)/(k(F−k))``, a uniform
+    subset of that size, and its complement). All are fitted by weighted least squares under the
+    constraint ``Σ φ = f(x) − f(baseline)`` (efficiency holds exactly). When all ``2^F − 2``
+    non-trivial coalitions fit into ``n_samples − 2`` they are enumerated, which gives the exact
+    Shapley values (and fewer model rows); with ``tol``, also when a round would sample as many
+    coalitions as are left. See :mod:`trustmap.explain.shapley` for the design and the standard
+    errors, ``benchmarks/bench_shapley.py`` for the error per model evaluation beside Captum and shap.
 
     Parameters
     ----------
     n_samples : int, optional
-        Model rows per sample: the input, the baseline and ``n_samples − 2`` coalitions. Must be at
-        least the number of features + 1. Default (``None``): ``max(300, 2 F + 2)`` for ``F`` features.
+        Model rows per sample: the input, the baseline and ``n_samples − 2`` coalitions (with
+        ``tol``, the most a sample uses). Must be at least the number of features + 1. Default (``None``): ``max(300, 2 F + 2)`` for ``F`` features.
     spread : 'copy' | 'split'
         ``split`` (default): each entry of a feature gets an equal share of its value, so the map of a
         sample sums to ``f(x) − f(baseline)``; ``copy``: every entry gets the feature's value.
     """ + _COMMON_DOC + """
 
-    ``extras``: ``coefficients`` (the Shapley values, ``(N, F)``, NaN-padded), ``score`` (f(x)),
-    ``baseline_score`` (f(baseline)), ``exact`` (whether coalitions were enumerated), ``n_features``,
-    ``segments``.
+    ``extras``: ``coefficients`` (the Shapley values, ``(N, F)``, NaN-padded), ``coefficient_stderr``
+    (their standard errors, 0 where exact), ``stderr`` (the standard errors spread like the map, in
+    its shape), ``n_evals`` (model rows per sample), ``converged`` (with ``tol``), ``score`` (f(x)),
+    ``baseline_score`` (f(baseline)), ``exact`` (whether all coalitions were enumerated),
+    ``n_features``, ``segments``.
     """
 
     name = "kernelshap"

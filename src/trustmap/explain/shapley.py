@@ -169,8 +169,7 @@ def lstsq_with_cov(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: flo
         # jackknife over units (CR3): d_u = A⁻¹ X̃_uᵀ (I − H_uu)⁻¹ r̃_u, the change of β without unit u
         AX = Xt @ Ainv[:, None]  # (B, n, unit, p)
         H = AX @ Xt.transpose(2, 3)  # (B, n, unit, unit)
-        eye = torch.eye(unit, dtype=H.dtype, device=H.device)
-        e = (torch.linalg.pinv(eye - H) @ rt[..., None])[..., 0]
+        e = _solve_small(H, rt)
         d = (AX * e[..., None]).sum(2)  # (B, n, p)
         dc = d - d.mean(1, keepdim=True)
         cov = dc.transpose(1, 2) @ dc * ((n_units - 1) / n_units)
@@ -178,6 +177,27 @@ def lstsq_with_cov(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: flo
         cov = torch.full_like(A, float("inf") if n_units == 1 else 0.0)
     c = ym[:, 0] - (xm * beta).sum(1) if intercept else torch.zeros(len(X), dtype=X.dtype, device=X.device)
     return beta, c, cov
+
+
+def _solve_small(H: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """``(I − H)⁻¹ r`` for many tiny blocks ``H (..., u, u)``, ``r (..., u)``: closed forms for ``u`` = 1, 2
+    (a unit with leverage 1 is left as it is: its deletion is not identifiable)."""
+    u = H.shape[-1]
+    tiny = 1e-12
+    if u == 1:
+        den = 1 - H[..., 0, 0]
+        return torch.where(den.abs() > tiny, r[..., 0] / den.where(den.abs() > tiny, torch.ones_like(den)),
+                           r[..., 0])[..., None]
+    if u == 2:
+        a, b, c, d = 1 - H[..., 0, 0], -H[..., 0, 1], -H[..., 1, 0], 1 - H[..., 1, 1]
+        det = a * d - b * c
+        ok = det.abs() > tiny
+        det = det.where(ok, torch.ones_like(det))
+        x0 = (d * r[..., 0] - b * r[..., 1]) / det
+        x1 = (-c * r[..., 0] + a * r[..., 1]) / det
+        return torch.where(ok[..., None], torch.stack([x0, x1], -1), r)
+    eye = torch.eye(u, dtype=H.dtype, device=H.device)
+    return (torch.linalg.pinv(eye - H) @ r[..., None])[..., 0]
 
 
 def tol_schedule(first: int, cap: int, fixed: int = 0, growth: float = 1.5, step: int = 2) -> list[int]:
