@@ -155,3 +155,23 @@ def test_lime_tol_reports_calibrated_stderr_in_the_maps_layout():
 def test_tol_reaches_the_cli_param_mechanism():
     assert parse_params(["kernelshap.tol=0.01", "lime.tol=1e-3"]) == {"kernelshap": {"tol": 0.01},
                                                                       "lime": {"tol": 0.001}}
+
+
+def test_cli_tol_param_runs_and_saves_the_standard_errors(tmp_path, capsys):
+    from trustmap import Attribution, zoo
+    from trustmap.cli import main
+
+    torch.manual_seed(0)
+    path = zoo.save(zoo.build("mnist1d_cnn", n_classes=3, length=40), tmp_path / "m.safetensors")
+    np.save(tmp_path / "X.npy", np.random.default_rng(0).normal(size=(3, 40)).astype("float32"))
+    base = ["explain", "--model", str(path), "--data", str(tmp_path / "X.npy"), "--method", "kernelshap",
+            "--plots", "0", "--quiet"]
+    assert main(base + ["--param", "kernelshap.tol=0.01", "--param", "kernelshap.n_samples=500",
+                        "--out", str(tmp_path / "o")]) == 0
+    a = Attribution.load(tmp_path / "o" / "kernelshap.npz")
+    assert a.params["tol"] == 0.01 and a.extras["stderr"].shape == a.maps.shape == (3, 40)
+    assert (a.extras["n_evals"] <= 500).all() and a.extras["converged"].dtype == bool
+    capsys.readouterr()
+    assert main(base + ["--param", "kernelshap.tol=-1", "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tol" in err[0]
