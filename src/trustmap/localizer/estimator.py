@@ -134,7 +134,7 @@ class Localizer:
     backbone : None | nn.Module | keras.Model | 'unet' | 'dilated' | 'paper'
         ``g``: a module ``(N, C, *spatial) -> (N, M, *spatial)`` (M = C, or 1 with
         ``per_channel=False``), or a Keras 3 network (torch backend) mapping channels-last
-        ``(N, *spatial, C) -> (N, *spatial, M)`` (:class:`~.model.KerasBackbone`; pass the same
+        ``(N, *spatial, C) -> (N, *spatial, M)`` (:class:`~trustmap.localizer.model.KerasBackbone`; pass the same
         architecture to :meth:`load`). None: 'unet', a small conv encoder–decoder with coordinate channels
         (paper mode: the dnn-locate ECG example's network, 'paper'). 'dilated': a light stack of
         dilated convolutions (8x fewer parameters, ~5x faster ``locate``; as good as 'unet' on the

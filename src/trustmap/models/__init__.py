@@ -23,7 +23,7 @@ def __getattr__(name):  # BLACK_BOX_METHODS is derived from the explainer classe
 
 
 def load_model(obj, *, safe_mode: bool = True, custom_objects: dict | None = None, **options) -> Model:
-    """Wrap a model (or load a model file) for trustmap; see :func:`_load`. A model whose input size
+    """Wrap a model (or load a model file) for trustmap; see ``_load``. A model whose input size
     is known is run once on two zero inputs: one that does not return ``(N, K)`` class scores is
     refused with a :class:`~trustmap.errors.ModelOutputError` naming the shape."""
     if isinstance(obj, Model):

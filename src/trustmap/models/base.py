@@ -288,7 +288,7 @@ class Model:
         return int(max(1, min(cap, self.budget_bytes // per)))
 
     def chunks(self, n: int, sample_numel: int, factor: float = 64.0) -> Iterator[slice]:
-        """Slices of ``n`` samples sized by :meth:`batch_size` (:func:`row_slices`)."""
+        """Slices of ``n`` samples sized by :meth:`batch_size` (:func:`trustmap.models.base.row_slices`)."""
         return iter(row_slices(n, self.batch_size(sample_numel, factor)))
 
     def _batched(self, fn: Callable[[torch.Tensor], torch.Tensor], x, layout, batch_size) -> np.ndarray:
