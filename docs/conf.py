@@ -74,6 +74,7 @@ nitpick_ignore_regex = [
 html_theme = "furo"
 html_title = f"trustmap {release}"
 html_static_path = ["_static"]
+html_favicon = "_static/favicon.svg"   # served locally; without one the browser asks for /favicon.ico
 html_show_sourcelink = False
 html_copy_source = False
 html_theme_options = {"sidebar_hide_name": False}
