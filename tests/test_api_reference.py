@@ -16,7 +16,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "docs" / "_ext"))
 
-pytest.importorskip("sphinx")
+import os  # noqa: E402
+
+if os.environ.get("TRUSTMAP_REQUIRE_DOCS_SITE") == "1":  # .ci/run: the docs extra must be there
+    import sphinx  # noqa: F401
+else:
+    pytest.importorskip("sphinx")
 import trustmap  # noqa: E402
 import trustmap_docs  # noqa: E402
 
