@@ -96,7 +96,7 @@ def test_methods_table_lists_every_method_and_fails_without_a_cost(tmp_path, mon
 
     trustmap_docs.methods_table(tmp_path / "t.rst")
     text = (tmp_path / "t.rst").read_text(encoding="utf-8")
-    assert sorted(re.findall(r"^   \* - ``(\w+)``$", text, re.M)) == registry.list_methods()
+    assert sorted(re.findall(r"^   \* - :py:class:`(\w+) <trustmap\.explain\.\w+\.\w+>`$", text, re.M)) == registry.list_methods()
     assert "``n_steps=" in text  # the defaults that set the cost come from the signatures
     monkeypatch.delitem(trustmap_docs.COST, "gradcam")
     with pytest.raises(RuntimeError, match="gradcam"):

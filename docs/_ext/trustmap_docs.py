@@ -132,7 +132,7 @@ def api_pages(outdir: Path) -> list[str]:
                 lines += [f"   * - ``{name}``", f"     - the same object as :py:obj:`{home}`"]
             else:
                 role = {"class": "class", "exception": "exc", "function": "func", "data": "data"}[kind]
-                lines += [f"   * - :py:{role}:`{name}`", f"     - {kind}"]
+                lines += [f"   * - :py:{role}:`{name}`", f"     - {_summary(modname, name, kind)}"]
         lines.append("")
         subs = submodules(modname)
         if subs:
@@ -149,7 +149,9 @@ def api_pages(outdir: Path) -> list[str]:
             if kind == "module" or home is not None:
                 continue
             if kind == "class":
-                lines += [f".. autoclass:: {name}", "   :members:", "   :show-inheritance:", ""]
+                bases = getattr(importlib.import_module(modname), name).__bases__
+                lines += [f".. autoclass:: {name}", "   :members:"]
+                lines += ["   :show-inheritance:", ""] if bases != (object,) else [""]
             elif kind == "exception":
                 lines += [f".. autoexception:: {name}", "   :show-inheritance:", ""]
             elif kind == "function":
@@ -168,6 +170,26 @@ def api_pages(outdir: Path) -> list[str]:
     index += [f"   {m}" for m in entries]
     _write(outdir / "index.rst", "\n".join(index) + "\n")
     return list(entries)
+
+
+def _summary(modname: str, name: str, kind: str) -> str:
+    """The first sentence of an entry's documentation, for the summary table (as autosummary does)."""
+    obj = getattr(importlib.import_module(modname), name)
+    doc = _attr_doc(modname, name) if kind == "data" else inspect.getdoc(obj)
+    if not doc:
+        return kind
+    import re
+
+    para = doc.strip().split("\n\n")[0].replace("\n", " ")
+    # cross-references lose their context in a table: keep the name, as code
+    para = re.sub(r":\w+:`~?([^`<]*?)(?: <[^`]*>)?`", r"``\1``", para)
+    for m in list(re.finditer(r"\. ", para)) + [None]:
+        first = para if m is None else para[:m.start() + 1]
+        if first.count("``") % 2 == 0 and first.count("*") % 2 == 0 and first.count("(") == first.count(")"):
+            break  # a sentence end outside markup and brackets
+    if len(first) > 200 or first.replace("``", "").count("`") % 2:
+        return kind
+    return first
 
 
 def submodules(modname: str) -> list[str]:
@@ -378,8 +400,8 @@ def methods_table(path: Path) -> None:
     if missing:
         raise RuntimeError(f"registered explainers without a cost entry in {__file__}: {missing}")
     lines = [".. generated from trustmap.explain.registry at build time", "",
-             ".. list-table::", "   :header-rows: 1", "   :widths: 16 14 8 8 8 30 16", "",
-             "   * - method", "     - class", "     - gradients", "     - stochastic", "     - synthesizes",
+             ".. list-table::", "   :header-rows: 1", "   :widths: 20 9 9 9 33 20", "",
+             "   * - method (its class)", "     - gradients", "     - stochastic", "     - synthesizes",
              "     - cost per batch", "     - defaults that set the cost"]
     for n in names:
         cls = registry.REGISTRY[n]
@@ -388,7 +410,7 @@ def methods_table(path: Path) -> None:
                              and sig.parameters[p].default is not inspect.Parameter.empty)
         yes = lambda v: "yes" if v else "no"  # noqa: E731
         home = f"{cls.__module__.rsplit('.', 1)[0]}.{cls.__module__.rsplit('.', 1)[1]}.{cls.__name__}"
-        lines += [f"   * - ``{n}``", f"     - :py:class:`~{_class_home(cls) or home}`",
+        lines += [f"   * - :py:class:`{n} <{_class_home(cls) or home}>`",
                   f"     - {yes(cls.needs_gradients)}", f"     - {yes(cls.stochastic)}",
                   f"     - {yes(cls.synthesizes_inputs)}", f"     - {COST[n]}", f"     - {defaults or '—'}"]
     _write(path, "\n".join(lines) + "\n")
