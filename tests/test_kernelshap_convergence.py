@@ -111,6 +111,18 @@ def test_standard_errors_are_calibrated(problem):
     assert 0.88 <= cover <= 0.995, cover  # ±2 SE nominally 95 %; neither too narrow nor vacuous
 
 
+def test_an_interpolating_fit_reports_no_standard_error_and_keeps_sampling():
+    # 16 features, 2 F + 2 rows: as many pairs as unknowns, residuals ~0; a zero SE would be a false stop
+    net = cnn(2)
+    x = data(3, 2)
+    kw = dict(target=0, segmentation="fixed", segment_size=1)
+    a = explain(net, x, "kernelshap", n_samples=34, **kw)
+    assert np.isinf(a.extras["coefficient_stderr"]).all() and np.isfinite(a.maps).all()
+    b = explain(net, x, "kernelshap", n_samples=400, tol=1.0, **kw)  # any tolerance: needs a real SE first
+    assert (b.extras["n_evals"] > 34).all() and b.extras["converged"].all()
+    assert np.isfinite(b.extras["coefficient_stderr"]).all()
+
+
 def test_batch_invariance_with_tol(problem):
     net, x, tg, _ = problem
     a = ks(net, x[:6], tg[:6], n_samples=240, tol=1.5e-4)

@@ -509,10 +509,11 @@ class KernelShap(_Surrogate):
         else:
             w = torch.as_tensor(d.weights(m - d.n_enum), dtype=torch.float64, device=Z.device)
             n_fixed = d.n_enum
+        # enumerated strata are closed under complements, and a complement's row is the negated row
         Zd = Z.double()
         X = Zd[..., :-1] - Zd[..., -1:]
         y = Y - fb[:, None] - Zd[..., -1] * delta[:, None]
-        beta, _, cov = lstsq_with_cov(X, y, w, 0.0, intercept=False, fixed=n_fixed, unit=2)
+        beta, _, cov = lstsq_with_cov(X, y, w, 0.0, intercept=False, fixed=n_fixed, unit=2, fixed_dirs=n_fixed // 2)
         phi = torch.cat([beta, (delta - beta.sum(1))[:, None]], 1)
         var = torch.cat([torch.diagonal(cov, dim1=1, dim2=2), cov.sum((1, 2))[:, None]], 1)
         se = torch.zeros_like(phi) if exact else var.clamp_min(0).sqrt()

@@ -124,7 +124,8 @@ def draw_pairs(rng: np.random.Generator, plan: KernelPlan, n_pairs: int) -> np.n
 
 
 def lstsq_with_cov(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: float = 0.0, intercept: bool = True,
-                   fixed: int = 0, unit: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   fixed: int = 0, unit: int = 1, fixed_dirs: int | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batched weighted ridge / least squares with a sandwich covariance of the coefficients.
 
     The fit is :func:`trustmap.explain.lime.weighted_lstsq`'s (``X (B, S, F)``, ``y``/``w`` ``(B, S)``
@@ -136,6 +137,11 @@ def lstsq_with_cov(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: flo
     cluster-robust sandwich of the delta method with the CR3 small-sample correction, which keeps
     ``±2 SE`` intervals near their nominal coverage at a few dozen units.
     Returns ``β (B, F)``, the intercept ``(B,)`` and ``Cov(β) (B, F, F)``.
+
+    With too few residual degrees of freedom the fit nearly interpolates, the residuals vanish and
+    so would the estimate: ``df = fixed_dirs + n − F − intercept`` (``fixed_dirs``: independent
+    directions among the fixed rows, default ``fixed``; an antithetic unit counts once) below
+    ``max(4, F / 2)`` gives an infinite covariance ("not yet estimable").
     """
     X, y = X.double(), y.double()
     w = w.double().expand(y.shape) if w.dim() == 1 else w.double()
@@ -165,7 +171,10 @@ def lstsq_with_cov(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: flo
     p = Xt.shape[-1]
     Xt = Xt[:, :n_units * unit].reshape(len(Xt), n_units, unit, p)
     rt = rt[:, :n_units * unit].reshape(len(rt), n_units, unit)
-    if n_units > 1:
+    df = (fixed if fixed_dirs is None else fixed_dirs) + n_units - p - int(intercept)
+    if n_units > 1 and df < max(4, p / 2):
+        cov = torch.full_like(A, float("inf"))
+    elif n_units > 1:
         # jackknife over units (CR3): d_u = A⁻¹ X̃_uᵀ (I − H_uu)⁻¹ r̃_u, the change of β without unit u
         AX = Xt @ Ainv[:, None]  # (B, n, unit, p)
         H = AX @ Xt.transpose(2, 3)  # (B, n, unit, unit)
