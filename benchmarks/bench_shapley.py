@@ -23,7 +23,6 @@ import os
 import sys
 import time
 import warnings
-from itertools import combinations
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")

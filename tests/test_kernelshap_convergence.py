@@ -187,3 +187,25 @@ def test_cli_tol_param_runs_and_saves_the_standard_errors(tmp_path, capsys):
     assert main(base + ["--param", "kernelshap.tol=-1", "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tol" in err[0]
+
+
+def test_lstsq_with_cov_fits_like_weighted_lstsq_and_its_cov_is_the_jackknife():
+    from trustmap.explain.lime import weighted_lstsq
+    from trustmap.explain.shapley import lstsq_with_cov
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand((3, 40, 5), generator=g, dtype=torch.float64).round()
+    y = X @ torch.tensor([1.0, -2, 0.5, 0, 3], dtype=torch.float64) + 0.3 * torch.randn((3, 40), generator=g,
+                                                                                       dtype=torch.float64)
+    w = torch.rand((3, 40), generator=g, dtype=torch.float64) + 0.5
+    for alpha, intercept in ((0.0, True), (1.0, True), (0.0, False)):
+        b0, c0 = weighted_lstsq(X, y, w, alpha, intercept)
+        b1, c1, cov = lstsq_with_cov(X, y, w, alpha, intercept)
+        torch.testing.assert_close(b1, b0)
+        torch.testing.assert_close(c1, c0)
+    # no intercept, iid rows: the closed form equals the leave-one-out jackknife computed by refitting
+    b, _, cov = lstsq_with_cov(X, y, w, 0.0, intercept=False)
+    loo = torch.stack([weighted_lstsq(X[:, torch.arange(40) != i], y[:, torch.arange(40) != i],
+                                      w[:, torch.arange(40) != i], 0.0, False)[0] for i in range(40)], 1)
+    dc = loo - loo.mean(1, keepdim=True)
+    torch.testing.assert_close(cov, dc.transpose(1, 2) @ dc * (39 / 40))

@@ -24,7 +24,6 @@ of it.
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
@@ -326,9 +325,11 @@ class Lime(_Surrogate):
     """ + _COMMON_DOC + """
 
     ``extras``: ``coefficients`` ``(N, F)`` (NaN-padded where samples have fewer features),
-    ``coefficient_stderr`` (their standard errors), ``stderr`` (spread like the map, in its shape),
-    ``n_evals`` (model rows per sample), ``converged`` (with ``tol``), ``intercept``, ``r2`` (weighted R² of the surrogate, lime's ``score``), ``local_pred`` (the
-    surrogate at the unperturbed input), ``score``, ``n_features`` and ``segments`` (the spatial labels).
+    ``coefficient_stderr`` (their standard errors; inf with too few rows to estimate them),
+    ``stderr`` (spread like the map, in its shape), ``n_evals`` (model rows per sample),
+    ``converged`` (with ``tol``), ``intercept``, ``r2`` (weighted R² of the surrogate, lime's
+    ``score``), ``local_pred`` (the surrogate at the unperturbed input), ``score``, ``n_features``
+    and ``segments`` (the spatial labels).
     """
 
     name = "lime"
@@ -401,15 +402,17 @@ class KernelShap(_Surrogate):
     ----------
     n_samples : int, optional
         Model rows per sample: the input, the baseline and ``n_samples − 2`` coalitions (with
-        ``tol``, the most a sample uses). Must be at least the number of features + 1. Default (``None``): ``max(300, 2 F + 2)`` for ``F`` features.
+        ``tol``, the most a sample uses). Must be at least the number of features + 1. Default
+        (``None``): ``max(300, 2 F + 2)`` for ``F`` features.
     spread : 'copy' | 'split'
         ``split`` (default): each entry of a feature gets an equal share of its value, so the map of a
         sample sums to ``f(x) − f(baseline)``; ``copy``: every entry gets the feature's value.
     """ + _COMMON_DOC + """
 
-    ``extras``: ``coefficients`` (the Shapley values, ``(N, F)``, NaN-padded), ``coefficient_stderr``
-    (their standard errors, 0 where exact), ``stderr`` (the standard errors spread like the map, in
-    its shape), ``n_evals`` (model rows per sample), ``converged`` (with ``tol``), ``score`` (f(x)),
+    ``extras``: ``coefficients`` (the Shapley values, ``(N, F)``, NaN-padded),
+    ``coefficient_stderr`` (their standard errors: 0 where exact, inf where too few pairs were drawn
+    to estimate them), ``stderr`` (the standard errors spread like the map, in its shape),
+    ``n_evals`` (model rows per sample), ``converged`` (with ``tol``), ``score`` (f(x)),
     ``baseline_score`` (f(baseline)), ``exact`` (whether all coalitions were enumerated),
     ``n_features``, ``segments``.
     """
