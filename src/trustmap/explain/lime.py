@@ -302,7 +302,7 @@ _COMMON_DOC = """
 
 @register("lime")
 class Lime(_Surrogate):
-    """LIME (Ribeiro et al., 2016) batched across samples.
+    __doc__ = """LIME (Ribeiro et al., 2016) batched across samples.
 
     For each sample, ``n_samples`` binary feature vectors (the first all on, the rest Bernoulli(½)
     per feature, as in ``lime_image``) are scored; a ridge regression with intercept, weighted by
@@ -385,7 +385,7 @@ class Lime(_Surrogate):
 
 @register("kernelshap")
 class KernelShap(_Surrogate):
-    """KernelSHAP (Lundberg & Lee, 2017) batched across samples: Shapley values of the features.
+    __doc__ = """KernelSHAP (Lundberg & Lee, 2017) batched across samples: Shapley values of the features.
 
     The smallest and largest coalitions, where the Shapley kernel puts most of its weight, are
     enumerated with their exact kernel weights while the budget would draw each of them at least
