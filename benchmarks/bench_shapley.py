@@ -271,8 +271,9 @@ def main(argv=None):
             else:
                 le = "≤ " if need == ours_min else ""
                 lines.append(f"| {name} | {ev:.0f} | {err:.4f} | {le}{need:.0f} | {'≥ ' if le else ''}{ev / need:.1f}× |")
-    lines += ["", f"`tol=` stopping rule, n_samples=2048 as the cap (2^{F} = 1024: a sample whose next round would "
-              "sample as many coalitions as are left is enumerated instead, 'exact'). The rule: stop when "
+    lines += ["", f"`tol=` stopping rule, n_samples=2048 as the cap (2^{F} = 1024: a sample for which sampling on is "
+              "predicted (SE ∝ 1/√draws) to cost more rows than the coalitions left, enumerates them instead: "
+              "'exact'). The rule: stop when "
               f"z_F·SE ≤ tol for every attribution, z_F = {tol_z(F):.2f} for {F} features (Bonferroni, 95 % for "
               "the sample as a whole). 'max |err| ≤ tol': every attribution of the sample within tol of the exact "
               "Shapley value (the claim, goal ≥ 95 % of samples); 'RMS err ≤ tol/2': the sample's root-mean-square "
