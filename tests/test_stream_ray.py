@@ -218,6 +218,17 @@ def test_cli_engine_auto_picks_in_process_for_a_small_job_and_says_why(files, tm
     assert ray.is_initialized() == was  # no Ray started for it
     maps, targets, _ = read_maps(out / "saliency.npy")
     assert maps.shape == (N, 40) and np.isfinite(maps).all() and (np.asarray(targets) >= 0).all()
+    # the Python entry point: the same rule, the same line, recorded
+    from trustmap.jobs.commands import explain
+
+    res = explain(files["model"], files["X"], "saliency", tmp_path / "py", engine="auto", chunk_rows=CHUNK)
+    assert res["record"]["engine"] == "stream" and res["record"]["engine_choice"]["reason"] == "it does not pay"
+    assert "engine auto -> in-process (it does not pay)" in capsys.readouterr().err
+    np.testing.assert_array_equal(read_maps(res["outputs"]["saliency"])[0], maps)  # the in-process maps
+    with pytest.raises(InputError) as e:  # Ray explains a whole file, not a built-in dataset
+        explain(files["model"], None, "saliency", tmp_path / "x", dataset="mnist1d", engine="ray")
+    assert e.value.parameter == "engine"
+    assert ray.is_initialized() == was
 
 
 def test_the_rule_and_the_blocks():
@@ -233,10 +244,10 @@ def test_the_rule_and_the_blocks():
     assert _decide({"m": edge * 1.01}, 200_000, 2, 5.0, True)["engine"] == "ray"
     assert _decide({"lime": 1e-3}, 200_000, 1, 5.0, True)["engine"] == "local"  # one worker never saves
     assert _decide({"lime": 1e-3}, 200_000, 2, 5.0, False)["reason"] == "Ray is not installed"
-    # about 0.5 s of work per block, at least 4 blocks per worker, at least 16 rows
-    assert block_rows_for(1e-4, 1_000_000, 2, 160, 1, 4096) == 5000
+    # about 1 s of work per block, at least 4 blocks per worker, at least 64 rows
+    assert block_rows_for(1e-4, 1_000_000, 2, 160, 1, 4096) == 10_000
     assert block_rows_for(1e-4, 10_000, 2, 160, 1, 4096) == 1250
-    assert block_rows_for(1.0, 10_000, 2, 160, 1, 4096) == 16
+    assert block_rows_for(1.0, 10_000, 2, 160, 1, 4096) == 64
     # blocks cover each run of chunks that need the same methods; chunks come back whole, in order
     work = [(0, 0, 10, ["a"]), (1, 10, 20, ["a"]), (3, 30, 35, ["a"]), (4, 35, 45, ["a", "b"])]
     blocks = _cut(work, 7)

@@ -150,8 +150,8 @@ def _cmd_explain(a: argparse.Namespace) -> dict:
         from .stream.ray_engine import choose_engine
 
         choice = choose_engine(a.model, a.data if a.data and not a.n else None, methods, target=target,
-                               params=params, num_workers=a.workers, layout=a.layout, labels=a.labels,
-                               safe_mode=not a.unsafe)
+                               params=params, num_workers=a.workers, address=a.address, layout=a.layout,
+                               labels=a.labels, safe_mode=not a.unsafe)
         sys.stderr.write(f"trustmap explain: {choice['line']}\n")
         engine = choice["engine"]
     if engine == "ray":

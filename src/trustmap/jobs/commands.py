@@ -118,6 +118,11 @@ def explain(model, data=None, methods: str | Sequence[str] = "gradcam", out_dir=
         sys.stderr.write(f"trustmap explain: {engine_choice['line']}\n")
         engine = "ray" if engine_choice["engine"] == "ray" else ("stream" if one_file else "memory")
     if engine == "ray":
+        if dataset is not None or n is not None or not isinstance(data, (str, os.PathLike)):
+            raise InputError("engine='ray' explains a whole data file", parameter="engine",
+                             expected="data= a file path (.npy, .parquet, .h5, .csv), without dataset= or n=",
+                             got=f"data={type(data).__name__}, dataset={dataset!r}, n={n!r}",
+                             fix="pass the data file's path, or engine='memory'")
         return _explain_on_ray(model, data, names, out_dir, target=target, params=params, chunk_rows=chunk_rows,
                                layout=layout, labels=labels, label=label, key=key, overwrite=overwrite,
                                progress=progress, safe_mode=safe_mode, engine_choice=engine_choice, resume=resume)

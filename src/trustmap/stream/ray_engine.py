@@ -58,7 +58,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import DataError, DependencyError, InputError, UnsupportedError
+from ..errors import DataError, DependencyError, InputError, TrustmapError, UnsupportedError
 from ..jobs.engine import DEFAULT_CHUNK_ROWS, FileSink, check_chunk_rows, fill
 from ..jobs.record import model_desc, new_record, write_record
 from ..jobs.targets import check_target_range, parse_target, target_key, targets_for
@@ -71,7 +71,9 @@ __all__ = ["ray_explain", "shutdown_ray_pool", "choose_engine", "measure_cost", 
 INSTALL_RAY = "pip install 'trustmap[scale]'"
 
 #: seconds of work per block a worker is handed (the driver's estimate from the measured cost per row)
-BLOCK_SECONDS = 0.5
+BLOCK_SECONDS = 1.0
+#: the fewest rows in a block: smaller model batches cost more per row (LIME: 1.4x at 64 rows against 512)
+MIN_BLOCK_ROWS = 64
 #: at least this many blocks per worker, so that the last blocks balance the workers
 BLOCKS_PER_WORKER = 4
 #: blocks queued on each worker: the next one starts as soon as one ends
@@ -145,7 +147,8 @@ class _Worker:
                       "device": str(getattr(model, "device", "cpu"))}
 
     def info(self) -> dict:
-        return self.info_
+        """Where this worker runs, and the CPU seconds it has used so far (``cpu_s``)."""
+        return {**self.info_, "cpu_s": time.process_time()}
 
     def explain(self, data: dict, start: int, stop: int, methods: list[str], params: dict, targets):
         from ..errors import TrustmapError
@@ -247,16 +250,22 @@ def _live_pool(ray):
     return pool
 
 
+def _drop_pool() -> None:
+    """Kill the cached pool's actors (the Ray session is left as it is)."""
+    ray = sys.modules.get("ray")
+    pool = _STATE["pool"]
+    _STATE["pool"] = None
+    if pool is not None and ray is not None and ray.is_initialized() and pool.node == _node_id(ray):
+        pool.kill()
+
+
 def shutdown_ray_pool() -> None:
     """End the cached pool of Ray workers; stop the local Ray (or leave the cluster) if :func:`ray_explain`
     started it. A Ray the caller had started stays as it was. Called at the end of the process."""
     ray = sys.modules.get("ray")
-    pool = _STATE["pool"]
-    _STATE["pool"] = None
+    _drop_pool()
     if ray is None:
         return
-    if pool is not None and ray.is_initialized() and pool.node == _node_id(ray):
-        pool.kill()
     if _STATE["owns_ray"]:
         _STATE["owns_ray"] = False
         if ray.is_initialized():
@@ -431,11 +440,15 @@ def _decide(cost: dict[str, float], rows: int, workers: int, fixed: float, insta
             "ray_installed": bool(installed), "line": line}
 
 
-def _usable_workers(num_workers: int, cpus: float) -> int:
-    """Workers that run at once: those asked for, at most the CPUs of the Ray running here (or of this machine)."""
+def _usable_workers(num_workers: int, cpus: float, address=None) -> int:
+    """Workers that run at once: those asked for, at most the CPUs of the Ray running here (or of this
+    machine; a cluster not yet joined is taken to have room for them)."""
     have = os.cpu_count() or 1
     ray = sys.modules.get("ray")
-    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+    running = ray is not None and getattr(ray, "is_initialized", lambda: False)()
+    if address is not None and not running:
+        return int(num_workers)
+    if running:
         with contextlib.suppress(Exception):
             have = int(ray.cluster_resources().get("CPU", have))
     return max(1, min(int(num_workers), int(have // cpus) if cpus else int(num_workers)))
@@ -443,8 +456,8 @@ def _usable_workers(num_workers: int, cpus: float) -> int:
 
 def choose_engine(model, data, methods: str | Sequence[str], *, target=None,
                   params: dict[str, dict[str, Any]] | None = None, num_workers: int = 2,
-                  num_cpus_per_worker: float = 1, layout=None, label=None, key=None, labels=None,
-                  safe_mode: bool = True, m=None) -> dict[str, Any]:
+                  num_cpus_per_worker: float = 1, address: str | None = None, layout=None, label=None, key=None,
+                  labels=None, safe_mode: bool = True, m=None) -> dict[str, Any]:
     """In-process or Ray for explaining every row of ``data`` with ``methods``, and why.
 
     The cost per row of each method is timed here on the file's first rows (:func:`measure_cost`);
@@ -491,7 +504,7 @@ def choose_engine(model, data, methods: str | Sequence[str], *, target=None,
         pool = _live_pool(ray)
         warm = pool is not None and pool.key[0] == m.fingerprint() and len(pool.actors) >= 1
     fixed = WARM_START_S if warm else RAY_START_S
-    return _decide(cost, rows, _usable_workers(num_workers, cpus), fixed, installed)
+    return _decide(cost, rows, _usable_workers(num_workers, cpus, address), fixed, installed)
 
 
 class _Result:
@@ -525,11 +538,11 @@ def _cut(work, block_rows: int) -> list[tuple[int, int, list[str]]]:
 def block_rows_for(cost_per_row: float, rows: int, workers: int, row_bytes: int, n_methods: int,
                    chunk_rows: int) -> int:
     """Rows per block: about ``BLOCK_SECONDS`` of work, at least ``BLOCKS_PER_WORKER`` blocks per worker,
-    at most ``_BLOCK_BYTES`` of maps, at least 16 rows."""
+    at most ``_BLOCK_BYTES`` of maps, at least ``MIN_BLOCK_ROWS`` rows."""
     by_time = BLOCK_SECONDS / max(cost_per_row, 1e-9)
     by_balance = math.ceil(rows / (BLOCKS_PER_WORKER * max(1, workers)))
     by_memory = _BLOCK_BYTES / max(1, row_bytes * max(1, n_methods))
-    return int(max(16, min(by_time, by_balance, by_memory, max(rows, 1))))
+    return int(max(MIN_BLOCK_ROWS, min(by_time, by_balance, by_memory, max(rows, 1))))
 
 
 def _schedule_on(ray, actors, data: dict, params: dict, targets, block_rows: int, stats: dict):
@@ -690,7 +703,7 @@ def ray_explain(model, data, methods: str | Sequence[str], out_dir, *, target=No
         todo = [k for k in names if len(sinks[k].done) < len(src.chunks(chunk_rows))]
         rows_todo = sum(b - a for c, (a, b) in enumerate(src.chunks(chunk_rows))
                         if any(c not in sinks[k].done for k in todo))
-        pool_n = min(num_workers, max(1, math.ceil(rows_todo / 16)))  # an actor without rows would only load
+        pool_n = min(num_workers, max(1, math.ceil(rows_todo / MIN_BLOCK_ROWS)))  # an actor without rows: only a load
         if todo:
             kind = _ensure_ray(ray, address, max(1, math.ceil(pool_n * cpus)))
             _check_room(ray, kind, pool_n, cpus, gpus)
@@ -708,9 +721,15 @@ def ray_explain(model, data, methods: str | Sequence[str], out_dir, *, target=No
             data_arg = {"path": str(src.path.resolve()), "layout": src.layout, "label": label, "key": key,
                         "fingerprint": src.fingerprint()}
             t0 = time.perf_counter()
-            st = fill(src, {k: None for k in todo}, {k: sinks[k] for k in todo}, chunk_rows, progress=progress,
-                 desc=f"explain (Ray, {pool_n} workers)",
-                 schedule=_schedule_on(ray, pool.actors[:pool_n], data_arg, params, targets, brows, stats))
+            try:
+                st = fill(src, {k: None for k in todo}, {k: sinks[k] for k in todo}, chunk_rows,
+                          progress=progress, desc=f"explain (Ray, {pool_n} workers)",
+                          schedule=_schedule_on(ray, pool.actors[:pool_n], data_arg, params, targets, brows, stats))
+            except TrustmapError:
+                raise  # the user's error (bad data, a bad target): the pool is fine
+            except BaseException:
+                _drop_pool()  # a worker died, or an interrupt left tasks running: start afresh next time
+                raise
             seconds = time.perf_counter() - t0
         files = {}
         desc = model_desc(model, m)
