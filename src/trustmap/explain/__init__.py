@@ -23,7 +23,7 @@ whose maps have the shape and layout of ``x``. Methods (``list_methods()``):
 ``deeplift``                DeepLIFT Rescale against a baseline; summation-to-delta in extras
 ``deeplift_shap``           DeepLIFT averaged over a distribution of references
 ``gradient_shap``           expected gradients: random reference, random point on the path, noise
-``lrp``                     LRP with composites (epsilon, gamma, alpha_beta, epsilon_plus_flat); torch
+``lrp``                     LRP with composites (epsilon, gamma, alpha_beta, epsilon_plus_flat); torch and Keras
 ``feature_ablation``        score drop when a feature (segment, superpixel, your mask) is removed
 ``shapley_sampling``        Shapley values by permutation sampling on the same features
 ``tsr``                     temporal saliency rescaling of any base method (time x channel)

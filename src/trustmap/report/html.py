@@ -978,8 +978,14 @@ def _versions(run: Run) -> _Section:
                     'report was built.</p>' + _table(["package", "run", "report"], rows, num_from=99))
 
 
-SECTIONS = (_summary, _model_report, _explanations, _class_averages, _scores, _localizer, _data, _model,
-            _provenance, _versions)
+def _counterfactuals(run: Run) -> _Section | None:
+    from .counterfactuals import counterfactual_section  # a module of its own (it imports this one)
+
+    return counterfactual_section(run)
+
+
+SECTIONS = (_summary, _model_report, _explanations, _class_averages, _scores, _counterfactuals, _localizer, _data,
+            _model, _provenance, _versions)
 
 
 def _template(name: str) -> str:
