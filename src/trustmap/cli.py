@@ -290,6 +290,25 @@ def _cmd_demo(a: argparse.Namespace) -> dict:
             "files": [str(res.report_path)] if res.report_path else []}
 
 
+def _cmd_counterfactual(a: argparse.Namespace) -> dict:
+    from .jobs.commands import counterfactual
+
+    _need_data(a, "counterfactual")
+    res = counterfactual(a.model, a.data, a.reference, a.out, dataset=a.dataset, split=a.split,
+                         reference_labels=a.reference_labels, target=a.target, importance=a.importance,
+                         layout=a.layout, reference_layout=a.reference_layout, labels=a.labels, classes=a.classes,
+                         n=a.n, plots=a.plots, seed=a.seed, progress=not a.quiet, safe_mode=not a.unsafe)
+    cf = res["result"]
+    summary = (f"{res['n']} counterfactual(s): {int(cf.success.sum())} reach their target "
+               f"({100 * (res['success_rate'] or 0):.0f} %), mean window {res['mean_window'] or 0:.1f} positions; "
+               f"reference labels: {res['reference_labels']}")
+    return {"n": res["n"], "success_rate": res["success_rate"], "mean_window": res["mean_window"],
+            "original_prediction": cf.original_prediction, "new_prediction": cf.new_prediction,
+            "new_probability": cf.new_probability, "target": cf.target, "success": cf.success,
+            "labels": res["labels"], "reference_labels": res["reference_labels"],
+            "files": [str(f) for f in res["files"]], "run": str(os.path.join(a.out, "run.json")), "summary": summary}
+
+
 def _cmd_report(a: argparse.Namespace) -> dict:
     from .jobs import progress_bar
     from .report import build_report
@@ -421,6 +440,33 @@ def build_parser() -> argparse.ArgumentParser:
     _param_args(p)
     _common(p, out_default="runs/demo")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("counterfactual", help="Native-Guide counterfactuals: the smallest window, copied from a real "
+                                              "sample of another class, that flips the prediction",
+                       description="For each sample, copy the window with the most evidence from its nearest "
+                                   "unlike neighbour in --reference (real samples, e.g. the training data) until "
+                                   "the model predicts the target class. Writes counterfactuals.npz (+ .json), "
+                                   "PNG overlays, samples.npz and run.json; `trustmap report OUT` shows them.")
+    p.add_argument("--model", required=True, help="model file (.keras, .h5, .onnx, .safetensors)")
+    p.add_argument("--reference", required=True, help="data file of real samples the neighbours come from "
+                                                      "(e.g. the training data; same sample shape as --data)")
+    p.add_argument("--reference-labels", help="labels of --reference (.npy or one per line); default: the file's "
+                                              "own labels, else the model's predictions on it")
+    p.add_argument("--reference-layout", help="layout of --reference's arrays (default: --layout)")
+    p.add_argument("--target", help="the class to reach: a class index, 'label', or a file of one class index per "
+                                    "sample (default: each sample's second most probable class)")
+    p.add_argument("--importance", default="saliency",
+                   help="explainer giving the neighbour's evidence that picks the window (default: saliency)")
+    p.add_argument("--n", type=int, help="only the first N samples")
+    p.add_argument("--plots", type=int, default=4, help="PNG overlays (default 4)")
+    p.add_argument("--split", default="test", help="split of a built-in dataset (default: test)")
+    p.add_argument("--unsafe", action="store_true", help="allow Keras Lambda layers (runs code from the file)")
+    _data_args(p, dataset_default=None)
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-o", "--out", default="runs/counterfactual",
+                   help="output directory (default: runs/counterfactual)")
+    p.set_defaults(func=_cmd_counterfactual)
 
     p = sub.add_parser("report", help="build the self-contained HTML report of one or more run folders",
                        description="Build one self-contained HTML report (figures and CSS inline, no external "

@@ -154,14 +154,19 @@ class _Rescale(torch.autograd.Function):
         xin, out = ctx.saved_tensors
         b = xin.shape[0] // 2
         dx = xin[:b] - xin[b:]
-        dy = out[:b] - out[b:]
         g = grad[:b]
         small = dx.abs() < DEEPLIFT_EPS
-        with torch.enable_grad():
-            xi = xin[:b].detach().requires_grad_(True)
-            (local,) = torch.autograd.grad(ctx.fn(xi), xi, g)
-        m = torch.where(small, local, g * dy / torch.where(small, torch.ones_like(dx), dx))
-        return torch.cat([m, torch.zeros_like(m)]), None, None
+        res = grad.new_zeros(grad.shape)  # the reference rows get no gradient
+        m = torch.sub(out[:b], out[b:], out=res[:b])  # Δout, written in place
+        if bool(small.any()):
+            with torch.enable_grad():
+                xi = xin[:b].detach().requires_grad_(True)
+                (local,) = torch.autograd.grad(ctx.fn(xi), xi, g)
+            m.div_(dx.masked_fill_(small, 1.0)).mul_(g)
+            torch.where(small, local, m, out=m)
+        else:
+            m.div_(dx).mul_(g)
+        return res, None, None
 
 
 class _RescaleMaxPool(torch.autograd.Function):
@@ -186,15 +191,19 @@ class _RescaleMaxPool(torch.autograd.Function):
         o, oref = out[:b].flatten(2), out[b:].flatten(2)
         g = grad[:b].flatten(2)
         ix, iref = idx[:b].flatten(2), idx[b:].flatten(2)
-        at_x = o >= oref
-        pos = torch.where(at_x, ix, iref)
-        contrib = torch.zeros_like(dx).scatter_add_(2, pos, g * (o - oref))
-        plain = torch.zeros_like(dx).scatter_add_(2, ix, g)
+        pos = torch.where(o >= oref, ix, iref)
+        res = grad.new_zeros(x.shape)  # the reference rows get no gradient
+        m = res[:b].view(b, x.shape[1], -1)
+        m.scatter_add_(2, pos, g * (o - oref))
         small = dx.abs() < DEEPLIFT_EPS
-        m = torch.where(small, plain, contrib / torch.where(small, torch.ones_like(dx), dx))
-        m = m.view(b, *x.shape[1:])
+        if bool(small.any()):
+            plain = torch.zeros_like(dx).scatter_add_(2, ix, g)
+            m.div_(dx.masked_fill(small, 1.0))
+            torch.where(small, plain, m, out=m)
+        else:
+            m.div_(dx)
         del n_in
-        return torch.cat([m, torch.zeros_like(m)]), None, None
+        return res, None, None
 
 
 class _DeepLiftMode(TorchFunctionMode):

@@ -17,12 +17,13 @@ import numpy as np
 from .. import _io
 from ..errors import InputError
 from .data import ArraySource, check_classes, class_names, open_data
-from .engine import DEFAULT_CHUNK_ROWS, FileSink, MemorySink, check_chunk_rows, fill, gather, predictions
+from .engine import (DEFAULT_CHUNK_ROWS, FileSink, MemorySink, check_chunk_rows, fill, gather, predictions,
+                     progress_bar)
 from .params import make_explainers
 from .record import model_desc, new_record, write_record, write_samples
 from .targets import check_target_range, parse_target, target_key
 
-__all__ = ["explain", "locate", "evaluate", "score", "select_explanations", "REPORT_SAMPLES"]
+__all__ = ["explain", "locate", "evaluate", "score", "select_explanations", "counterfactual", "REPORT_SAMPLES"]
 
 #: rows of a streamed run kept in ``samples.npz`` for the report (a seeded random subset)
 REPORT_SAMPLES = 256
@@ -495,3 +496,96 @@ def evaluate(model, data=None, out_dir=None, *, dataset: str | None = None, spli
     finally:
         src.close()
     return result
+
+
+# ---- trustmap counterfactual -------------------------------------------------------------------
+def counterfactual(model, data=None, reference=None, out_dir="runs/counterfactual", *, dataset: str | None = None,
+                   split: str = "test", reference_labels=None, target=None, method: str = "native_guide",
+                   importance: str = "saliency", importance_params: dict | None = None, layout=None,
+                   reference_layout=None, labels=None, classes=None, n: int | None = None, plots: int = 4,
+                   seed: int = 0, progress: bool = False, safe_mode: bool = True) -> dict[str, Any]:
+    """Counterfactuals of every sample of ``data`` (:func:`trustmap.counterfactual`), the neighbours taken
+    from ``reference`` (e.g. the training data) and its labels (``reference_labels``, else the file's
+    own, else the model's predictions, said in the record).
+
+    ``target``: None (each sample's second most probable class), a class index, ``'label'`` or one class
+    per sample (array or file). Writes ``counterfactuals.npz`` (+ ``.json``; :class:`~trustmap.explain.
+    counterfactual.Counterfactual`), ``counterfactual_<i>.png`` for the first ``plots`` samples,
+    ``samples.npz`` and ``run.json``. Returns ``result`` (the Counterfactual), ``n``, ``success_rate``,
+    ``files``, ``labels``, ``reference_labels``, ``record``.
+    """
+    from ..errors import TargetError
+    from ..explain.counterfactual import counterfactual as _native_guide
+
+    if isinstance(target, str) and target.strip().lower() in ("predicted", "pred", "prediction"):
+        raise TargetError("a counterfactual's target is another class than the predicted one", parameter="target",
+                          expected="a class index, 'label'... or nothing (the second most probable class)",
+                          got=target, fix="drop --target, or pass --target 2")
+    target = parse_target(target)
+    m = _load(model, safe_mode)
+    src = open_data(data, dataset=dataset, split=split, seed=seed, layout=layout, labels=labels, classes=classes, n=n)
+    if reference is None:
+        src.close()
+        raise InputError("counterfactuals need reference samples", parameter="reference",
+                         expected="a data file of real samples (e.g. the training data)", got=None,
+                         fix="pass --reference TRAIN_DATA (with --reference-labels if the file has none)")
+    ref = open_data(reference, layout=reference_layout if reference_layout is not None else layout,
+                    labels=reference_labels)
+    out = Path(out_dir)
+    try:
+        check_classes(None if not classes else list(src.classes), m)
+        X, lay = m.to_internal(src.X, src.layout)
+        R, _ = m.to_internal(ref.X, ref.layout, parameter="reference")
+        X, R = X.detach().cpu().numpy(), R.detach().cpu().numpy()
+        internal = "NCL" if X.ndim == 3 else "NCHW"
+        notes = []
+        if ref.y is None:
+            yr = m.probs(R, layout=internal).argmax(1)
+            notes.append("the reference data have no labels: the model's predictions on them stand in for them")
+        else:
+            yr = np.asarray(ref.y)
+        if isinstance(target, str):  # 'label'
+            if src.y is None:
+                raise TargetError("--target label needs labels", parameter="target", expected="labeled data",
+                                  got="no labels", fix="pass --labels FILE, or a class index")
+            tg = np.asarray(src.y)
+        else:
+            if target is not None and np.ndim(target) == 1 and len(target) != src.n:
+                raise TargetError("one target per sample is needed", parameter="target",
+                                  expected=f"{src.n} class indices", got=len(target),
+                                  fix="pass one class index per sample, or a single class index")
+            tg = target
+        bar = progress_bar(1, f"counterfactuals of {src.n} samples", progress, unit="batch")
+        try:
+            cf = _native_guide(m, X, target=tg, method=method, reference=R, y_reference=yr, layout=internal,
+                               importance=importance, importance_params=importance_params)
+        finally:
+            if bar is not None:
+                bar.update(1)
+                bar.close()
+        out.mkdir(parents=True, exist_ok=True)
+        files: list[Path] = [cf.save(out / "counterfactuals.npz"), out / "counterfactuals.json"]
+        rec = new_record("counterfactual", model=model, m=m, src=src, used_predictions=src.y is None,
+                         methods=[method], params={method: {"importance": importance,
+                                                            "importance_params": importance_params or {}}},
+                         target=target_key(target),
+                         settings={"seed": seed, "split": split if dataset else None, "reference": str(reference),
+                                   "reference_labels": ref.labels_source or "predictions", "n_reference": ref.n})
+        rec["notes"] += notes
+        rec["files"]["counterfactuals"] = "counterfactuals.npz"
+        rec["files"]["counterfactuals_json"] = "counterfactuals.json"
+        names = class_names(src, m)
+        for i in range(min(int(plots), len(cf))):
+            files.append(_save_png(cf.plot(i, class_names=names), out / f"counterfactual_{i}.png"))
+            rec["files"][f"counterfactual_{i}"] = f"counterfactual_{i}.png"
+        rec.update(write_samples(out / "samples.npz", m, src.X, src.layout, y=src.y))
+        rec["files"]["samples"] = "samples.npz"
+        summary = {"n": int(src.n), "success_rate": float(np.mean(cf.success)) if len(cf) else None,
+                   "mean_window": float(np.mean(cf.window)) if len(cf) else None}
+        rec["counterfactual"] = summary
+        files += [out / "samples.npz", write_record(out, rec)]
+    finally:
+        src.close()
+        ref.close()
+    return {"result": cf, **summary, "files": files, "labels": rec["labels"]["source"],
+            "reference_labels": ref.labels_source or "predictions", "record": rec}

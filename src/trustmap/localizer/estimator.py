@@ -120,6 +120,8 @@ class Localizer:
         constant per channel over every sample and position of the training split, not a per-sample
         mean; default), a Gaussian blur of the input (``blur_sigma``), or per-channel Gaussian noise
         (:mod:`.baseline`).
+    blur_sigma : 'auto' | float > 0
+        Width (in samples) of the blur baseline; 'auto': 4 % of the shortest spatial axis, at least 2.
     per_channel : bool
         One mask per input channel (default) or one mask shared by all channels.
     budget : 'auto' | 'total' | 'per_channel'
@@ -134,12 +136,14 @@ class Localizer:
     backbone : None | nn.Module | keras.Model | 'unet' | 'dilated' | 'paper'
         ``g``: a module ``(N, C, *spatial) -> (N, M, *spatial)`` (M = C, or 1 with
         ``per_channel=False``), or a Keras 3 network (torch backend) mapping channels-last
-        ``(N, *spatial, C) -> (N, *spatial, M)`` (:class:`~.model.KerasBackbone`; pass the same
+        ``(N, *spatial, C) -> (N, *spatial, M)`` (:class:`~trustmap.localizer.model.KerasBackbone`; pass the same
         architecture to :meth:`load`). None: 'unet', a small conv encoder–decoder with coordinate channels
         (paper mode: the dnn-locate ECG example's network, 'paper'). 'dilated': a light stack of
         dilated convolutions (8x fewer parameters, ~5x faster ``locate``; as good as 'unet' on the
         187-sample distractor task with the removal objective, worse with 'preserve' on short
         signals; benchmarks/bench_locate.py).
+    width : int
+        Base number of channels of the built-in backbones ('unet', 'dilated').
     epochs, batch_size, lr, weight_decay : training (Adam, cosine-decayed learning rate).
     early_stopping : None | int
         Patience in epochs: stop when the validation loss (the training loss on the calibration
@@ -214,6 +218,16 @@ class Localizer:
     r2_ci_ : (low, high).  r2_path_ : R2Path — the held-out path (monotone).
     calibration_path_ : R2Path — the path τ was chosen on.  history_ : list of dicts per epoch.
     world_size_ : int — the number of processes that trained it (1 without ``torch.distributed``).
+
+    Examples
+    --------
+    >>> import trustmap
+    >>> loc = trustmap.Localizer().fit(model, X_unseen)     # no labels: the model's predictions
+    >>> loc.tau_, loc.r2_, loc.r2_meaning_                  # chosen τ, held-out R² and its interval
+    >>> masks = loc.locate(X_user)                          # an Attribution, X_user's layout
+    >>> loc.save("runs/loc/localizer")                      # .safetensors + .json, no pickle
+    >>> same = trustmap.Localizer.load("runs/loc/localizer", model)
+    >>> pre = trustmap.Localizer(objective="preserve", baseline="zero", tau=[1, 4, 16]).fit(model, X, y)
     """
 
     def __init__(self, tau: Any = "auto", target_r2: Any = "auto", r_metric: str = "auto", *,
@@ -430,6 +444,20 @@ class Localizer:
         accuracy on validation data, when known; ``fit`` warns (:class:`OptimisticFitWarning`) when
         its accuracy on the calibration data is 1.0 or far above ``val_accuracy``.
         ``callback(epoch, logs)`` is called after every epoch.
+
+        Returns
+        -------
+        Localizer
+            ``self``, fitted: ``tau_``, ``r2_``, ``r2_ci_``, ``r2_path_``, ``history_``, ...
+
+        Raises
+        ------
+        InputError, ShapeError, LayoutError
+            Bad settings (checked before any work), or data the model does not take.
+        LabelError
+            ``y`` that is not one class index (or one-hot row) per sample of the model's classes.
+        NonFiniteError
+            NaN or Inf in ``X`` or in the classifier's scores.
         """
         self._validate()
         if val_accuracy is not None and (not _is_number(val_accuracy) or not 0 <= float(val_accuracy) <= 1):
@@ -716,6 +744,29 @@ class Localizer:
 
         ``targets`` are ``y`` when given, else the classifier's predictions (-1 when the
         localizer was loaded without its model).
+
+        Parameters
+        ----------
+        X : array or tensor
+            Inputs in any layout the classifier accepts (one forward pass of the mask network per batch).
+        y : array, optional
+            Labels recorded as the maps' ``targets``.
+        tau : float, optional
+            A τ of the fitted path (default ``tau_``); not for paper mode, trained for one τ.
+        layout : str, optional
+            Layout of ``X`` when its shape is ambiguous.
+
+        Returns
+        -------
+        Attribution
+            ``maps`` with ``X``'s shape and layout, method ``'trust'``, ``params['tau']``.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit`` (or ``load``).
+        InputError, UnsupportedError
+            A τ that is not positive, or another τ in paper mode.
         """
         self._check_fitted()
         t, lay = self._internal(X, layout)

@@ -4,13 +4,15 @@
 The objectives (what training minimizes on the composed input; ``logits`` are the frozen
 classifier's on it, ``ref`` a per-sample reference log-odds):
 
-``'remove'``  input ``x ⊙ (1 − δ) + δ ⊙ b``; ``relu(logodds_y − ref)`` with ``ref`` the log-odds on the
-              baseline ``b`` itself: remove information down to "every feature removed", no further.
-``'preserve'`` input ``b + δ ⊙ (x − b)`` (keep the region, the rest is the baseline);
-              ``relu(ref − logodds_y)`` with ``ref`` the clean input's log-odds, capped at
-              :data:`PRESERVE_CAP` (p = 0.9): keep the prediction as sure as it was, up to that.
-``'prior'``   cross-entropy to the class prior on the removed input.
-``'paper'``   minus the cross-entropy on the removed input (dnn-locate).
+==============  ============================================================================================
+``'remove'``    input ``x ⊙ (1 − δ) + δ ⊙ b``; ``relu(logodds_y − ref)`` with ``ref`` the log-odds on the
+                baseline ``b`` itself: remove information down to "every feature removed", no further.
+``'preserve'``  input ``b + δ ⊙ (x − b)`` (keep the region, the rest is the baseline);
+                ``relu(ref − logodds_y)`` with ``ref`` the clean input's log-odds, capped at
+                :data:`PRESERVE_CAP` (p = 0.9): keep the prediction as sure as it was, up to that.
+``'prior'``     cross-entropy to the class prior on the removed input.
+``'paper'``     minus the cross-entropy on the removed input (dnn-locate).
+==============  ============================================================================================
 
 Each with the sparsity penalty ``λ · sum(δ)/τ`` (ramped up over the first quarter of training).
 """

@@ -47,7 +47,7 @@ def plot_attribution(attribution, x=None, *, index: int = 0, channels: int | Seq
     ax : Axes or list of Axes, optional
         Draw into these (one per row / panel) instead of a new figure.
     vmax : float, optional
-        Upper end of the colour scale (default: the largest |value| drawn).
+        Upper end of the colour scale (default: the largest absolute value drawn).
     alpha : float
         Opacity of an image overlay.
     channel_names, class_names : optional
