@@ -48,10 +48,10 @@ labels = (cluster == wide).astype(int)  # 1 = V (wide QRS)
 seen = beats.per_sample["r_time_s"] < 100  # the model trains on the first 100 s
 
 inp = keras.Input(shape=(187, 1), name="beat")
-h = keras.layers.Conv1D(16, 7, padding="same", activation="relu", name="conv1")(inp)
-h = keras.layers.MaxPooling1D(2, name="pool1")(h)
-h = keras.layers.Conv1D(32, 5, padding="same", activation="relu", name="conv2")(h)
-h = keras.layers.GlobalAveragePooling1D(name="gap")(h)
+h = keras.layers.Conv1D(16, 5, padding="same", activation="relu", name="conv1")(inp)
+h = keras.layers.Conv1D(16, 3, padding="same", activation="relu", name="conv2")(h)
+h = keras.layers.MaxPooling1D(2, name="pool")(h)
+h = keras.layers.Flatten(name="flatten")(h)
 out = keras.layers.Dense(2, activation="softmax", name="out")(h)
 user_net = keras.Model(inp, out, name="beats_cnn")
 user_net.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
