@@ -117,9 +117,9 @@ print("what it means:", loc.r2_meaning_)
 fig = loc.plot_r2_path()
 
 # %%
-# DA plot: the located regions of a few beats per class (rows), drawn on the beat, with the beat
-# after removing them (the masked entries replaced by the training mean) as a dashed trace. Times
-# are in seconds (``fs=125``).
+# DA plot: a few beats per class (rows). Under each beat, the mask as a red band; over it, the beat
+# after removing the located features (the masked entries moved to the localizer's baseline, the
+# training split's mean) as a dashed blue trace. Times are in seconds (``fs=125``).
 fig = loc.da_plot(test.X, test.y, n_per_class=3, fs=125)
 
 # %%
@@ -182,8 +182,8 @@ print(f"chosen τ = {loc2.tau_:.3g}; held-out R² = {loc2.r2_.estimate:.3f} "
 fig = loc2.plot_r2_path()
 
 # %%
-# DA plot for the digits: for each class the located pixels (red) and, beside them, the image
-# after removing them.
+# DA plot for the digits: for each class, images after removing the located pixels, with the mask
+# overlaid in red.
 fig = loc2.da_plot(Xd_te, yd_te, n_per_class=4)
 
 # %%
