@@ -113,14 +113,14 @@ def quiet():
             yield
 
 
-def ours(net, X, targets, budget, seed):
+def ours(net, X, targets, budget, seed, control="auto"):
     cm = Counted(net, probs=False)
     labels = np.arange(L) // SEG
     model = trustmap.load_model(cm, input_shape=(1, L), output="logits")
     _ = model.n_classes  # the loader's probes (shape, class count) are not part of the explanation
     cm.rows = 0
     a = explain(model, X[:, None], "kernelshap", target=targets, segmentation=labels, n_samples=budget, seed=seed,
-                score="prob")
+                score="prob", control=control)
     # every row the model saw is counted in n_evals (the input and the baseline included)
     assert cm.rows == a.extras["n_evals"].sum(), (cm.rows, a.extras["n_evals"].sum())
     return a.extras["coefficients"], a.extras["n_evals"].astype(float)
@@ -165,6 +165,7 @@ def shap_ks(net, X, targets, budget, seed, l1_reg="auto"):
 
 def curve_table(net, X, targets, ref, budgets, seeds):
     impls = {"trustmap KernelShap": lambda b, s: ours(net, X, targets, b, s)[:2],
+             "trustmap KernelShap (control='none')": lambda b, s: ours(net, X, targets, b, s, "none")[:2],
              "captum KernelShap": lambda b, s: captum_ks(net, X, targets, b, s),
              "shap KernelExplainer": lambda b, s: shap_ks(net, X, targets, b, s),
              "shap KernelExplainer (l1_reg=False)": lambda b, s: shap_ks(net, X, targets, b, s, l1_reg=False)}

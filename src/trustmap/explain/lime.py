@@ -29,9 +29,9 @@ import torch
 
 from ..errors import InputError
 from ..layout import as_layout
-from .base import Explainer, check_choice, check_number, chunk_rows, row_chunks, sample_seeds
-from .shapley import (KernelPlan, draw_pairs, enumerate_coalitions, lstsq_with_cov, shapley_kernel_weights,
-                      tol_schedule, tol_z)
+from .base import Explainer, check_choice, check_number, chunk_rows, pick_scores, row_chunks, sample_seeds
+from .shapley import (CONTROL_MAX_CLASSES, CONTROL_MAX_FEATURES, KernelPlan, draw_pairs, enumerate_coalitions,
+                      lstsq_with_cov, shapley_kernel_weights, softmax_surrogate, tol_schedule, tol_z)
 from .registry import register
 from .segments import (SCORES, SEGMENTATIONS, check_baseline_param, full_scores, progress_bar, resolve_baseline,
                        scores_of, segment)
@@ -39,6 +39,7 @@ from .segments import (SCORES, SEGMENTATIONS, check_baseline_param, full_scores,
 __all__ = ["Lime", "KernelShap", "weighted_lstsq", "SPREADS"]
 
 SPREADS = ("copy", "split")
+CONTROLS = ("auto", "none")
 #: float64 entries of the design matrices of one group of samples solved together (~8 MiB)
 GROUP_ELEMENTS = 2 ** 20
 
@@ -77,6 +78,18 @@ def weighted_lstsq(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: flo
     else:
         c = torch.zeros(len(X), dtype=X.dtype, device=X.device)
     return beta, c
+
+
+def logits_of(model, t: torch.Tensor) -> torch.Tensor:
+    """All classes' logits of ``t`` ``(N, K)``, in chunks, without gradients."""
+    out = None
+    with torch.inference_mode():
+        for s in row_chunks(len(t), chunk_rows(model, t)):
+            lg = model.logits_t(t[s])
+            if out is None:
+                out = torch.empty((len(t), lg.shape[1]), dtype=lg.dtype, device=t.device)
+            out[s] = lg
+    return out
 
 
 class _Surrogate(Explainer):
@@ -122,9 +135,16 @@ class _Surrogate(Explainer):
         """Drawn rows ``start:stop`` (0/1 int8, ``(stop − start, F)``) of a sample's sequence."""
         raise NotImplementedError
 
-    def _solve(self, Z, Y, fx, fb, plan) -> dict[str, torch.Tensor]:
-        """``'coefficients' (G, F)``, ``'stderr' (G, F)`` and other per-sample extras."""
+    def _solve(self, Z, Y, fx, fb, plan, aux=None) -> dict[str, torch.Tensor]:
+        """``'coefficients' (G, F)``, ``'stderr' (G, F)`` and other per-sample extras (``aux``: the
+        all-class logits of the rows, the input and the baseline, when :meth:`_control_features`
+        asks for them)."""
         raise NotImplementedError
+
+    def _control_features(self, f: int) -> bool:
+        """Whether samples with ``f`` features keep the all-class logits of their rows (for a
+        control variate); never by default."""
+        return False
 
     def _check_features(self, n_features: np.ndarray) -> None:
         pass
@@ -146,8 +166,21 @@ class _Surrogate(Explainer):
         seg = segment(t, self.segmentation, self.segment_size, bool(self.per_channel), self.segment_params)
         self._check_features(seg.n_features)
         base = resolve_baseline(t, self.baseline, blur_sigma=float(self.blur_sigma), seed=int(self.seed))
-        fx, tg = full_scores(model, t, targets, self.score)
-        fb = full_scores(model, base, tg, self.score)[0] if self.needs_baseline_score else None
+        f_all = np.unique(seg.n_features)
+        want_logits = any(self._control_features(int(f)) for f in f_all) and self.needs_baseline_score
+        lx = lb = None
+        if want_logits:  # the same rows as full_scores, with all classes' logits kept
+            lx, lb = logits_of(model, t), logits_of(model, base)
+            if not 2 <= lx.shape[1] <= CONTROL_MAX_CLASSES:
+                want_logits, lx, lb = False, None, None
+        if lx is not None:
+            fx, tg = pick_scores(torch.softmax(lx, 1), targets)
+            fb = pick_scores(torch.softmax(lb, 1), tg)[0]
+            fx, fb = fx.double(), fb.double()
+            lx, lb = lx.double(), lb.double()
+        else:
+            fx, tg = full_scores(model, t, targets, self.score)
+            fb = full_scores(model, base, tg, self.score)[0] if self.needs_baseline_score else None
         seeds = sample_seeds(t, int(self.seed))
         tol = None if self.tol is None else float(self.tol)
         f_max = int(seg.n_features.max())
@@ -158,18 +191,20 @@ class _Surrogate(Explainer):
         flat_t, flat_b = t.reshape(n, -1), base.reshape(n, -1)
         rows_per_call = chunk_rows(model, t)
         plans, groups = {}, []
-        for f in np.unique(seg.n_features):
+        for f in f_all:
             idx = np.nonzero(seg.n_features == f)[0]
             plans[int(f)] = pl = self._plan(int(f))
             m = pl.schedule[-1]
             g = int(max(1, min(len(idx), GROUP_ELEMENTS // max(1, (m + 2) * (int(f) + 2)))))
             groups += [(int(f), idx[i:i + g]) for i in range(0, len(idx), g)]
         bar = progress_bar(bool(self.progress), sum(plans[f].schedule[-1] * len(ix) for f, ix in groups), self.name)
-        def score_rows(idx_t: torch.Tensor, Zn: torch.Tensor) -> torch.Tensor:
+        def score_rows(idx_t: torch.Tensor, Zn: torch.Tensor, keep_logits: bool = False):
             """Scores of the coalitions ``Zn (G, r, f)`` of the samples ``idx_t``: one list of rows in order
-            (sample, draw), contiguous slices of it per model call."""
+            (sample, draw), contiguous slices of it per model call; with ``keep_logits`` also the
+            rows' logits ``(G, r, K)`` (else None)."""
             g_, r_, f_ = Zn.shape
             Yn = torch.empty((g_, r_), dtype=torch.float64, device=t.device)
+            Ln = torch.empty((g_ * r_, lx.shape[1]), dtype=torch.float64, device=t.device) if keep_logits else None
             z_rows, y_rows = Zn.reshape(-1, f_), Yn.view(-1)
             s_rows = idx_t.repeat_interleave(r_)
             with torch.inference_mode():
@@ -177,9 +212,14 @@ class _Surrogate(Explainer):
                     si = s_rows[rows]
                     on = torch.gather(z_rows[rows], 1, seg.rows(si)) > 0.5  # (rows, numel)
                     xr = torch.where(on, flat_t[si], flat_b[si]).view(len(si), *t.shape[1:])
-                    y_rows[rows] = scores_of(model, xr, tg[si], self.score)[0]
+                    if keep_logits:
+                        lg = model.logits_t(xr)
+                        y_rows[rows] = pick_scores(torch.softmax(lg, 1), tg[si])[0].double()
+                        Ln[rows] = lg.double()
+                    else:
+                        y_rows[rows] = scores_of(model, xr, tg[si], self.score)[0]
                     bar.update(len(si))
-            return Yn
+            return Yn, None if Ln is None else Ln.view(g_, r_, -1)
 
         def store(idx_t: torch.Tensor, out: dict, f: int) -> torch.Tensor:
             coef_all[idx_t, :f] = out.pop("coefficients")
@@ -194,17 +234,24 @@ class _Surrogate(Explainer):
         try:
             for f, idx in groups:
                 pl = plans[f]
+                cv = want_logits and self._control_features(f)
                 rngs = [np.random.default_rng(seeds[i]) for i in idx]
                 active = np.arange(len(idx))  # positions in idx still sampling
                 Z = torch.zeros((len(idx), 0, f), dtype=torch.float32, device=t.device)
                 Y = torch.zeros((len(idx), 0), dtype=torch.float64, device=t.device)
+                Lg = torch.zeros((len(idx), 0, lx.shape[1]), dtype=torch.float64, device=t.device) if cv else None
                 prev, finish = 0, []
                 for m in pl.schedule:
                     Zn = torch.as_tensor(np.stack([self._draw(rngs[a], pl, prev, m) for a in active]).reshape(
                         len(active), m - prev, f), dtype=torch.float32, device=t.device)
                     idx_t = torch.as_tensor(idx[active], device=t.device)
-                    Z, Y = torch.cat([Z, Zn], 1), torch.cat([Y, score_rows(idx_t, Zn)], 1)
-                    se = store(idx_t, self._solve(Z, Y, fx[idx_t], None if fb is None else fb[idx_t], pl), f)
+                    Yn, Ln = score_rows(idx_t, Zn, cv)
+                    Z, Y = torch.cat([Z, Zn], 1), torch.cat([Y, Yn], 1)
+                    aux = None
+                    if cv:
+                        Lg = torch.cat([Lg, Ln], 1)
+                        aux = {"logits": Lg, "lx": lx[idx_t], "lb": lb[idx_t], "targets": tg[idx_t]}
+                    se = store(idx_t, self._solve(Z, Y, fx[idx_t], None if fb is None else fb[idx_t], pl, aux), f)
                     n_evals[idx[active]] = m + self.fixed_evals
                     if tol is None:
                         break
@@ -216,6 +263,7 @@ class _Surrogate(Explainer):
                         finish.append((active[sw.cpu().numpy()], Z[sw], Y[sw], m))
                     keep = keep & ~sw
                     active, Z, Y = active[keep.cpu().numpy()], Z[keep], Y[keep]
+                    Lg = Lg[keep] if cv else None
                     prev = m
                     if not len(active):
                         break
@@ -223,7 +271,7 @@ class _Surrogate(Explainer):
                     idx_t = torch.as_tensor(idx[act], device=t.device)
                     Zn = torch.as_tensor(self._finish_rows(pl), dtype=torch.float32, device=t.device)
                     Zn = Zn[None].expand(len(act), -1, -1)
-                    Yn = score_rows(idx_t, Zn)
+                    Yn = score_rows(idx_t, Zn)[0]
                     store(idx_t, self._solve_finish(Zf, Yf, Zn, Yn, fx[idx_t], fb[idx_t], pl), f)
                     n_evals[idx[act]] = m + Zn.shape[1] + self.fixed_evals
         finally:
@@ -366,7 +414,7 @@ class Lime(_Surrogate):
     def _draw(self, rng, plan, start, stop):
         return rng.integers(0, 2, size=(stop - start, plan.f), dtype=np.int8)
 
-    def _solve(self, Z, Y, fx, fb, plan):
+    def _solve(self, Z, Y, fx, fb, plan, aux=None):
         g, _, f = Z.shape
         X = torch.cat([torch.ones((g, 1, f), dtype=torch.float64, device=Z.device), Z.double()], 1)
         y = torch.cat([fx[:, None], Y], 1)
@@ -425,8 +473,9 @@ class KernelShap(_Surrogate):
     def __init__(self, segmentation="auto", segment_size: int | tuple[int, ...] = 4, per_channel: bool = False,
                  n_samples: int | None = None, baseline="zero", score: str = "prob", spread: str = "split",
                  segment_params: dict | None = None, blur_sigma: float = 0.1, seed: int = 0,
-                 progress: bool = False, tol: float | None = None) -> None:
+                 progress: bool = False, tol: float | None = None, control: str = "auto") -> None:
         self.tol = tol
+        self.control = control
         self.segmentation = segmentation
         self.segment_size = segment_size
         self.per_channel = per_channel
@@ -441,6 +490,10 @@ class KernelShap(_Surrogate):
 
     def _validate(self):
         self._validate_common()
+        check_choice(self.control, CONTROLS, "control")
+
+    def _control_features(self, f):
+        return self.control == "auto" and self.score == "prob" and 3 <= f <= CONTROL_MAX_FEATURES
 
     def _rows(self) -> int:
         return int(self.n_samples) if self.n_samples is not None else max(300, 2 * self._f_max + 2)
@@ -496,14 +549,14 @@ class KernelShap(_Surrogate):
         pairs = draw_pairs(rng, d, (stop - max(start, d.n_enum)) // 2)
         return np.concatenate([head, pairs])
 
-    def _solve(self, Z, Y, fx, fb, plan):
+    def _solve(self, Z, Y, fx, fb, plan, aux=None):
         g, m, f = Z.shape
-        delta = fx - fb
         d = plan.design
+        no = torch.zeros(g, dtype=torch.bool, device=Z.device)
         if d is None or m == 0:
-            phi = delta[:, None].expand(g, f).clone() / f
+            phi = (fx - fb)[:, None].expand(g, f).clone() / f
             return {"coefficients": phi, "stderr": torch.zeros_like(phi),
-                    "exact": torch.ones(g, dtype=torch.bool, device=Z.device)}
+                    "exact": torch.ones(g, dtype=torch.bool, device=Z.device), "control": no}
         exact = d is _ALL or d.exact
         if exact:  # every coalition is among the rows: their kernel weights give the exact values
             w = torch.as_tensor(shapley_kernel_weights(Z[0].cpu().numpy().astype(np.int8)), dtype=torch.float64,
@@ -512,6 +565,24 @@ class KernelShap(_Surrogate):
         else:
             w = torch.as_tensor(d.weights(m - d.n_enum), dtype=torch.float64, device=Z.device)
             n_fixed = d.n_enum
+        if aux is None or exact:
+            phi, se = self._kernel_fit(Z, Y, w, fx, fb, n_fixed)
+            control = no
+        else:  # control variate: exact Shapley values of the surrogate + KernelSHAP of the residual
+            phi_g, g_rows, g_b, g_x = softmax_surrogate(Z, w, aux["logits"], aux["lx"], aux["lb"], aux["targets"])
+            phi, se = self._kernel_fit(Z, Y - g_rows, w, fx - g_x, fb - g_b, n_fixed)
+            phi = phi + phi_g
+            control = ~no
+        if exact:
+            se = torch.zeros_like(phi)
+        return {"coefficients": phi, "stderr": se,
+                "exact": torch.full((g,), exact, dtype=torch.bool, device=Z.device), "control": control}
+
+    @staticmethod
+    def _kernel_fit(Z, Y, w, fx, fb, n_fixed):
+        """Weighted least squares under ``Σ φ = fx − fb`` (the last feature eliminated); the standard
+        errors from the jackknife over the pairs past the ``n_fixed`` enumerated rows."""
+        delta = fx - fb
         # enumerated strata are closed under complements, and a complement's row is the negated row
         Zd = Z.double()
         X = Zd[..., :-1] - Zd[..., -1:]
@@ -519,6 +590,4 @@ class KernelShap(_Surrogate):
         beta, _, cov = lstsq_with_cov(X, y, w, 0.0, intercept=False, fixed=n_fixed, unit=2, fixed_dirs=n_fixed // 2)
         phi = torch.cat([beta, (delta - beta.sum(1))[:, None]], 1)
         var = torch.cat([torch.diagonal(cov, dim1=1, dim2=2), cov.sum((1, 2))[:, None]], 1)
-        se = torch.zeros_like(phi) if exact else var.clamp_min(0).sqrt()
-        return {"coefficients": phi, "stderr": se,
-                "exact": torch.full((g,), exact, dtype=torch.bool, device=Z.device)}
+        return phi, var.clamp_min(0).sqrt()
