@@ -28,6 +28,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(1, str(HERE))
 BENCH_SITE = "/work/main/.venv-bench/site"
 if os.path.isdir(BENCH_SITE):
     sys.path.append(BENCH_SITE)
@@ -39,7 +40,7 @@ import trustmap  # noqa: E402
 
 from trustmap.data.builtin import load  # noqa: E402
 from trustmap.explain import explain  # noqa: E402
-from trustmap.explain.shapley import tol_z  # noqa: E402
+from trustmap.explain.shapley import shapley_matrix, tol_z  # noqa: E402
 from trustmap.zoo.models import mnist1d_cnn  # noqa: E402
 
 F, SEG, L = 10, 4, 40
@@ -228,6 +229,84 @@ def tol_table(net, X, targets, ref, seeds, cap):
     return rows
 
 
+OTHER_BUDGETS = (32, 64, 128, 256)
+
+
+def other_problems(quick: bool):
+    """More models, each with 10-12 features: the issue's 10-segment Conv1d (mnist1d_cnn, untrained,
+    seed 0), and the flat CNN of ``bench_perturbation.py`` trained on the 12-lead and the 2D synthetic
+    tasks (12 time segments over all leads; 3x4 patches)."""
+    from bench_perturbation import fit, flat_cnn
+
+    torch.manual_seed(0)
+    n = 10 if quick else 25
+    net = mnist1d_cnn().eval()
+    t = load("mnist1d", "test")
+    yield ("mnist1d_cnn untrained (seed 0), 10 segments of 4", net, t.X[:n, None].astype(np.float32),
+           np.arange(L)[None] // SEG, "NCL")
+    for name, lay in (("synthetic-1d-12ch", "NCL"), ("synthetic-2d", "NCHW")):
+        tr, te = load(name, "train", n_train=600), load(name, "test", n_test=n)
+        Xtr, Xte = tr.internal().astype(np.float32), te.internal().astype(np.float32)
+        net = fit(flat_cnn(Xtr.ndim - 2, Xtr.shape[1], Xtr.shape[2:]), Xtr, tr.y, epochs=6)
+        if lay == "NCL":
+            lab = np.broadcast_to(np.arange(Xtr.shape[2]) * 12 // Xtr.shape[2], Xtr.shape[1:])
+            desc = f"flat CNN on {name} (6 epochs), 12 segments of the {Xtr.shape[2]} steps, all 12 leads together"
+        else:
+            h, w = Xtr.shape[2:]
+            lab = (np.arange(h)[:, None] * 3 // h) * 4 + np.arange(w)[None] * 4 // w
+            lab = np.broadcast_to(lab, Xtr.shape[1:])
+            desc = f"flat CNN on {name} (6 epochs), 3x4 patches"
+        yield desc, net, Xte, np.ascontiguousarray(lab), lay
+
+
+def other_table(quick: bool, seeds):
+    """Error per evaluation of trustmap's KernelSHAP with and without the control variate, and shap's
+    KernelExplainer, on :func:`other_problems`."""
+    import shap
+
+    lines = ["| model | features | implementation | evaluations / sample | mean error |", "|---|---:|---|---:|---:|"]
+    for desc, net, X, lab, lay in other_problems(quick):
+        f = int(lab.max()) + 1
+        with torch.no_grad():
+            tg = net(torch.as_tensor(X)).argmax(1).numpy()
+        codes = np.arange(2 ** f)
+        zall = ((codes[:, None] >> np.arange(f)) & 1).astype(np.float32)
+        M = shapley_matrix(f)
+        ref = []
+        for i in range(len(X)):
+            with torch.no_grad():
+                v = torch.softmax(net(torch.as_tensor(zall[:, lab] * X[i][None])), 1)[:, tg[i]].double().numpy()
+            ref.append(M @ v)
+        ref = np.stack(ref)
+        for b in OTHER_BUDGETS:
+            for control in ("auto", "none"):
+                errs = []
+                for s in seeds:
+                    a = explain(torch.nn.Sequential(net), X, "kernelshap", target=tg, layout=lay, segmentation=lab,
+                                n_samples=b, seed=s, score="prob", control=control)
+                    errs += [rel_err(a.extras["coefficients"][i], ref[i]) for i in range(len(X))]
+                lines.append(f"| {desc} | {f} | trustmap KernelShap (control='{control}') | {b} | {np.mean(errs):.4f} |")
+                print(lines[-1], file=sys.stderr)
+            errs, evs = [], []
+            for s in seeds:
+                for i in range(len(X)):
+                    np.random.seed(s * 100003 + i)
+                    cm = Counted(net)
+
+                    def fz(z, x=X[i], tg_=int(tg[i]), cm=cm):
+                        with torch.no_grad():
+                            return cm(torch.as_tensor(z.astype(np.float32)[:, lab] * x[None]))[:, tg_].double().numpy()
+
+                    with quiet():
+                        est = np.asarray(shap.KernelExplainer(fz, np.zeros((1, f))).shap_values(
+                            np.ones((1, f)), nsamples=b, silent=True))[0]
+                    errs.append(rel_err(est, ref[i]))
+                    evs.append(cm.rows)
+            lines.append(f"| {desc} | {f} | shap KernelExplainer | {np.mean(evs):.0f} | {np.mean(errs):.4f} |")
+            print(lines[-1], file=sys.stderr)
+    return lines
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer samples, seeds and epochs (about a minute)")
@@ -244,7 +323,9 @@ def main(argv=None):
     ref = np.stack([exact_shapley(net, X[i], int(targets[i])) for i in range(n)])
     res = curve_table(net, X, targets, ref, budgets, seeds)
     tols = tol_table(net, X, targets, ref, seeds, cap=2048)
-    names = sorted({k[0] for k in res}, key=["trustmap KernelShap", "captum KernelShap", "shap KernelExplainer",
+    other = other_table(a.quick, seeds[:1] if a.quick else seeds)
+    names = sorted({k[0] for k in res}, key=["trustmap KernelShap", "trustmap KernelShap (control='none')",
+                                             "captum KernelShap", "shap KernelExplainer",
                                              "shap KernelExplainer (l1_reg=False)"].index)
     lines = [f"MNIST-1D CNN (test accuracy {acc:.3f} after {3 if a.quick else 8} epochs), {n} test inputs x "
              f"{len(seeds)} seeds, {F} features (segments of {SEG}), baseline zero, score = probability of the "
@@ -258,20 +339,30 @@ def main(argv=None):
                 m, md, ev, _ = res[name, b]
                 lines.append(f"| {name} | {b} | {ev:.0f} | {m:.4f} | {md:.4f} |")
     lines += ["", "Evaluations trustmap needs for the error a peer reaches (log-log interpolation on trustmap's "
-              "curve above; '≤' where trustmap's smallest budget already reaches it):", "",
-              "| peer | peer evaluations | peer error | trustmap evaluations | fewer evaluations |", "|---|---:|---:|---:|---:|"]
-    ours_min = min(v[2] for (nm, _), v in res.items() if nm == "trustmap KernelShap")
-    for name in names[1:]:
+              "curve above; '≤' where trustmap's smallest budget already reaches it, '>' where its largest does not), "
+              "with the control variate (the default) and without it (control='none'):", "",
+              "| peer | peer evaluations | peer error | trustmap evaluations | fewer evaluations "
+              "| trustmap control='none' evaluations | fewer evaluations |", "|---|---:|---:|---:|---:|---:|---:|"]
+
+    def cells(ours_name, err, ev):
+        pts = [v[2] for (nm, _), v in res.items() if nm == ours_name]
+        if not pts:
+            return "— | —"
+        need = evals_for(res, ours_name, err)
+        if need is None:
+            return f"> {max(pts):.0f} | < {ev / max(pts):.1f}×"
+        le = "≤ " if need == min(pts) else ""
+        return f"{le}{need:.0f} | {'≥ ' if le else ''}{ev / need:.1f}×"
+
+    for name in names:
+        if name.startswith("trustmap"):
+            continue
         for b in budgets:
             if (name, b) not in res:
                 continue
             err, _, ev, _ = res[name, b]
-            need = evals_for(res, "trustmap KernelShap", err)
-            if need is None:
-                lines.append(f"| {name} | {ev:.0f} | {err:.4f} | > {max(v[2] for (nm, _), v in res.items() if nm == 'trustmap KernelShap'):.0f} | — |")
-            else:
-                le = "≤ " if need == ours_min else ""
-                lines.append(f"| {name} | {ev:.0f} | {err:.4f} | {le}{need:.0f} | {'≥ ' if le else ''}{ev / need:.1f}× |")
+            lines.append(f"| {name} | {ev:.0f} | {err:.4f} | {cells('trustmap KernelShap', err, ev)} "
+                         "| " + cells("trustmap KernelShap (control='none')", err, ev) + " |")
     lines += ["", f"`tol=` stopping rule, n_samples=2048 as the cap (2^{F} = 1024: a sample for which sampling on is "
               "predicted (SE ∝ 1/√draws) to cost more rows than the coalitions left, enumerates them instead: "
               "'exact'). The rule: stop when "
@@ -285,6 +376,9 @@ def main(argv=None):
     for tol, ev, mx, conv, exact, within, within_rms, cover in tols:
         lines.append(f"| {tol:g} | {ev:.0f} | {mx:.0f} | {conv:.1%} | {exact:.1%} | {within:.1%} | {within_rms:.1%} "
                      f"| {cover:.1%} |")
+    lines += ["", "Other models (exact Shapley values enumerated the same way; trustmap with and without the control "
+              f"variate, shap's KernelExplainer at the same n_samples; {len(seeds[:1] if a.quick else seeds)} seed(s)):",
+              ""] + other
     lines += ["", f"Total run time {time.perf_counter() - t0:.0f} s (shared 2-core machine; accuracy figures do not "
               "depend on load)."]
     text = "\n".join(lines)

@@ -568,10 +568,21 @@ class KernelShap(_Surrogate):
         if aux is None or exact:
             phi, se = self._kernel_fit(Z, Y, w, fx, fb, n_fixed)
             control = no
-        else:  # control variate: exact Shapley values of the surrogate + KernelSHAP of the residual
+        else:  # control variate: φ = KS(v) − c (KS(g) − φ(g)), the surrogate's sampling error known exactly
             phi_g, g_rows, g_b, g_x = softmax_surrogate(Z, w, aux["logits"], aux["lx"], aux["lb"], aux["targets"])
-            phi, se = self._kernel_fit(Z, Y - g_rows, w, fx - g_x, fb - g_b, n_fixed)
-            phi = phi + phi_g
+            phi_v, se_v = self._kernel_fit(Z, Y, w, fx, fb, n_fixed)
+            phi_s, se_s = self._kernel_fit(Z, g_rows, w, g_x, g_b, n_fixed)
+            _, se_r = self._kernel_fit(Z, Y - g_rows, w, fx - g_x, fb - g_b, n_fixed)
+            va, vb, vr = se_v ** 2, se_s ** 2, se_r ** 2
+            cov = (va + vb - vr) / 2  # jackknife Cov(KS(v), KS(g)) per feature
+            # one coefficient per sample (keeps Σ φ = Δ: the errors KS(g) − φ(g) sum to 0), the
+            # variance-minimizing one; 1 (the plain difference) where it cannot be estimated
+            c = cov.sum(1) / vb.sum(1)
+            c = torch.where(torch.isfinite(c), c, torch.ones_like(c)).clamp(0.0, 2.0)
+            phi = phi_v - c[:, None] * (phi_s - phi_g)
+            var = va - 2 * c[:, None] * cov + c[:, None] ** 2 * vb
+            var = torch.where(torch.isfinite(va) & torch.isfinite(vb), var, torch.full_like(var, float("inf")))
+            se = var.clamp_min(0).sqrt()
             control = ~no
         if exact:
             se = torch.zeros_like(phi)
