@@ -252,3 +252,6 @@ def test_control_variate_only_where_it_applies(problem):
     assert not ks(net, x[:2], tg[:2], n_samples=2 ** 8).extras["control"].any()  # exact: no surrogate
     with pytest.raises(InputError):
         ks(net, x[:2], tg[:2], n_samples=64, control="softmax")
+    # the CLI's --param kernelshap.control=none arrives as None
+    params = parse_params(["kernelshap.control=none"])["kernelshap"]
+    assert not ks(net, x[:2], tg[:2], n_samples=64, **params).extras["control"].any()

@@ -443,8 +443,13 @@ class KernelShap(_Surrogate):
     constraint ``Σ φ = f(x) − f(baseline)`` (efficiency holds exactly). When all ``2^F − 2``
     non-trivial coalitions fit into ``n_samples − 2`` they are enumerated, which gives the exact
     Shapley values (and fewer model rows); with ``tol``, also when a round would sample as many
-    coalitions as are left. See :mod:`trustmap.explain.shapley` for the design and the standard
-    errors, ``benchmarks/bench_shapley.py`` for the error per model evaluation beside Captum and shap.
+    coalitions as are left. With a probability score a control variate (Goldwasser & Hooker 2023)
+    takes out most of the sampling error at no extra model rows: every class's logit is fitted with a
+    quadratic in the coalition from the same rows, the softmax of those fits is a surrogate game whose
+    Shapley values are enumerated exactly, and the estimate is ``KS(v) − c (KS(g) − φ(g))`` with the
+    variance-minimizing ``c`` per sample (see :func:`trustmap.explain.shapley.softmax_surrogate`).
+    See :mod:`trustmap.explain.shapley` for the design and the standard errors,
+    ``benchmarks/bench_shapley.py`` for the error per model evaluation beside Captum and shap.
 
     Parameters
     ----------
@@ -455,6 +460,11 @@ class KernelShap(_Surrogate):
     spread : 'copy' | 'split'
         ``split`` (default): each entry of a feature gets an equal share of its value, so the map of a
         sample sums to ``f(x) − f(baseline)``; ``copy``: every entry gets the feature's value.
+    control : 'auto' | 'none' | None
+        ``'auto'`` (default): the softmax control variate wherever it applies (``score='prob'``,
+        3–14 features, 2–64 classes, sampled rather than enumerated; ``extras['control']`` says
+        where it was used); the standard errors are those of the corrected estimate. ``'none'``
+        (or None): plain paired KernelSHAP.
     """ + _COMMON_DOC + """
 
     ``extras``: ``coefficients`` (the Shapley values, ``(N, F)``, NaN-padded),
@@ -462,6 +472,7 @@ class KernelShap(_Surrogate):
     to estimate them), ``stderr`` (the standard errors spread like the map, in its shape),
     ``n_evals`` (model rows per sample), ``converged`` (with ``tol``), ``score`` (f(x)),
     ``baseline_score`` (f(baseline)), ``exact`` (whether all coalitions were enumerated),
+    ``control`` (whether the control variate was used),
     ``n_features``, ``segments``.
     """
 
@@ -490,7 +501,8 @@ class KernelShap(_Surrogate):
 
     def _validate(self):
         self._validate_common()
-        check_choice(self.control, CONTROLS, "control")
+        if self.control is not None:  # None (the CLI's ``control=none``) is 'none'
+            check_choice(self.control, CONTROLS, "control")
 
     def _control_features(self, f):
         return self.control == "auto" and self.score == "prob" and 3 <= f <= CONTROL_MAX_FEATURES

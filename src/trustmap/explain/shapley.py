@@ -22,6 +22,15 @@ KernelSHAP design (what reaches a given error with the fewest model evaluations,
   convergence test of KernelSHAP, without their separate unbiased estimator (which has a higher
   variance for the same evaluations).
 
+* **Control variate** (Goldwasser & Hooker 2023; probability scores, :func:`softmax_surrogate`):
+  paired KernelSHAP is exact for games whose interactions are at most pairwise, so its error comes
+  from the higher-order part of ``v``, and an additive or quadratic surrogate would cancel nothing
+  (checked). The softmax of quadratic fits of all the classes' logits (from the same rows: no extra
+  model evaluations) has interactions of every order, like the probability; its exact Shapley
+  values ``φ(g)`` are enumerated, and ``φ = KS(v) − c (KS(g) − φ(g))``, ``c`` the variance-minimizing
+  coefficient of the sample (jackknife variances and covariance; efficiency is kept). On the
+  benchmark's MNIST-1D CNN it cuts the error at 128 evaluations about 12-fold.
+
 Leverage-score sampling (Musco & Witter 2024) draws sizes uniformly instead of from the kernel and
 is provably accurate; with the outer strata enumerated the two differ only on the middle strata,
 where the kernel and the leverage scores are nearly flat, so it was not added.
