@@ -104,7 +104,8 @@ def test_standard_errors_are_calibrated(problem, control):
     net, x, tg, ref = problem
     hits = []
     for seed in range(3):
-        a = ks(net, x, tg, n_samples=64, seed=seed, control=control)
+        # the control variate's SE needs 2 x its 35 coefficients in rows (8 features)
+        a = ks(net, x, tg, n_samples=96 if control == "auto" else 64, seed=seed, control=control)
         assert (a.extras["control"] == (control == "auto")).all()
         err, se = np.abs(a.extras["coefficients"] - ref), a.extras["coefficient_stderr"]
         assert (se > 0).all()
@@ -239,8 +240,8 @@ def test_control_variate_is_exact_for_a_softmax_of_linear_logits():
     with torch.no_grad():
         tg = net(torch.as_tensor(x)).argmax(1).numpy()
     ref = np.stack([exact_shapley(net, x[i], int(tg[i])) for i in range(len(x))])
-    a = ks(net, x, tg, n_samples=40)
-    b = ks(net, x, tg, n_samples=40, control="none")
+    a = ks(net, x, tg, n_samples=80)
+    b = ks(net, x, tg, n_samples=80, control="none")
     np.testing.assert_allclose(a.extras["coefficients"], ref, atol=1e-7)
     assert np.abs(b.extras["coefficients"] - ref).max() > 1e-5
     assert a.extras["control"].all() and (a.extras["coefficient_stderr"] < 1e-6).all()
@@ -255,3 +256,14 @@ def test_control_variate_only_where_it_applies(problem):
     # the CLI's --param kernelshap.control=none arrives as None
     params = parse_params(["kernelshap.control=none"])["kernelshap"]
     assert not ks(net, x[:2], tg[:2], n_samples=64, **params).extras["control"].any()
+
+
+def test_control_variate_standard_error_waits_for_enough_rows(problem):
+    net, x, tg, _ = problem
+    a = ks(net, x[:4], tg[:4], n_samples=64)  # 62 coalitions < 2 x 35 surrogate coefficients
+    assert a.extras["control"].all() and np.isinf(a.extras["coefficient_stderr"]).all()
+    b = ks(net, x[:4], tg[:4], n_samples=64, tol=1.0)  # tol: the plain estimate and its SE instead
+    c = ks(net, x[:4], tg[:4], n_samples=64, control="none")
+    assert not b.extras["control"].any() and b.extras["converged"].all()
+    np.testing.assert_allclose(b.extras["coefficients"], c.extras["coefficients"], atol=1e-12)
+    np.testing.assert_allclose(b.extras["coefficient_stderr"], c.extras["coefficient_stderr"], atol=1e-12)

@@ -463,7 +463,9 @@ class KernelShap(_Surrogate):
     control : 'auto' | 'none' | None
         ``'auto'`` (default): the softmax control variate wherever it applies (``score='prob'``,
         3–14 features, 2–64 classes, sampled rather than enumerated; ``extras['control']`` says
-        where it was used); the standard errors are those of the corrected estimate. ``'none'``
+        where it was used); the standard errors are those of the corrected estimate, infinite (not
+        yet estimable) below ``2 (F − 1 + F (F − 1) / 2)`` coalition rows (twice the surrogate's
+        coefficients), where ``tol`` uses the plain estimate and its standard error. ``'none'``
         (or None): plain paired KernelSHAP.
     """ + _COMMON_DOC + """
 
@@ -577,6 +579,13 @@ class KernelShap(_Surrogate):
         else:
             w = torch.as_tensor(d.weights(m - d.n_enum), dtype=torch.float64, device=Z.device)
             n_fixed = d.n_enum
+        # the control variate's standard errors hold (the jackknife ignores the surrogate's own fit)
+        # once there are at least twice as many rows as the surrogate has coefficients; with ``tol``
+        # the plain estimate and its standard error are used before that, without it the corrected
+        # estimate is returned with an infinite ("not yet estimable") standard error
+        se_ok = m >= 2 * (f - 1 + f * (f - 1) // 2)
+        if aux is not None and not se_ok and self.tol is not None:
+            aux = None
         if aux is None or exact:
             phi, se = self._kernel_fit(Z, Y, w, fx, fb, n_fixed)
             control = no
@@ -594,7 +603,7 @@ class KernelShap(_Surrogate):
             phi = phi_v - c[:, None] * (phi_s - phi_g)
             var = va - 2 * c[:, None] * cov + c[:, None] ** 2 * vb
             var = torch.where(torch.isfinite(va) & torch.isfinite(vb), var, torch.full_like(var, float("inf")))
-            se = var.clamp_min(0).sqrt()
+            se = var.clamp_min(0).sqrt() if se_ok else torch.full_like(var, float("inf"))
             control = ~no
         if exact:
             se = torch.zeros_like(phi)
