@@ -28,7 +28,8 @@ from ..errors import InputError
 
 __all__ = ["BACKBONES", "DEFAULT_BACKBONE", "MaskNet", "DilatedBackbone", "UNetBackbone", "StridedBackbone",
            "PaperBackbone",
-           "default_backbone", "default_backbone_kind", "paper_backbone", "masks_from_probs", "KerasBackbone", "is_keras_model",
+           "default_backbone", "default_backbone_kind", "paper_backbone", "masks_from_probs", "KerasBackbone",
+           "is_keras_model",
            "apply_mask", "blur"]
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -45,7 +46,8 @@ def _coords(x: torch.Tensor) -> torch.Tensor:
 
 
 class UNetBackbone(nn.Module):
-    """The default ``g``: a small rank-generic conv encoder–decoder (two down/up levels with skips).
+    """``backbone='unet'``, the default ``g`` for ``objective='preserve'`` (and for every objective before
+    'strided'): a small rank-generic conv encoder–decoder (two down/up levels with skips) at full resolution.
 
     Coordinate channels are appended to the input so the network can tell *where* a feature is
     (a bump shared by every sample at one place and a class bump elsewhere look alike locally).
@@ -121,19 +123,21 @@ def _conv_with_coords(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     w = conv.weight
     kw = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation)
     f = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[x.ndim - 2]
-    out = f(x, w[:, :c], conv.bias, **kw)
-    return out + f(_coords(x[:1]), w[:, c:], None, **kw)
+    out = f(x, w[:, :c].contiguous(), conv.bias, **kw)
+    return out + f(_coords(x[:1]), w[:, c:].contiguous(), None, **kw)
 
 
 class StridedBackbone(nn.Module):
-    """The default ``g`` (``backbone='strided'``): a rank-generic encoder–decoder that never convolves at
-    the input's full resolution. Two stride-2 convolutions take the input (plus coordinate channels)
-    to 1/4 of its size, one more level goes to 1/8 and comes back with a skip; the mask logits are
-    made at 1/4 resolution and interpolated (linear) to the input's size. About 1/3 of the
-    multiply-adds of :class:`DilatedBackbone` and 1/12 of :class:`UNetBackbone` at the same width, with
-    the U-Net's multi-scale view (its receptive field covers ~90 samples per axis). The logits are
-    smooth at the scale of 4 samples, finer than any feature the localizer is asked to find on
-    beats (a QRS is ~20 samples at 125 Hz)."""
+    """The default ``g`` for the removal objectives (``backbone='strided'``): a rank-generic
+    encoder–decoder that never convolves at the input's full resolution. Two stride-2 convolutions
+    take the input (plus coordinate channels) to 1/4 of its size, one more level goes to 1/8 and
+    comes back with a skip; the mask logits are made at 1/4 resolution and interpolated (linear) to
+    the input's size. About 1/3 of the multiply-adds of :class:`DilatedBackbone` and 1/12 of
+    :class:`UNetBackbone` at the same width, with the U-Net's multi-scale view (its receptive field
+    covers ~90 samples per axis). The logits are smooth at the scale of 4 samples, finer than any
+    feature the localizer is asked to find on beats (a QRS is ~20 samples at 125 Hz). On short
+    signals with ``objective='preserve'`` it puts less of the mask on the region than the U-Net
+    (benchmarks/bench_locate.py), which is why that objective keeps the U-Net by default."""
 
     def __init__(self, rank: int, in_channels: int, out_channels: int, width: int = 16, kernel: int = 5,
                  coords: bool = True) -> None:
