@@ -1,6 +1,7 @@
-"""The fast ``locate`` path (issue 14): the default 'strided' backbone localizes as the U-Net did, the
-inference path gives the plain eager masks, the user's model is untouched, and records of the older
-backbones still load. Correctness only: the speed is measured in benchmarks/bench_locate.py."""
+"""The fast ``locate`` path (issue 14): the 'strided' backbone localizes the distractor task as the
+U-Net does, the inference path gives the plain eager masks, the user's model is untouched, and records
+saved with ``backbone=None`` still load as the U-Net. Correctness only: the speed is measured in
+benchmarks/bench_locate.py."""
 
 import json
 import warnings
@@ -33,13 +34,12 @@ def fitted(beats):
     net, fit_data, _ = beats
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Localizer(epochs=10, n_boot=200, seed=0).fit(net, fit_data.X, fit_data.y)
+        return Localizer(backbone="strided", epochs=10, n_boot=200, seed=0).fit(net, fit_data.X, fit_data.y)
 
 
-def test_default_backbone_by_objective():
-    assert default_backbone_kind("trust", "remove") == "strided"
-    assert default_backbone_kind("trust", "prior") == "strided"
-    assert default_backbone_kind("trust", "preserve") == "unet"  # the light networks lose mass there
+def test_backbone_names_and_default():
+    for objective in ("remove", "prior", "preserve"):
+        assert default_backbone_kind("trust", objective) == "unet"
     assert default_backbone_kind("paper", "paper") == "paper"
     assert {"strided", "unet", "dilated", "paper"} <= set(BACKBONES)
 
@@ -67,7 +67,7 @@ def test_strided_backbone_shapes_and_coordinates():
     assert not torch.allclose(z[0, 0, 10:30], z[1, 0, 50:70])
 
 
-def test_default_backbone_localizes_the_distractor_task(beats, fitted):
+def test_strided_backbone_localizes_the_distractor_task(beats, fitted):
     _, _, te = beats
     assert fitted.backbone_kind_ == "strided"
     ones = te.subset(np.flatnonzero(te.y_clean == 1))
@@ -130,7 +130,7 @@ def test_locate_leaves_the_users_model_untouched(beats, fitted):
 
 
 def test_records_of_older_backbones_still_load(beats, tmp_path):
-    """A record fitted with the former default (the U-Net, saved with ``backbone=None``) loads as a U-Net."""
+    """A record fitted with the default (the U-Net, saved with ``backbone=None``) loads as a U-Net."""
     net, fit_data, te = beats
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -138,7 +138,7 @@ def test_records_of_older_backbones_still_load(beats, tmp_path):
     path = loc.save(tmp_path / "old")
     record_path = next(p for p in tmp_path.rglob("*.json"))
     record = json.loads(record_path.read_text())
-    record["params"]["backbone"] = None  # as the former default wrote it
+    record["params"]["backbone"] = None  # as backbone=None writes it
     record_path.write_text(json.dumps(record))
     back = Localizer.load(path, model=net)
     assert back.backbone_kind_ == "unet" and isinstance(back.net_.backbone, UNetBackbone)

@@ -168,14 +168,12 @@ class Localizer:
         ``g``: a module ``(N, C, *spatial) -> (N, M, *spatial)`` (M = C, or 1 with
         ``per_channel=False``), or a Keras 3 network (torch backend) mapping channels-last
         ``(N, *spatial, C) -> (N, *spatial, M)`` (:class:`~trustmap.localizer.model.KerasBackbone`; pass the
-        same architecture to :meth:`load`). None: chosen by the objective
-        (:func:`~trustmap.localizer.model.default_backbone_kind`): 'strided' (a light encoder–decoder that
-        convolves at 1/2 to 1/8 of the input's size, with coordinate channels; ~12x fewer multiply-adds
-        than 'unet', several times faster ``locate``) for the removal objectives, 'unet' (a small
-        full-resolution conv encoder–decoder with coordinate channels) for ``objective='preserve'``,
-        where the light networks put less of the mask on the region on short signals, and 'paper' (the
-        dnn-locate ECG example's network) in paper mode. 'dilated': a stack of dilated convolutions at
-        full resolution. benchmarks/bench_locate.py compares them (speed and masks).
+        same architecture to :meth:`load`). None: 'unet', a small full-resolution conv encoder–decoder with
+        coordinate channels (paper mode: the dnn-locate ECG example's network, 'paper'). 'strided': a light
+        encoder–decoder that convolves at 1/2 to 1/8 of the input's size (~12x fewer multiply-adds than
+        'unet', several times faster ``locate``; as good as 'unet' on the 187-sample distractor task with
+        the removal objective, worse with 'preserve' on short signals). 'dilated': a stack of dilated
+        convolutions at full resolution. benchmarks/bench_locate.py compares them (speed and masks).
     width : int
         Base number of channels of the built-in backbones ('strided', 'unet', 'dilated').
     epochs, batch_size, lr, weight_decay : training (Adam, cosine-decayed learning rate).

@@ -46,8 +46,8 @@ def _coords(x: torch.Tensor) -> torch.Tensor:
 
 
 class UNetBackbone(nn.Module):
-    """``backbone='unet'``, the default ``g`` for ``objective='preserve'`` (and for every objective before
-    'strided'): a small rank-generic conv encoder–decoder (two down/up levels with skips) at full resolution.
+    """The default ``g`` (``backbone='unet'``): a small rank-generic conv encoder–decoder (two down/up levels
+    with skips) at full resolution.
 
     Coordinate channels are appended to the input so the network can tell *where* a feature is
     (a bump shared by every sample at one place and a class bump elsewhere look alike locally).
@@ -128,7 +128,7 @@ def _conv_with_coords(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class StridedBackbone(nn.Module):
-    """The default ``g`` for the removal objectives (``backbone='strided'``): a rank-generic
+    """The fast ``g`` (``backbone='strided'``): a rank-generic
     encoder–decoder that never convolves at the input's full resolution. Two stride-2 convolutions
     take the input (plus coordinate channels) to 1/4 of its size, one more level goes to 1/8 and
     comes back with a skip; the mask logits are made at 1/4 resolution and interpolated (linear) to
@@ -137,7 +137,7 @@ class StridedBackbone(nn.Module):
     covers ~90 samples per axis). The logits are smooth at the scale of 4 samples, finer than any
     feature the localizer is asked to find on beats (a QRS is ~20 samples at 125 Hz). On short
     signals with ``objective='preserve'`` it puts less of the mask on the region than the U-Net
-    (benchmarks/bench_locate.py), which is why that objective keeps the U-Net by default."""
+    (benchmarks/bench_locate.py)."""
 
     def __init__(self, rank: int, in_channels: int, out_channels: int, width: int = 16, kernel: int = 5,
                  coords: bool = True) -> None:
@@ -219,18 +219,16 @@ class PaperBackbone(nn.Sequential):
 
 #: the backbones known by name (``Localizer(backbone=...)``); 'paper' is dnn-locate's ECG network
 BACKBONES = ("strided", "dilated", "unet", "paper")
-#: the default for the removal objectives (see :func:`default_backbone_kind`)
-DEFAULT_BACKBONE = "strided"
+#: the default (``backbone=None``, trust mode). 'strided' is several times faster and localizes as well
+#: with the removal objective, but puts less of a preserve mask on the region on short signals and
+#: does not reproduce a single-process fit under DDP as closely (benchmarks/RESULTS.md, issue 14)
+DEFAULT_BACKBONE = "unet"
 
 
 def default_backbone_kind(mode: str, objective: str) -> str:
-    """The backbone ``Localizer(backbone=None)`` uses: 'paper' in paper mode; 'unet' for
-    ``objective='preserve'`` (on 96-sample tasks the lighter networks put ~0.7 of a preserve mask on the
-    class region where the U-Net puts ~0.9); 'strided' otherwise (as good as the U-Net on the removal
-    tasks at a fraction of the cost: benchmarks/bench_locate.py)."""
-    if mode == "paper":
-        return "paper"
-    return "unet" if objective == "preserve" else DEFAULT_BACKBONE
+    """The backbone ``Localizer(backbone=None)`` uses: 'paper' in paper mode, else :data:`DEFAULT_BACKBONE`
+    (for every objective)."""
+    return "paper" if mode == "paper" else DEFAULT_BACKBONE
 
 
 def default_backbone(rank: int, in_channels: int, out_channels: int, width: int = 16, kind: str = DEFAULT_BACKBONE
