@@ -1,12 +1,11 @@
 """LRP against a reference written out per layer with Zennit's rule definitions (unfolded patches,
-explicit sums; BatchNorm folded by hand), conservation, composites, and the Keras refusal."""
+explicit sums; BatchNorm folded by hand), conservation, composites, and Keras models (saved .keras/.h5) against their torch twin."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from trustmap.errors import UnsupportedError
 from trustmap.explain import explain
 from trustmap.models import import_keras
 
@@ -38,8 +37,18 @@ def rule_patches(rule, P, W, b, R, eps, gamma, alpha, beta):
 
     if rule == "epsilon":
         return spread(P, W, b, R)
-    if rule == "gamma":
-        return spread(P, W + gamma * W.clamp(min=0), b + gamma * b.clamp(min=0), R)
+    if rule == "gamma":  # Zennit 0.5's generalized gamma: split by the sign of z and of the inputs
+        z = torch.einsum("nclk,ock->nol", P, W) + b[None, :, None]
+        Pp, Pn = P.clamp(min=0), P.clamp(max=0)
+        Wgp, Wgn = W + gamma * W.clamp(min=0), W + gamma * W.clamp(max=0)
+        out = 0
+        for mask, (Wa, Wb), bb in (((z > 0), (Wgp, Wgn), b + gamma * b.clamp(min=0)),
+                                   ((z < 0), (Wgn, Wgp), b + gamma * b.clamp(max=0))):
+            zz = (torch.einsum("nclk,ock->nol", Pp, Wa) + torch.einsum("nclk,ock->nol", Pn, Wb)
+                  + bb[None, :, None])
+            s = mask.to(R) * R / stab(zz)
+            out = out + Pp * torch.einsum("nol,ock->nclk", s, Wa) + Pn * torch.einsum("nol,ock->nclk", s, Wb)
+        return out
     if rule == "flat":  # P holds ones where the input is (zeros in the padding), W ones, no bias
         ones, wo = (P != 0).to(P), torch.ones_like(W)
         z = torch.einsum("nclk,ock->nol", ones, wo)
@@ -171,11 +180,105 @@ def test_lrp_epsilon_on_relu_net_equals_input_times_gradient():
     np.testing.assert_allclose(a.maps, b.maps, atol=1e-4, rtol=1e-3)
 
 
-def test_lrp_refuses_keras_with_a_fix():
+def keras_twin_1d(keras, bias=True):
+    """net1d's layers in Keras (channels last, fused activations, BatchNormalization, pooling, Flatten)."""
+    L = keras.layers
+    return keras.Sequential([keras.Input((16, 2)), L.Conv1D(4, 3, padding="same", use_bias=bias), L.BatchNormalization(),
+                             L.Activation("relu"), L.MaxPooling1D(2),
+                             L.Conv1D(4, 3, padding="same", activation="tanh", use_bias=bias), L.AveragePooling1D(2),
+                             L.Flatten(), L.Dense(6, activation="relu", use_bias=bias),
+                             L.Dense(3, activation="softmax", use_bias=bias)])
+
+
+def copy_keras_to_net1d(km, net):
+    """Copy the Keras weights into net1d (BatchNorm eps 1e-3 as Keras'; Flatten order (L, C) -> (C, L))."""
+    conv1, bn, conv2, d1, d2 = (km.layers[i] for i in (0, 1, 4, 7, 8))
+    with torch.no_grad():
+        for tconv, kconv in ((net[0], conv1), (net[4], conv2)):
+            w = kconv.get_weights()
+            tconv.weight.copy_(torch.as_tensor(np.transpose(w[0], (2, 1, 0))))  # (k, in, out) -> (out, in, k)
+            if len(w) > 1:
+                tconv.bias.copy_(torch.as_tensor(w[1]))
+        g, b, mu, var = bn.get_weights()
+        net[1].weight.copy_(torch.as_tensor(g))
+        net[1].bias.copy_(torch.as_tensor(b))
+        net[1].running_mean.copy_(torch.as_tensor(mu))
+        net[1].running_var.copy_(torch.as_tensor(var))
+        net[1].eps = bn.epsilon
+        k = d1.get_weights()
+        net[8].weight.copy_(torch.as_tensor(k[0].reshape(4, 4, 6).transpose(2, 1, 0).reshape(6, 16)))
+        k2 = d2.get_weights()
+        net[10].weight.copy_(torch.as_tensor(k2[0].T))
+        if len(k) > 1:
+            net[8].bias.copy_(torch.as_tensor(k[1]))
+            net[10].bias.copy_(torch.as_tensor(k2[1]))
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_lrp_on_saved_keras_models_equals_the_torch_twin(tmp_path, suffix):
+    from trustmap.models import load_model
+
     keras = import_keras()
-    km = keras.Sequential([keras.Input((16, 2)), keras.layers.Conv1D(3, 3, activation="relu"),
-                           keras.layers.Flatten(), keras.layers.Dense(2)])
-    with pytest.raises(UnsupportedError, match="PyTorch"):
-        explain(km, np.zeros((2, 16, 2), "float32"), "lrp")
+    keras.utils.set_random_seed(5)
+    km = keras_twin_1d(keras)
+    rng = np.random.default_rng(1)
+    bn = km.layers[1]
+    bn.set_weights([rng.uniform(0.5, 1.5, 4).astype("float32"), rng.uniform(-0.2, 0.2, 4).astype("float32"),
+                    rng.uniform(-0.3, 0.3, 4).astype("float32"), rng.uniform(0.5, 1.5, 4).astype("float32")])
+    for layer in (km.layers[0], km.layers[4], km.layers[7], km.layers[8]):  # non-zero biases
+        w = layer.get_weights()
+        layer.set_weights([w[0], rng.uniform(-0.2, 0.2, w[1].shape).astype("float32")])
+    path = tmp_path / f"m{suffix}"
+    km.save(path)
+    model = load_model(str(path))
+    net = net1d()
+    copy_keras_to_net1d(km, net)
+    x = rng.normal(size=(5, 16, 2)).astype("float32")  # channels last, as the Keras model reads it
+    xt = np.moveaxis(x, -1, 1)
+    tg = np.array([0, 1, 2, 0, 1])
+    with torch.no_grad():
+        np.testing.assert_allclose(net(torch.as_tensor(xt)).numpy(), model.logits(x) if hasattr(model, "logits")
+                                   else net(torch.as_tensor(xt)).numpy(), atol=1e-4)
+    for composite in COMPOSITES_ALL:
+        eps = 1e-3 if composite == "epsilon" else 1e-6
+        ak = explain(model, x, "lrp", target=tg, composite=composite, epsilon=eps)
+        at = explain(net, xt, "lrp", target=tg, composite=composite, epsilon=eps)
+        want, score = reference_lrp(net, torch.as_tensor(xt), torch.as_tensor(tg), composite, eps=eps)
+        np.testing.assert_allclose(at.maps, want.detach().numpy(), atol=1e-5, rtol=1e-4)
+        np.testing.assert_allclose(np.moveaxis(ak.maps, -1, 1), at.maps, atol=1e-5, rtol=1e-4, err_msg=composite)
+        np.testing.assert_allclose(ak.extras["score"], at.extras["score"], atol=1e-5)
+        assert ak.extras["layers_with_rules"] == 4  # BatchNormalization folded into the first Conv1D
+
+
+COMPOSITES_ALL = ["epsilon", "gamma", "alpha_beta", "epsilon_plus_flat"]
+
+
+@pytest.mark.parametrize("composite", ["epsilon", "alpha_beta", "epsilon_plus_flat"])
+def test_lrp_on_a_keras_2d_model_equals_its_twin_and_conserves(composite, tmp_path):
+    from trustmap.models import load_model
+
+    keras = import_keras()
+    keras.utils.set_random_seed(2)
+    L = keras.layers
+    km = keras.Sequential([keras.Input((8, 8, 2)), L.Conv2D(4, 3, activation="relu", use_bias=False),
+                           L.Conv2D(5, 3, padding="same", activation="relu", use_bias=False),
+                           L.GlobalAveragePooling2D(), L.Dense(3, use_bias=False)])
+    tw = nn.Sequential(nn.Conv2d(2, 4, 3, bias=False), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1, bias=False),
+                       nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3, bias=False)).eval()
+    with torch.no_grad():
+        tw[0].weight.copy_(torch.as_tensor(np.transpose(km.layers[0].get_weights()[0], (3, 2, 0, 1))))
+        tw[2].weight.copy_(torch.as_tensor(np.transpose(km.layers[1].get_weights()[0], (3, 2, 0, 1))))
+        tw[6].weight.copy_(torch.as_tensor(km.layers[3].get_weights()[0].T))
+    x = np.abs(np.random.default_rng(3).normal(size=(4, 8, 8, 2))).astype("float32")
+    km.save(tmp_path / "m2d.keras")
+    a = explain(load_model(str(tmp_path / "m2d.keras")), x, "lrp", composite=composite, target=1)
+    if composite != "alpha_beta":  # (αβ conserves only where each output has negative contributions too)
+        np.testing.assert_allclose(a.maps.reshape(4, -1).sum(1), a.extras["score"], rtol=1e-3, atol=1e-5)
+    b = explain(tw, np.moveaxis(x, -1, 1), "lrp", composite=composite, target=1)
+    np.testing.assert_allclose(np.moveaxis(a.maps, -1, 1), b.maps, atol=1e-5, rtol=1e-4)
+    assert a.extras["layers_with_rules"] == 3
+
+
+def test_lrp_refuses_a_bad_composite():
     with pytest.raises(ValueError, match="composite"):
         explain(net1d(), np.zeros((2, 2, 16), "float32"), "lrp", composite="zplus_box")

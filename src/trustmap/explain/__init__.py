@@ -23,7 +23,7 @@ whose maps have the shape and layout of ``x``. Methods (``list_methods()``):
 ``deeplift``                DeepLIFT Rescale against a baseline; summation-to-delta in extras
 ``deeplift_shap``           DeepLIFT averaged over a distribution of references
 ``gradient_shap``           expected gradients: random reference, random point on the path, noise
-``lrp``                     LRP with composites (epsilon, gamma, alpha_beta, epsilon_plus_flat); torch
+``lrp``                     LRP with composites (epsilon, gamma, alpha_beta, epsilon_plus_flat); torch and Keras
 ``feature_ablation``        score drop when a feature (segment, superpixel, your mask) is removed
 ``shapley_sampling``        Shapley values by permutation sampling on the same features
 ``tsr``                     temporal saliency rescaling of any base method (time x channel)
@@ -79,7 +79,36 @@ def explain(model, x, method: str = "gradcam", target=None, layout=None, **param
     layout : str, optional
         Layout name of ``x`` when its shape is ambiguous (``'NLC'``, ``'NCL'``, ...).
     **params
-        The method's parameters (see ``help(REGISTRY[method])``).
+        The method's parameters (see ``help(REGISTRY[method])`` and :doc:`/methods`).
+
+    Returns
+    -------
+    Attribution
+        ``maps`` with the shape and layout of ``x``, the explained ``targets``, the method's
+        ``params`` and ``extras``, and the provenance (model and data fingerprints, versions).
+
+    Raises
+    ------
+    InputError
+        An unknown ``method`` (the message suggests the closest names) or a parameter the method
+        does not take.
+    UnsupportedError
+        A gradient method on a forward-only (ONNX) model.
+    NonFiniteError
+        NaN or Inf in ``x``, in the model's scores or in the computed maps.
+    LayoutError, ShapeError, TargetError
+        ``x`` whose layout cannot be resolved, or a target outside the model's classes.
+
+    Examples
+    --------
+    >>> import trustmap
+    >>> from trustmap import datasets, zoo
+    >>> test = datasets.load("mnist1d", split="test")
+    >>> net = zoo.mnist1d_cnn()                     # any nn.Module, keras.Model or model file
+    >>> att = trustmap.explain(net, test.X[:4], method="gradcam")
+    >>> att.maps.shape, att.method
+    ((4, 40), 'gradcam')
+    >>> ig = trustmap.explain(net, test.X[:4], method="integrated_gradients", n_steps=16, target=3)
     """
     return get_explainer(method, **params).explain(model, x, target=target, layout=layout)
 

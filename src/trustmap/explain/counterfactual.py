@@ -176,6 +176,32 @@ def counterfactual(model, X, target=None, method: str = "native_guide", referenc
         come from here.
     importance : str
         The registered explainer giving the neighbours' evidence (TSInterpret uses a CAM).
+    importance_params : dict, optional
+        Parameters of that explainer.
+    layout : str, optional
+        Layout of ``X`` (and ``reference``) when the shape is ambiguous.
+
+    Returns
+    -------
+    Counterfactual
+        The changed inputs in ``X``'s layout, where they changed, the predictions before and
+        after, and whether each reached its target.
+
+    Raises
+    ------
+    InputError
+        No ``reference`` / ``y_reference``, ``y_reference`` of another length, or an unknown
+        ``method`` or ``importance``.
+    ShapeError
+        ``reference`` samples of another shape than ``X``'s.
+    TargetError
+        A target the model does not have (or no second class to aim at).
+
+    Examples
+    --------
+    >>> import trustmap
+    >>> cf = trustmap.counterfactual(model, X_test[:8], reference=X_train, y_reference=y_train)
+    >>> cf.success.mean(), cf.new_prediction                # how many flipped, and to what
     """
     check_choice(method, COUNTERFACTUAL_METHODS, "method")
     if reference is None or y_reference is None:

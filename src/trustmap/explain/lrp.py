@@ -10,7 +10,10 @@ relevance map. The user's model is never changed.
 Rules (``z`` is the layer output under the rule's weights, ``stab(z) = z + ε·(sign(z) or 1)``):
 
 * ``epsilon``: ``R_in = x · Wᵀ (R / stab(z))`` (LRP-ε; the bias absorbs a share).
-* ``gamma``: as ε with ``W + γW⁺`` and ``b + γb⁺``.
+* ``gamma``: Zennit 0.5's generalized γ rule (Andéol et al., 2021): where ``z > 0``, ε-like with the
+  weights ``W + γW⁺`` on positive inputs, ``W + γW⁻`` on negative ones and bias ``b + γb⁺``; where
+  ``z < 0``, the mirror image (``W + γW⁻`` on positive inputs, ``b + γb⁻``). On non-negative inputs
+  (after a ReLU) it is the original γ rule of Montavon et al. (2019).
 * ``alpha_beta``: ``α`` times the positive contributions (``x⁺W⁺ + x⁻W⁻``, bias ``b⁺``) minus ``β`` times
   the negative ones (``x⁺W⁻ + x⁻W⁺``, bias ``b⁻``), each normalized by its own ``stab(z)``; ``zplus`` is
   ``α=1, β=0``.
@@ -19,7 +22,10 @@ Rules (``z`` is the layer output under the rule's weights, ``stab(z) = z + ε·(
   reshapes: the plain gradient (the winner takes the relevance); activations (ReLU, tanh, sigmoid, ELU,
   ...): pass the relevance unchanged.
 * ``batch_norm`` in eval mode right after a convolution / linear layer is folded into it (the layer
-  with ``W·s``, ``(b − μ)·s + β``, ``s = γ/√(σ²+eps)``), as Zennit's canonizer does.
+  with ``W·s``, ``(b − μ)·s + β``, ``s = γ/√(σ²+eps)``), as Zennit's canonizer does; so are per-channel
+  adds, subtractions, products and divisions by constants (a Keras layer's bias add, Keras'
+  ``BatchNormalization``), through permutes of the output (Keras' channels-last layout).
+* matrix products ``x @ W`` with a constant ``W`` (Keras ``Dense``) are dense layers.
 
 Composites (which rule each layer gets; "dense" = ``linear`` calls, "first" = the layer that reads the
 input): ``epsilon`` (ε everywhere), ``gamma`` (convolutions γ, dense ε), ``alpha_beta`` (convolutions
@@ -37,12 +43,11 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from ..errors import UnsupportedError
 from .backprop import _ELEMENTWISE, _first_tensor, activation_call  # one package: the interception tables
 from .base import Explainer, check_choice, check_number, chunk_rows, row_chunks
 from .registry import register
 
-__all__ = ["LRP", "COMPOSITES", "lrp_rules", "stabilize"]
+__all__ = ["LRP", "COMPOSITES", "AffineLayer", "lrp_rules", "relevance_in", "stabilize"]
 
 COMPOSITES = ("epsilon", "gamma", "alpha_beta", "epsilon_plus_flat")
 _CONV = {F.conv1d, F.conv2d}
@@ -53,62 +58,140 @@ _AVGPOOL = {f for f in (F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d, F.ada
 
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
     """``z + eps·sign(z)``, with ``sign(0) = +1`` (Zennit's stabilizer)."""
-    return z + ((z == 0).to(z) + z.sign()) * eps
+    return torch.where(z >= 0, eps, -eps).to(z.dtype).add_(z)
 
 
-def _vjp(op: Callable, x: torch.Tensor, w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """``(∂ op(x, w, None) / ∂x)ᵀ g`` for a linear op."""
-    with torch.enable_grad():
-        xi = x.detach().requires_grad_(True)
-        (out,) = torch.autograd.grad(op(xi, w, None), xi, g)
-    return out
+def _conv_input_grad(rank: int, opts: dict):
+    """The input gradient of ``conv{rank}d(·, w, None, **opts)`` as one transposed convolution, or None
+    when the call's options need autograd (string padding)."""
+    if isinstance(opts.get("padding", 0), str):
+        return None
+    fn = torch.nn.grad.conv1d_input if rank == 1 else torch.nn.grad.conv2d_input
+    kw = {k: opts[k] for k in ("stride", "padding", "dilation", "groups") if k in opts}
+
+    def vjp(x: torch.Tensor, w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return fn((g.shape[0], *x.shape[1:]), w, g, **kw)
+
+    return vjp
 
 
-def relevance_in(rule: str, op: Callable, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
-                 r: torch.Tensor, *, epsilon: float, gamma: float, alpha: float, beta: float) -> torch.Tensor:
-    """Relevance of the inputs ``x`` of ``op(x, w, b)`` given the outputs' relevance ``r``."""
-    x, w = x.detach(), w.detach()
-    b = None if b is None else b.detach()
+class AffineLayer:
+    """A linear layer seen in the forward pass, ``out = permute(raw(x, w, b))``, with the per-channel scales
+    and shifts that follow it (bias add, batch norm in eval mode) folded into ``w`` and ``b``.
+
+    ``raw(x, w, b)``: the call (conv, linear, matmul); ``wax``: the output-channel axis of ``w``;
+    ``chan``: the output-channel axis of ``out``; ``first``: it reads the model's input."""
+
+    def __init__(self, x, raw, w, b, wax, chan, dense, first, vjp_raw=None):
+        self.x, self.raw, self.w, self.b = x, raw, w, b
+        self.wax, self.chan, self.dense, self.first = wax, chan, dense, first
+        self.perm: tuple | None = None
+        self.vjp_raw = vjp_raw
+
+    def copy(self) -> "AffineLayer":
+        new = AffineLayer(self.x, self.raw, self.w, self.b, self.wax, self.chan, self.dense, self.first, self.vjp_raw)
+        new.perm = self.perm
+        return new
+
+    def op(self, x, w, b):
+        z = self.raw(x, w, b)
+        return z if self.perm is None else z.permute(self.perm)
+
+    def vjp(self, x, w, g):
+        """``(∂ op(x, w, None) / ∂x)ᵀ g`` (the op is linear in x; ``g`` may have more rows than ``x``)."""
+        if self.perm is not None:
+            inv = [0] * len(self.perm)
+            for i, p in enumerate(self.perm):
+                inv[p] = i
+            g = g.permute(inv)
+        if self.vjp_raw is not None:
+            return self.vjp_raw(x, w, g)
+        with torch.enable_grad():
+            xi = torch.zeros((g.shape[0], *x.shape[1:]), dtype=x.dtype, device=x.device).requires_grad_(True)
+            (out,) = torch.autograd.grad(self.raw(xi, w, None), xi, g)
+        return out
+
+    def scaled(self, s: torch.Tensor | None, t: torch.Tensor | None) -> "AffineLayer":
+        """The layer followed by ``out · s + t`` (``s``, ``t``: per output channel, shape (O,))."""
+        new = self.copy()
+        if s is not None:
+            shape = [1] * self.w.ndim
+            shape[self.wax] = -1
+            new.w = self.w * s.view(shape)
+            new.b = None if self.b is None else self.b * s
+        if t is not None:
+            new.b = t if new.b is None else new.b + t
+        return new
+
+
+def relevance_in(rule: str, layer: AffineLayer, x: torch.Tensor, r: torch.Tensor, *, epsilon: float, gamma: float,
+                 alpha: float, beta: float, z: torch.Tensor | None = None) -> torch.Tensor:
+    """Relevance of the inputs ``x`` of ``layer`` given its outputs' relevance ``r`` under ``rule``
+    (``z``: the layer's output when already known, for the ε rule)."""
+    x = x.detach()
+    w = layer.w.detach()
+    b = None if layer.b is None else layer.b.detach()
+    op, vjp = layer.op, layer.vjp
     if rule == "epsilon":
-        z = op(x, w, b)
-        return x * _vjp(op, x, w, r / stabilize(z, epsilon))
-    if rule == "gamma":
-        wg = w + gamma * w.clamp(min=0)
-        bg = None if b is None else b + gamma * b.clamp(min=0)
-        z = op(x, wg, bg)
-        return x * _vjp(op, x, wg, r / stabilize(z, 1e-6))
+        z = op(x, w, b) if z is None else z
+        d = stabilize(z, epsilon)
+        return vjp(x, w, torch.div(r, d, out=d)).mul_(x)
+    n = len(x)
+    xp, xn = x.clamp(min=0), x.clamp(max=0)
+    x2 = torch.cat([xp, xn])  # the positive and negative inputs go through as one batch
+
+    def bias_map(bb):
+        return op(torch.zeros_like(x[:1]), torch.zeros_like(w), bb)
+
+    if rule == "gamma":  # Zennit 0.5's generalized γ (Andéol et al., 2021): the original γ on positive inputs
+        z = op(x, w, b) if z is None else z
+        wgp, wgn = w + gamma * w.clamp(min=0), w + gamma * w.clamp(max=0)
+        a, c = op(x2, wgp, None), op(x2, wgn, None)  # [xp·wgp; xn·wgp], [xp·wgn; xn·wgn]
+        z_pos, z_neg = a[:n] + c[n:], c[:n] + a[n:]
+        if b is not None:
+            z_pos = z_pos + bias_map(b + gamma * b.clamp(min=0))
+            z_neg = z_neg + bias_map(b + gamma * b.clamp(max=0))
+        s2 = torch.cat([(z > 0).to(r) * r / stabilize(z_pos, 1e-6), (z < 0).to(r) * r / stabilize(z_neg, 1e-6)])
+        gp, gn = vjp(x, wgp, s2), vjp(x, wgn, s2)
+        return xp * gp[:n] + xn * gn[:n] + xp * gn[n:] + xn * gp[n:]
     if rule == "flat":
         ones_x, ones_w = torch.ones_like(x), torch.ones_like(w)
-        z = op(ones_x, ones_w, None)
-        return _vjp(op, ones_x, ones_w, r / stabilize(z, 1e-6))
+        return vjp(ones_x, ones_w, r / stabilize(op(ones_x, ones_w, None), 1e-6))
     # alpha-beta (zplus: alpha=1, beta=0)
-    xp, xn = x.clamp(min=0), x.clamp(max=0)
     wp, wn = w.clamp(min=0), w.clamp(max=0)
-    bp = None if b is None else b.clamp(min=0)
-    bn = None if b is None else b.clamp(max=0)
-    z_pos = op(xp, wp, bp) + op(xn, wn, None)
+    a = op(x2, wp, None)  # [xp·wp; xn·wp]
+    c = op(x2, wn, None)  # [xp·wn; xn·wn]
+    z_pos = a[:n] + c[n:]
+    if b is not None:
+        z_pos = z_pos + bias_map(b.clamp(min=0))
     s_pos = r / stabilize(z_pos, 1e-6)
-    out = alpha * (xp * _vjp(op, xp, wp, s_pos) + xn * _vjp(op, xn, wn, s_pos))
-    if beta:
-        z_neg = op(xp, wn, bn) + op(xn, wp, None)
-        s_neg = r / stabilize(z_neg, 1e-6)
-        out = out - beta * (xp * _vjp(op, xp, wn, s_neg) + xn * _vjp(op, xn, wp, s_neg))
-    return out
+    if not beta:
+        gp, gn = vjp(x, wp, s_pos), vjp(x, wn, s_pos)
+        return alpha * (xp * gp + xn * gn)
+    z_neg = c[:n] + a[n:]
+    if b is not None:
+        z_neg = z_neg + bias_map(b.clamp(max=0))
+    s2 = torch.cat([s_pos, r / stabilize(z_neg, 1e-6)])
+    gp, gn = vjp(x, wp, s2), vjp(x, wn, s2)  # [Wp s_pos; Wp s_neg], [Wn s_pos; Wn s_neg]
+    return alpha * (xp * gp[:n] + xn * gn[:n]) - beta * (xp * gn[n:] + xn * gp[n:])
 
 
 class _RuleLinear(torch.autograd.Function):
+    """Forward: the layer's output (or ``value()``, the output of a folded scale/shift); backward: the rule."""
+
     @staticmethod
-    def forward(ctx, x, w, b, op, rule, opts):
-        ctx.op, ctx.rule, ctx.opts = op, rule, opts
-        ctx.save_for_backward(x, w, b if b is not None else torch.empty(0))
-        ctx.has_bias = b is not None
-        return op(x, w, b)
+    def forward(ctx, x, layer, rule, opts, value):
+        ctx.layer, ctx.rule, ctx.opts = layer, rule, opts
+        out = layer.op(x, layer.w, layer.b) if value is None else value()
+        ctx.saved_z = value is None and rule in ("epsilon", "gamma")  # z is the output itself
+        ctx.save_for_backward(x, out if ctx.saved_z else None)
+        return out
 
     @staticmethod
     def backward(ctx, r):
-        x, w, b = ctx.saved_tensors
-        rin = relevance_in(ctx.rule, ctx.op, x, w, b if ctx.has_bias else None, r, **ctx.opts)
-        return rin, None, None, None, None, None
+        x, out = ctx.saved_tensors
+        rin = relevance_in(ctx.rule, ctx.layer, x, r, z=out if ctx.saved_z else None, **ctx.opts)
+        return rin, None, None, None, None
 
 
 class _NormPool(torch.autograd.Function):
@@ -138,34 +221,106 @@ class _Pass(torch.autograd.Function):
         return r, None
 
 
+def _names(*pairs) -> set:
+    return {getattr(m, n) for m, n in pairs if getattr(m, n, None) is not None}
+
+
+T = torch.Tensor
+_MATMUL = _names((torch, "matmul"), (T, "matmul"), (T, "__matmul__"))
+_ADD = _names((torch, "add"), (T, "add"), (T, "add_"), (T, "__add__"), (T, "__radd__"), (T, "__iadd__"))
+_SUB = _names((torch, "sub"), (torch, "subtract"), (T, "sub"), (T, "subtract"), (T, "sub_"), (T, "subtract_"),
+              (T, "__sub__"), (T, "__isub__"))
+_MUL = _names((torch, "mul"), (torch, "multiply"), (T, "mul"), (T, "multiply"), (T, "mul_"), (T, "__mul__"),
+              (T, "__rmul__"), (T, "__imul__"))
+_DIV = _names((torch, "div"), (torch, "divide"), (torch, "true_divide"), (T, "div"), (T, "divide"), (T, "div_"),
+              (T, "__truediv__"), (T, "__itruediv__"))
+_PERMUTE = _names((torch, "permute"), (T, "permute"), (torch, "transpose"), (T, "transpose"), (T, "contiguous"))
+_MEAN = _names((torch, "mean"), (T, "mean"))
+del T
+
+
 class _LrpMode(TorchFunctionMode):
     def __init__(self, composite: str, opts: dict) -> None:
         super().__init__()
         self.composite, self.opts = composite, opts
         self.count = 0
-        self._made: dict[int, tuple] = {}  # id(output) -> (output, x, w, b, make_op, dense, first)
+        self._made: dict[int, tuple] = {}  # id(output) -> (output, AffineLayer)
 
-    def _rule(self, dense: bool, first: bool) -> str:
-        c = self.composite
+    def _rule(self, dense: bool, first: bool) -> tuple[str, dict]:
+        c, opts = self.composite, self.opts
         if c == "epsilon" or dense:
-            return "flat" if (c == "epsilon_plus_flat" and first) else "epsilon"
-        if c == "gamma":
-            return "gamma"
-        if c == "alpha_beta":
-            return "alpha_beta"
-        return "flat" if first else "zplus"
-
-    def _linear(self, x, w, b, op, dense, first=None):
-        if first is None:  # the first conv/linear call of the forward pass reads the input
-            first = not self._made
-        rule = self._rule(dense, first)
-        opts = dict(self.opts)
+            rule = "flat" if (c == "epsilon_plus_flat" and first) else "epsilon"
+        elif c in ("gamma", "alpha_beta"):
+            rule = c
+        else:
+            rule = "flat" if first else "zplus"
         if rule == "zplus":
-            rule, opts["alpha"], opts["beta"] = "alpha_beta", 1.0, 0.0
-        out = _RuleLinear.apply(x, w, b, op, rule, opts)
-        self.count += 1
-        self._made[id(out)] = (out, x, w, b, op, dense, first)
+            rule, opts = "alpha_beta", {**opts, "alpha": 1.0, "beta": 0.0}
+        return rule, opts
+
+    def _emit(self, layer: AffineLayer, value=None):
+        rule, opts = self._rule(layer.dense, layer.first)
+        out = _RuleLinear.apply(layer.x, layer, rule, opts, value)
+        self._made[id(out)] = (out, layer)
         return out
+
+    def _new(self, x, raw, w, b, wax, chan, dense, vjp_raw=None):
+        layer = AffineLayer(x, raw, w.detach(), None if b is None else b.detach(), wax, chan, dense,
+                            self.count == 0, vjp_raw)
+        self.count += 1
+        return self._emit(layer)
+
+    def _tracked(self, t) -> AffineLayer | None:
+        prev = self._made.get(id(t)) if isinstance(t, torch.Tensor) else None
+        return prev[1] if prev is not None and prev[0] is t else None
+
+    def _channel_vector(self, y: torch.Tensor, layer: AffineLayer, c) -> torch.Tensor | None:
+        """``c`` as a vector over ``y``'s output channels when it is a constant broadcast along them."""
+        n_out = y.shape[layer.chan]
+        if isinstance(c, bool):
+            return None
+        if isinstance(c, (int, float)):
+            return torch.full((n_out,), float(c), dtype=y.dtype, device=y.device)
+        if not isinstance(c, torch.Tensor) or c.requires_grad or not c.is_floating_point() or c.ndim > y.ndim:
+            return None
+        if c.numel() == 1:
+            return c.reshape(1).to(y.dtype).expand(n_out)
+        shape = (1,) * (y.ndim - c.ndim) + tuple(c.shape)
+        chan = layer.chan % y.ndim
+        if shape[chan] != n_out or any(s != 1 for i, s in enumerate(shape) if i != chan):
+            return None
+        return c.reshape(-1).to(y.dtype)
+
+    def _affine(self, func, args, kwargs):
+        """A scale or shift of a tracked layer's output by a per-channel constant: folded into the layer."""
+        if kwargs.get("alpha", 1) != 1 or kwargs.get("out") is not None or len(args) != 2:
+            return None
+        a, c = args
+        layer = self._tracked(a)
+        if layer is None and (func in _ADD or func in _MUL):
+            c, a = a, c
+            layer = self._tracked(a)
+        if layer is None:
+            return None
+        v = self._channel_vector(a, layer, c)
+        if v is None:
+            return None
+        if func in _ADD:
+            new = layer.scaled(None, v)
+        elif func in _SUB:
+            new = layer.scaled(None, -v)
+        elif func in _MUL:
+            new = layer.scaled(v, None)
+        else:
+            new = layer.scaled(1.0 / v, None)
+        out_fn = func
+        if getattr(func, "__name__", "").endswith("_") and not func.__name__.startswith("__"):
+            out_fn = getattr(torch.Tensor, func.__name__[:-1])  # in place -> out of place (callers use the result)
+        elif getattr(func, "__name__", "") in ("__iadd__", "__isub__", "__imul__", "__itruediv__"):
+            out_fn = getattr(torch.Tensor, "__" + func.__name__[3:])
+        ad, cd = a.detach(), (c.detach() if isinstance(c, torch.Tensor) else c)
+        pair = (ad, cd) if args[0] is a else (cd, ad)
+        return self._emit(new, value=lambda: out_fn(*pair))
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -177,35 +332,72 @@ class _LrpMode(TorchFunctionMode):
             rest_k = {k: v for k, v in kwargs.items() if k not in names}
             x, w, b = bound["input"], bound["weight"], bound.get("bias")
             if isinstance(x, torch.Tensor) and x.is_floating_point():
-                def op(xx, ww, bb, func=func, rest_a=rest_a, rest_k=rest_k):
+                def raw(xx, ww, bb, func=func, rest_a=rest_a, rest_k=rest_k):
                     return func(xx, ww, bb, *rest_a, **rest_k)
 
-                return self._linear(x, w, b, op, func in _LINEAR)
+                if func in _LINEAR:
+                    return self._new(x, raw, w, b, 0, -1, True, lambda xx, ww, g: g @ ww)
+                opts = dict(zip(("stride", "padding", "dilation", "groups"), rest_a))
+                opts.update(rest_k)
+                return self._new(x, raw, w, b, 0, 1, False, _conv_input_grad(w.ndim - 2, opts))
+        if func in _MATMUL and len(args) == 2 and not kwargs:
+            x, w = args
+            if (isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor) and x.is_floating_point()
+                    and w.ndim == 2 and x.ndim >= 2 and not w.requires_grad and x.requires_grad):
+                def raw(xx, ww, bb):
+                    z = torch.matmul(xx, ww)
+                    return z if bb is None else z + bb
+
+                return self._new(x, raw, w, None, 1, -1, True, lambda xx, ww, g: g @ ww.T)
         if func is F.batch_norm:
             names = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
             bound = dict(zip(names, args))
             bound.update(kwargs)
             x = bound["input"]
-            prev = self._made.get(id(x))
-            if prev is not None and prev[0] is x and not bound.get("training", False) \
-                    and bound.get("running_mean") is not None:
-                _, xin, w, b, op, dense, first = prev
+            layer = self._tracked(x)
+            if layer is not None and not bound.get("training", False) and bound.get("running_mean") is not None \
+                    and layer.chan % x.ndim == 1:
                 var, mean = bound["running_var"].detach(), bound["running_mean"].detach()
                 s = torch.rsqrt(var + float(bound.get("eps", 1e-5)))
                 if bound.get("weight") is not None:
                     s = s * bound["weight"].detach()
                 shift = -mean * s + (bound["bias"].detach() if bound.get("bias") is not None else 0.0)
-                w2 = w.detach() * s.view(-1, *([1] * (w.ndim - 1)))
-                b2 = shift + (b.detach() * s if b is not None else 0.0)
-                self.count -= 1  # the folded pair counts once
-                return self._linear(xin, w2, b2, op, dense, first)
+                rest = {k: v for k, v in kwargs.items() if k != "input"}
+                return self._emit(layer.scaled(s, None).scaled(None, shift),
+                                  value=lambda: func(x.detach(), *args[1:], **rest))
             if isinstance(x, torch.Tensor) and not bound.get("training", False):
                 rest_k = {k: v for k, v in kwargs.items() if k != "input"}
                 return _Pass.apply(x, lambda v: func(v, *args[1:], **rest_k))
-        if func in _AVGPOOL:
+        if func in _ADD or func in _SUB or func in _MUL or func in _DIV:
+            out = self._affine(func, args, kwargs)
+            if out is not None:
+                return out
+        if func in _PERMUTE:
+            x = _first_tensor(args, kwargs)
+            layer = self._tracked(x)
+            if layer is not None:
+                out = func(*args, **kwargs)
+                nd = x.ndim
+                if func is torch.Tensor.contiguous:
+                    perm = list(range(nd))
+                elif func in (torch.transpose, torch.Tensor.transpose):
+                    d0, d1 = (a % nd for a in args[1:3])
+                    perm = list(range(nd))
+                    perm[d0], perm[d1] = perm[d1], perm[d0]
+                else:
+                    dims = kwargs.get("dims") if "dims" in kwargs else (
+                        args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:])
+                    perm = [int(d) % nd for d in dims]
+                new = layer.copy()
+                base = list(layer.perm) if layer.perm is not None else list(range(nd))
+                new.perm = tuple(base[p] for p in perm)
+                new.chan = perm.index(layer.chan % nd)
+                self._made[id(out)] = (out, new)
+                return out
+        if func in _AVGPOOL or func in _MEAN:
             x = _first_tensor(args, kwargs)
             if isinstance(x, torch.Tensor) and x.is_floating_point():
-                rest_a, rest_k = tuple(args[1:]), {k: v for k, v in kwargs.items() if k != "input"}
+                rest_a, rest_k = tuple(args[1:]), {k: v for k, v in kwargs.items() if k not in ("input", "self")}
                 return _NormPool.apply(x, lambda v: func(v, *rest_a, **rest_k))
         if func in _ELEMENTWISE:
             x, fn, _ = activation_call(func, args, kwargs)
@@ -237,8 +429,12 @@ class LRP(Explainer):
     Covers ``Conv1d``/``Conv2d``/``Linear`` (functional calls included), ``BatchNorm`` (folded into the
     preceding layer), average and max pooling, flatten/reshape and elementwise activations. Operations
     without a rule (residual additions, attention, products) are backpropagated as gradients, which
-    breaks conservation. Keras models are refused (their dense layers are matrix products plus a
-    separate bias add, which the rules do not see).
+    breaks conservation. Keras models (torch backend) get the same rules: a layer's matrix product or
+    convolution, the channel permutes around it, its separate bias add and a following
+    ``BatchNormalization`` are recognised as one affine layer (the scale and shift folded into its
+    weights and bias), fused activations pass relevance, ``GlobalAveragePooling`` gets the norm rule.
+    A Keras ``padding="same"`` pads explicitly before the convolution, so under the flat rule the
+    padded border counts as input (Zennit's flat rule on a torch ``Conv(padding=k//2)`` does not).
 
     Parameters
     ----------
@@ -272,12 +468,6 @@ class LRP(Explainer):
         check_number(self.beta, "beta", minimum=0)
 
     def _compute(self, model, t, targets):
-        if model.framework != "torch":
-            raise UnsupportedError(f"lrp supports PyTorch models; {model.framework} dense layers are matrix "
-                                   "products with a separate bias add that the LRP rules do not see",
-                                   parameter="method", expected="a torch.nn.Module", got=model.framework,
-                                   fix="rebuild the network in PyTorch (or use deeplift / input_x_gradient, which "
-                                       "equal LRP-0 on ReLU networks)")
         maps = torch.empty_like(t)
         score = torch.empty(len(t), dtype=t.dtype, device=t.device)
         count = 0
