@@ -167,7 +167,8 @@ class ExtremalMask(_MaskOptimizer):
     Parameters
     ----------
     area : float or list of floats
-        The fraction of the input the mask should cover. Several areas (the default): one mask per area
+        The fraction of the input's positions the mask should cover (a per-channel mask: that many
+        entries over all channels). Several areas (the default): one mask per area
         (optimised together) and the map is their mean, so the core that even the smallest area keeps
         ranks highest and the map has no plateau of ties (TorchRay sums the masks of several areas the
         same way). A single area gives a mask that is ~1 on that area.
