@@ -7,7 +7,7 @@ PIP     = $(VENV)/bin/python -m pip install -c constraints.txt
 export OMP_NUM_THREADS := 1
 export MPLBACKEND := Agg
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench docs clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,19 @@ demo: install
 test: install
 	$(VENV)/bin/python -m pytest -q
 
+# The documentation site, offline, into docs/_build/html. DOCS_QUICK=1: every tutorial at the
+# smaller sizes of the CI build (TRUSTMAP_DOCS_QUICK=1). A warning (missing reference, failing
+# tutorial) fails the build.
+DOCS_QUICK ?=
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(PIP) -q -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	$(if $(DOCS_QUICK),TRUSTMAP_DOCS_QUICK=1) $(VENV)/bin/python -m sphinx -W --keep-going -q -b html \
+		-d docs/_build/doctrees docs docs/_build/html
+	@echo "site: docs/_build/html/index.html"
+
 # Peers (captum, zennit, quantus, lime, grad-cam, shap) are installed WITHOUT their dependencies into
 # .venv-bench/site and run by .venv's python: one torch (the CPU wheel above), never a second one; their
 # other dependencies come from the [all] extras, torchvision is stubbed by benchmarks/peers.py.
@@ -36,4 +49,4 @@ bench: install $(PEERS)/.installed
 	TRUSTMAP_PEERS=$(PEERS) $(VENV)/bin/python benchmarks/run.py --out benchmarks/RESULTS.md
 
 clean:
-	rm -rf $(VENV) $(BENCH) runs build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(BENCH) runs build *.egg-info src/*.egg-info docs/_build docs/tutorials docs/api docs/_generated

@@ -1,5 +1,6 @@
 """Model adapters: predictions equal the framework's own, gradients flow, layouts, bad inputs."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -328,3 +329,18 @@ def test_unknown_layer(tm):
 def test_unknown_file_type(tmp_path):
     with pytest.raises(ModelLoadError, match=".keras, .h5, .onnx"):
         trustmap.load_model(tmp_path / "model.bin")
+
+
+def test_import_trustmap_first_starts_keras_on_torch_and_keeps_a_users_choice():
+    """``import trustmap`` before ``import keras`` gives Keras the torch backend (no variable set by hand);
+    a backend the user set is left as it was."""
+    import subprocess
+
+    code = "import os, trustmap, keras; print(keras.backend.backend(), os.environ['KERAS_BACKEND'])"
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["torch", "torch"]
+    code = "import os, trustmap; print(os.environ['KERAS_BACKEND'])"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "KERAS_BACKEND": "jax"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "jax"

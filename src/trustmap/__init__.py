@@ -8,6 +8,13 @@ Public names: :func:`load_model`, :class:`Model`, :class:`Attribution`, :class:`
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+
+# Keras 3 must start on the torch backend for trustmap to run a Keras model; a user who imports keras
+# after trustmap gets it without setting the variable. A backend the user chose is left alone.
+if "keras" not in sys.modules:
+    os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from .attribution import Attribution
 from .errors import TrustmapError

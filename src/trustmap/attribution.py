@@ -39,6 +39,19 @@ class Attribution:
         Method-specific results: arrays or numbers (e.g. a convergence delta, an R²).
     provenance : dict
         Model and data fingerprints, library versions, seed, creation time.
+
+    Every explainer returns one (:func:`trustmap.explain`), and so does
+    :meth:`Localizer.locate <trustmap.Localizer.locate>`. ``att[i]`` or ``att[a:b]`` selects samples,
+    ``len(att)`` counts them.
+
+    Examples
+    --------
+    >>> att = trustmap.explain(model, X, method="saliency")
+    >>> att.maps.shape == X.shape
+    True
+    >>> att.save("runs/saliency.npz")              # saliency.npz + saliency.json, no pickle
+    >>> same = trustmap.Attribution.load("runs/saliency.npz")
+    >>> fig = att.plot(X, index=0)                 # a matplotlib Figure
     """
 
     maps: np.ndarray
@@ -86,7 +99,23 @@ class Attribution:
 
     # ---- persistence: NPZ (arrays) + JSON (everything else); no pickle -------------
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``path`` (``.npz``) and its JSON record ``path.json`` beside it, atomically."""
+        """Write ``path`` (``.npz``) and its JSON record ``path.json`` beside it, atomically.
+
+        Parameters
+        ----------
+        path : str or path
+            The ``.npz`` file (the suffix is added when missing).
+
+        Returns
+        -------
+        Path
+            The ``.npz`` path written.
+
+        Raises
+        ------
+        RunDirError
+            A parent of ``path`` is a file, not a folder.
+        """
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
@@ -126,7 +155,22 @@ class Attribution:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Attribution":
-        """Read an Attribution written by :meth:`save` (checks the maps against their record)."""
+        """Read an Attribution written by :meth:`save` (checks the maps against their record).
+
+        Parameters
+        ----------
+        path : str or path
+            The ``.npz`` file or its ``.json`` record.
+
+        Returns
+        -------
+        Attribution
+
+        Raises
+        ------
+        RunDirError, MissingFileError
+            A missing, truncated or foreign file, or maps that do not match their record.
+        """
         path = Path(path)
         if path.suffix == ".json":  # the record was named: its maps are beside it
             path = path.with_suffix(".npz")
@@ -161,7 +205,11 @@ class Attribution:
                    record.get("layout", "NCL"), extras, record.get("provenance", {}))
 
     def plot(self, x=None, **kwargs):
-        """Plot the maps (behind ``x`` when given); returns a matplotlib Figure."""
+        """Plot the maps (behind ``x`` when given); returns a matplotlib Figure.
+
+        ``kwargs`` go to :func:`trustmap.plot.plot_attribution` (``index``, ``channels``, ``cmap``,
+        ``ax``, ``vmax``, ``alpha``, ``channel_names``, ``class_names``).
+        """
         from .plot import plot_attribution
 
         return plot_attribution(self, x, **kwargs)

@@ -145,8 +145,17 @@ def _cmd_explain(a: argparse.Namespace) -> dict:
     methods = method_names(a.method)
     params = _method_params(a, methods)
     target = parse_target(a.target)
-    if getattr(a, "engine", "local") == "ray":
-        return _cmd_explain_ray(a, methods, params, target)
+    engine, choice = getattr(a, "engine", "local"), None
+    if engine == "auto":
+        from .stream.ray_engine import choose_engine
+
+        choice = choose_engine(a.model, a.data if a.data and not a.n else None, methods, target=target,
+                               params=params, num_workers=a.workers, address=a.address, layout=a.layout,
+                               labels=a.labels, safe_mode=not a.unsafe)
+        sys.stderr.write(f"trustmap explain: {choice['line']}\n")
+        engine = choice["engine"]
+    if engine == "ray":
+        return _cmd_explain_ray(a, methods, params, target, choice)
     stream = _streaming(a, "explain")
     if stream and a.n:
         raise SystemExit(_usage("explain", "--n picks samples of an in-memory run; a streamed run explains the "
@@ -156,7 +165,7 @@ def _cmd_explain(a: argparse.Namespace) -> dict:
     res = explain(a.model, a.data, methods, a.out, dataset=a.dataset, split=a.split, target=target, params=params,
                   engine="stream" if stream else "memory", chunk_rows=a.chunk_rows, format=a.format,
                   layout=a.layout, labels=a.labels, classes=a.classes, n=a.n, plots=a.plots, seed=a.seed,
-                  overwrite=a.overwrite, progress=not a.quiet, safe_mode=not a.unsafe)
+                  overwrite=a.overwrite, progress=not a.quiet, safe_mode=not a.unsafe, engine_choice=choice)
     rate = res["samples_per_s"]
     done = sum(res["computed"].values())
     summary = (f"{res['n']} samples, {len(methods)} method(s)" +
@@ -168,7 +177,7 @@ def _cmd_explain(a: argparse.Namespace) -> dict:
             "samples_per_s": rate, "run": str(os.path.join(a.out, "run.json")), "summary": summary}
 
 
-def _cmd_explain_ray(a: argparse.Namespace, methods, params, target) -> dict:
+def _cmd_explain_ray(a: argparse.Namespace, methods, params, target, choice=None) -> dict:
     from .stream import ray_explain
 
     if not a.data:
@@ -180,7 +189,8 @@ def _cmd_explain_ray(a: argparse.Namespace, methods, params, target) -> dict:
     res = ray_explain(a.model, a.data, methods, a.out, target=target, params=params,
                       chunk_rows=a.chunk_rows, layout=a.layout, labels=a.labels,
                       address=a.address, num_workers=a.workers, num_gpus_per_worker=a.gpus_per_worker,
-                      overwrite=a.overwrite, progress=not a.quiet, safe_mode=not a.unsafe)
+                      overwrite=a.overwrite, progress=not a.quiet, safe_mode=not a.unsafe, keep_pool=False,
+                      engine_choice=choice)
     rate = res["samples_per_s"]
     summary = (f"{res['n']} samples, {len(res['files'])} method(s) on Ray ({res['workers']} worker(s), model loaded "
                f"{res['model_loads']} time(s)): {sum(res['computed'].values())} chunk(s) computed, "
@@ -290,6 +300,25 @@ def _cmd_demo(a: argparse.Namespace) -> dict:
             "files": [str(res.report_path)] if res.report_path else []}
 
 
+def _cmd_counterfactual(a: argparse.Namespace) -> dict:
+    from .jobs.commands import counterfactual
+
+    _need_data(a, "counterfactual")
+    res = counterfactual(a.model, a.data, a.reference, a.out, dataset=a.dataset, split=a.split,
+                         reference_labels=a.reference_labels, target=a.target, importance=a.importance,
+                         layout=a.layout, reference_layout=a.reference_layout, labels=a.labels, classes=a.classes,
+                         n=a.n, plots=a.plots, seed=a.seed, progress=not a.quiet, safe_mode=not a.unsafe)
+    cf = res["result"]
+    summary = (f"{res['n']} counterfactual(s): {int(cf.success.sum())} reach their target "
+               f"({100 * (res['success_rate'] or 0):.0f} %), mean window {res['mean_window'] or 0:.1f} positions; "
+               f"reference labels: {res['reference_labels']}")
+    return {"n": res["n"], "success_rate": res["success_rate"], "mean_window": res["mean_window"],
+            "original_prediction": cf.original_prediction, "new_prediction": cf.new_prediction,
+            "new_probability": cf.new_probability, "target": cf.target, "success": cf.success,
+            "labels": res["labels"], "reference_labels": res["reference_labels"],
+            "files": [str(f) for f in res["files"]], "run": str(os.path.join(a.out, "run.json")), "summary": summary}
+
+
 def _cmd_report(a: argparse.Namespace) -> dict:
     from .jobs import progress_bar
     from .report import build_report
@@ -365,9 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p, dataset_default=None)
     _stream_args(p)
     g = p.add_argument_group("Ray (many workers or machines)")
-    g.add_argument("--engine", choices=["local", "ray"], default="local",
+    g.add_argument("--engine", choices=["local", "ray", "auto"], default="local",
                    help="'ray': explain --data on a pool of Ray workers, each loading the model once; writes "
-                        "METHOD.parquet folders whatever --format says (default: local)")
+                        "METHOD.parquet folders whatever --format says. 'auto': Ray only where it pays (rows x "
+                        "the measured cost per row against Ray's start-up; the rule and the choice on one line "
+                        "of stderr, and in run.json). Default: local")
     g.add_argument("--address", help="Ray cluster to join ('auto', host:port, ray://host:10001); default: start a "
                                      "local Ray for this run")
     g.add_argument("--workers", type=int, default=2, help="Ray workers (default 2)")
@@ -421,6 +452,33 @@ def build_parser() -> argparse.ArgumentParser:
     _param_args(p)
     _common(p, out_default="runs/demo")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("counterfactual", help="Native-Guide counterfactuals: the smallest window, copied from a real "
+                                              "sample of another class, that flips the prediction",
+                       description="For each sample, copy the window with the most evidence from its nearest "
+                                   "unlike neighbour in --reference (real samples, e.g. the training data) until "
+                                   "the model predicts the target class. Writes counterfactuals.npz (+ .json), "
+                                   "PNG overlays, samples.npz and run.json; `trustmap report OUT` shows them.")
+    p.add_argument("--model", required=True, help="model file (.keras, .h5, .onnx, .safetensors)")
+    p.add_argument("--reference", required=True, help="data file of real samples the neighbours come from "
+                                                      "(e.g. the training data; same sample shape as --data)")
+    p.add_argument("--reference-labels", help="labels of --reference (.npy or one per line); default: the file's "
+                                              "own labels, else the model's predictions on it")
+    p.add_argument("--reference-layout", help="layout of --reference's arrays (default: --layout)")
+    p.add_argument("--target", help="the class to reach: a class index, 'label', or a file of one class index per "
+                                    "sample (default: each sample's second most probable class)")
+    p.add_argument("--importance", default="saliency",
+                   help="explainer giving the neighbour's evidence that picks the window (default: saliency)")
+    p.add_argument("--n", type=int, help="only the first N samples")
+    p.add_argument("--plots", type=int, default=4, help="PNG overlays (default 4)")
+    p.add_argument("--split", default="test", help="split of a built-in dataset (default: test)")
+    p.add_argument("--unsafe", action="store_true", help="allow Keras Lambda layers (runs code from the file)")
+    _data_args(p, dataset_default=None)
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-o", "--out", default="runs/counterfactual",
+                   help="output directory (default: runs/counterfactual)")
+    p.set_defaults(func=_cmd_counterfactual)
 
     p = sub.add_parser("report", help="build the self-contained HTML report of one or more run folders",
                        description="Build one self-contained HTML report (figures and CSS inline, no external "

@@ -2,16 +2,16 @@
 
 Inside trustmap every tensor is ``(N, C, *spatial)``. The caller's arrays may be any of
 
-=======  =========================  ======
-name     shape                      rank
-=======  =========================  ======
-``NL``   (N, L)                     1
-``NLC``  (N, L, C)                  1
-``NCL``  (N, C, L)                  1
-``NHW``  (N, H, W)                  2
-``NHWC`` (N, H, W, C)               2
-``NCHW`` (N, C, H, W)               2
-=======  =========================  ======
+========  =========================  ======
+name      shape                      rank
+========  =========================  ======
+``NL``    (N, L)                     1
+``NLC``   (N, L, C)                  1
+``NCL``   (N, C, L)                  1
+``NHW``   (N, H, W)                  2
+``NHWC``  (N, H, W, C)               2
+``NCHW``  (N, C, H, W)               2
+========  =========================  ======
 
 :func:`resolve_layout` decides which one an array is, given what the model takes, and
 :class:`Layout` converts to the internal layout and back.

@@ -379,6 +379,30 @@ def load(name: str, split: str = "train", seed: int = 0, **kw) -> Dataset:
         at 125 Hz), ``r_index`` (where the R peak sits in each beat, in samples; default 0.248 s
         before it, 31 at 125 Hz); ``meta['sampling_rate_hz']`` records the rate. Synthetic presets:
         ``n_train``, ``n_test`` and any :func:`make_synthetic` argument.
+
+    Returns
+    -------
+    Dataset
+        ``X`` in its ``layout``, ``y`` (class indices, or ``None`` for an unlabeled set), the class
+        names in ``classes`` (index order), the true region in ``mask`` for synthetic tasks,
+        facts in ``meta``. ``X, y = datasets.load(...)`` unpacks it. Your own files:
+        :func:`trustmap.datasets.read`; your own arrays and class names:
+        :func:`trustmap.datasets.from_arrays` (see there how to name classes).
+
+    Raises
+    ------
+    InputError
+        An unknown ``name`` or ``split``, or a negative ``seed``.
+    DependencyError
+        The package that ships the data is not installed (``pip install 'trustmap[data]'``).
+
+    Examples
+    --------
+    >>> from trustmap import datasets
+    >>> X, y = datasets.load("mnist1d", split="test")
+    >>> ds = datasets.load("synthetic-1d-12ch", split="train", n_train=200)
+    >>> ds.layout, ds.classes, ds.mask.shape == ds.X.shape
+    ('NCL', ['bump@108', 'square@150', 'triangle@192'], True)
     """
     if not isinstance(name, str) or name.strip().lower() not in _LOADERS:
         raise InputError("unknown dataset", parameter="name", expected="one of " + ", ".join(NAMES), got=name,

@@ -340,6 +340,44 @@ def from_arrays(X, y=None, layout: str | Layout | None = None, *, classes: Seque
     ``y`` may hold class indices or names (names become indices in sorted order unless
     ``classes`` gives the order). Without ``layout`` it is guessed from the shape
     (see :func:`guess_layout`); an ambiguous shape raises :class:`~trustmap.errors.LayoutError`.
+
+    Parameters
+    ----------
+    X : array-like
+        The inputs, ``(N, L)``, ``(N, L, C)``, ``(N, C, L)``, ``(N, H, W)``, ``(N, H, W, C)`` or
+        ``(N, C, H, W)``.
+    y : array-like, optional
+        One label per sample: class indices, or names.
+    layout : str, optional
+        The layout name of ``X`` (needed when the shape is ambiguous).
+    classes : list of str, optional
+        The class names in class-index order: with integer ``y``, ``classes[y[i]]`` names sample
+        ``i``; with names in ``y``, it fixes their order (every name must be listed).
+    mask : array, optional
+        The region that holds the class information, with ``X``'s shape (for localization metrics).
+    name, meta
+        A short name and JSON-able facts recorded with the data.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DataError
+        NaN or Inf in ``X``, labels not among ``classes``, or ``y`` of another length.
+    LayoutError
+        An ambiguous shape and no ``layout``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap import datasets
+    >>> X = np.random.default_rng(0).normal(size=(6, 187)).astype("float32")
+    >>> ds = datasets.from_arrays(X, ["N", "V", "N", "S", "V", "N"], classes=["N", "S", "V"])
+    >>> ds.y, ds.classes, ds.layout
+    (array([0, 2, 0, 1, 2, 0]), ['N', 'S', 'V'], 'NL')
+    >>> ds = datasets.from_arrays(X, [0, 2, 0, 1, 2, 0], classes=["N", "S", "V"])   # the same
     """
     Xa = _as_float32(X, parameter="X")
     lay = as_layout(layout)
@@ -393,6 +431,38 @@ def read(path: str | os.PathLike, *, label: str | int | None = None, key: str | 
 
     A ``mask`` array (NPZ/HDF5) with X's shape becomes :attr:`Dataset.mask`; a ``classes``
     array names the classes; a ``layout`` entry (NPZ array / HDF5 attribute) gives the layout.
+
+    **Naming the classes.** ``Dataset.classes`` lists the names in class-index order; every plot,
+    table and report uses them. A file names them with a ``classes`` array (NPZ, HDF5) or with
+    labels that are names (a CSV column of ``N``/``S``/``V``: sorted order); a header-less CSV in
+    the Kaggle MIT-BIH layout gets the AAMI names ``N, S, V, F, Q``. To name integer
+    labels, or to fix the order, rebuild with :func:`from_arrays`:
+    ``from_arrays(ds.X, ds.y, ds.layout, classes=["N", "S", "V", "F", "Q"])``; on the command
+    line pass ``--classes N,S,V,F,Q``. An unlabeled file (``.npy``) has ``y=None`` and
+    ``classes=[]``: the model's predictions stand in for labels where one is needed.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    MissingFileError
+        No file at ``path``.
+    DataError
+        An empty, truncated or non-UTF-8 file, NaN or Inf values, or no input array/column.
+    LayoutError
+        An ambiguous shape and no ``layout``.
+
+    Examples
+    --------
+    >>> from trustmap import datasets
+    >>> beats = datasets.read("mitbih_test.csv")      # 187 samples + label per row, no header
+    >>> beats.layout, beats.classes                   # the Kaggle layout gets the AAMI names
+    ('NL', ['N', 'S', 'V', 'F', 'Q'])
+    >>> mine = datasets.read("my_beats.npz")          # arrays X, y (0/1/2) and no classes array
+    >>> mine = datasets.from_arrays(mine.X, mine.y, mine.layout, classes=["N", "S", "V"])
+    >>> unlabeled = datasets.read("beats.npy")        # y is None
     """
     p = check_data_path(path, READ_FORMATS, "unknown data file type",
                         "convert the data to .npz (X and y arrays) or .csv")

@@ -79,7 +79,36 @@ def explain(model, x, method: str = "gradcam", target=None, layout=None, **param
     layout : str, optional
         Layout name of ``x`` when its shape is ambiguous (``'NLC'``, ``'NCL'``, ...).
     **params
-        The method's parameters (see ``help(REGISTRY[method])``).
+        The method's parameters (see ``help(REGISTRY[method])`` and :doc:`/methods`).
+
+    Returns
+    -------
+    Attribution
+        ``maps`` with the shape and layout of ``x``, the explained ``targets``, the method's
+        ``params`` and ``extras``, and the provenance (model and data fingerprints, versions).
+
+    Raises
+    ------
+    InputError
+        An unknown ``method`` (the message suggests the closest names) or a parameter the method
+        does not take.
+    UnsupportedError
+        A gradient method on a forward-only (ONNX) model.
+    NonFiniteError
+        NaN or Inf in ``x``, in the model's scores or in the computed maps.
+    LayoutError, ShapeError, TargetError
+        ``x`` whose layout cannot be resolved, or a target outside the model's classes.
+
+    Examples
+    --------
+    >>> import trustmap
+    >>> from trustmap import datasets, zoo
+    >>> test = datasets.load("mnist1d", split="test")
+    >>> net = zoo.mnist1d_cnn()                     # any nn.Module, keras.Model or model file
+    >>> att = trustmap.explain(net, test.X[:4], method="gradcam")
+    >>> att.maps.shape, att.method
+    ((4, 40), 'gradcam')
+    >>> ig = trustmap.explain(net, test.X[:4], method="integrated_gradients", n_steps=16, target=3)
     """
     return get_explainer(method, **params).explain(model, x, target=target, layout=layout)
 

@@ -13,12 +13,14 @@ windows are ``L`` positions long in 1D and ``L × L`` boxes in 2D; all channels 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError, ShapeError, TargetError
+from .. import _io
+from ..errors import InputError, RunDirError, ShapeError, TargetError
 from ..models import load_model
 from .base import check_choice, chunk_rows, row_chunks
 
@@ -46,6 +48,9 @@ class Counterfactual:
         Index of each input's nearest unlike neighbour in ``reference``.
     window : (N,) int
         The window length ``L`` used (positions per spatial axis).
+    original_probability, new_probability : (N,) float arrays, optional
+        The model's probability of the originally predicted class for ``x`` and of the new predicted
+        class for the counterfactual.
     """
 
     x: np.ndarray
@@ -59,10 +64,58 @@ class Counterfactual:
     window: np.ndarray
     layout: str
     params: dict = field(default_factory=dict)
+    original_probability: np.ndarray | None = None
+    new_probability: np.ndarray | None = None
 
-    def plot(self, i: int = 0):
-        """A figure of sample ``i``: the input and its counterfactual (1D: one row per channel, the
-        changed window shaded; 2D: input, counterfactual and their difference)."""
+    _ARRAYS = ("x", "counterfactuals", "changed", "original_prediction", "new_prediction", "target", "success",
+               "neighbour_index", "window", "original_probability", "new_probability")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def save(self, path) -> Path:
+        """Write ``path`` (``.npz``: the arrays) and its ``.json`` sidecar (layout, parameters), atomically;
+        no pickle."""
+        path = Path(path)
+        arrays = {k: np.asarray(getattr(self, k)) for k in self._ARRAYS if getattr(self, k) is not None}
+        with _io.atomic_path(path, suffix=".npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+        _io.write_json(path.with_suffix(".json"), {"kind": "counterfactual", "layout": self.layout,
+                                                   "params": _io.to_jsonable(self.params), "n": len(self),
+                                                   "success_rate": float(np.mean(self.success)) if len(self) else None})
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Counterfactual":
+        """Read what :meth:`save` wrote; a missing or corrupt file raises ``RunDirError`` naming it."""
+        path = Path(path)
+        for p in (path, path.with_suffix(".json")):
+            if not p.is_file():
+                raise RunDirError(f"missing {p.name} (counterfactuals)", parameter="path", expected=str(p),
+                                  got="no such file", fix="run `trustmap counterfactual` again")
+        try:
+            meta = _io.read_json(path.with_suffix(".json"))
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            return cls(layout=str(meta["layout"]), params=dict(meta.get("params") or {}),
+                       **{k: arrays.get(k) for k in cls._ARRAYS})
+        except Exception as exc:
+            raise RunDirError(f"{path.name} (counterfactuals) is corrupt: {type(exc).__name__}: {exc}",
+                              parameter="path", got=str(path), fix="run `trustmap counterfactual` again") from exc
+
+    def title(self, i: int, class_names=None) -> str:
+        """``'class A (p=0.97) -> class B (p=0.81)'`` for sample ``i`` (target said when not reached)."""
+        nm = lambda k: str(class_names[int(k)]) if class_names and int(k) < len(class_names) else str(int(k))  # noqa: E731
+        p = lambda a: "" if a is None else f" (p={float(a[i]):.2f})"  # noqa: E731
+        text = (f"{nm(self.original_prediction[i])}{p(self.original_probability)} -> "
+                f"{nm(self.new_prediction[i])}{p(self.new_probability)}")
+        return text + ("" if self.success[i] else f"; target {nm(self.target[i])} not reached")
+
+    def plot(self, i: int = 0, class_names=None, max_channels: int = 6):
+        """A figure of sample ``i``: the input and its counterfactual overlaid, the changed region shaded
+        (1D: one row per channel, at most ``max_channels``, changed channels first; 2D: the input, the
+        counterfactual with the changed box shaded, and their difference)."""
         import matplotlib.pyplot as plt
 
         from ..layout import Layout
@@ -72,13 +125,15 @@ class Counterfactual:
         cf = lay.to_internal(self.counterfactuals[i:i + 1])[0]
         ch = lay.to_internal(self.changed[i:i + 1])[0]
         x, cf, ch = (np.asarray(v) for v in (x, cf, ch))
-        title = (f"predicted {self.original_prediction[i]} -> {self.new_prediction[i]} "
-                 f"(target {self.target[i]}{'' if self.success[i] else ', not reached'})")
+        title = self.title(i, class_names)
         if x.ndim == 2:
-            c = x.shape[0]
+            order = sorted(range(x.shape[0]), key=lambda k: not ch[k].any())[:max_channels]
+            c = len(order)
             fig, axes = plt.subplots(c, 1, figsize=(8, 1.6 * c + 0.6), squeeze=False, sharex=True)
-            for k in range(c):
-                ax = axes[k, 0]
+            for row, k in enumerate(order):
+                ax = axes[row, 0]
+                if x.shape[0] > 1:
+                    ax.set_ylabel(f"ch {k}", fontsize=8)
                 ax.plot(x[k], color="0.3", lw=1, label="input")
                 ax.plot(cf[k], color="tab:red", lw=1, label="counterfactual")
                 idx = np.nonzero(ch[k])[0]
@@ -91,8 +146,12 @@ class Counterfactual:
         img = lambda v: v[0] if v.shape[0] == 1 else np.moveaxis(v, 0, -1)  # noqa: E731
         axes[0].imshow(img(x), cmap="gray")
         axes[1].imshow(img(cf), cmap="gray")
-        axes[2].imshow((cf - x).sum(0), cmap="RdBu_r")
-        for ax, t in zip(axes, ("input", "counterfactual", "change")):
+        shade = np.zeros((*ch.shape[1:], 4))
+        shade[ch.any(0)] = (0.84, 0.15, 0.16, 0.35)  # the changed box, shaded red
+        axes[1].imshow(shade)
+        lim = float(np.abs(cf - x).sum(0).max()) or 1.0
+        axes[2].imshow((cf - x).sum(0), cmap="RdBu_r", vmin=-lim, vmax=lim)
+        for ax, t in zip(axes, ("input", "counterfactual (changed: shaded)", "change")):
             ax.set_title(t)
             ax.axis("off")
         fig.suptitle(title)
@@ -117,6 +176,32 @@ def counterfactual(model, X, target=None, method: str = "native_guide", referenc
         come from here.
     importance : str
         The registered explainer giving the neighbours' evidence (TSInterpret uses a CAM).
+    importance_params : dict, optional
+        Parameters of that explainer.
+    layout : str, optional
+        Layout of ``X`` (and ``reference``) when the shape is ambiguous.
+
+    Returns
+    -------
+    Counterfactual
+        The changed inputs in ``X``'s layout, where they changed, the predictions before and
+        after, and whether each reached its target.
+
+    Raises
+    ------
+    InputError
+        No ``reference`` / ``y_reference``, ``y_reference`` of another length, or an unknown
+        ``method`` or ``importance``.
+    ShapeError
+        ``reference`` samples of another shape than ``X``'s.
+    TargetError
+        A target the model does not have (or no second class to aim at).
+
+    Examples
+    --------
+    >>> import trustmap
+    >>> cf = trustmap.counterfactual(model, X_test[:8], reference=X_train, y_reference=y_train)
+    >>> cf.success.mean(), cf.new_prediction                # how many flipped, and to what
     """
     check_choice(method, COUNTERFACTUAL_METHODS, "method")
     if reference is None or y_reference is None:
@@ -200,11 +285,14 @@ def counterfactual(model, X, target=None, method: str = "native_guide", referenc
         changed = boxes(idx, first).expand_as(t)
         cf = torch.where(changed, nun, t)
         with torch.inference_mode():
-            new_pred = torch.cat([m.logits_t(cf[s]).argmax(1) for s in row_chunks(n, chunk_rows(m, t))])
+            new_probs = torch.cat([m.probs_t(cf[s]) for s in row_chunks(n, chunk_rows(m, t))])
+        new_pred = new_probs.argmax(1)
     to_np = lambda v: np.ascontiguousarray(lay.from_internal(v.detach().cpu().numpy()))  # noqa: E731
     x_np = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
     return Counterfactual(x=x_np, counterfactuals=to_np(cf), changed=to_np(changed), layout=lay.name,
                           original_prediction=pred.cpu().numpy(), new_prediction=new_pred.cpu().numpy(),
                           target=tg.cpu().numpy(), success=(new_pred == tg).cpu().numpy(),
                           neighbour_index=nun_idx.cpu().numpy(), window=lengths[first.cpu().numpy()],
+                          original_probability=probs.gather(1, pred[:, None])[:, 0].double().cpu().numpy(),
+                          new_probability=new_probs.gather(1, new_pred[:, None])[:, 0].double().cpu().numpy(),
                           params={"method": method, "importance": importance, "importance_params": importance_params})

@@ -9,19 +9,30 @@ weighted least-squares / ridge problems of a group of samples are solved at once
 ``seed`` and the sample's own values (:func:`~trustmap.explain.base.sample_seeds`), so a sample
 gets the same result alone or in a batch, on every run.
 
-Forward rows per sample: exactly ``n_samples`` (the unperturbed input counts as one; KernelSHAP's
-all-off input as another).
+Forward rows per sample: at most ``n_samples`` (the unperturbed input counts as one; KernelSHAP's
+all-off input as another); exactly ``n_samples`` without ``tol`` (KernelSHAP: one fewer when the
+sampled coalitions would be odd, as they come in pairs; fewer when it enumerates). With ``tol``
+the draws come in rounds: after each round the samples whose coefficients are not yet within
+``tol`` (by their standard errors) get the next round, still batched across samples. Every
+coefficient comes with a standard error (``extras['coefficient_stderr']``, and spread over the
+input like the map in ``extras['stderr']``): the jackknife over the random draws (iid rows for
+LIME, complementary pairs for KernelSHAP; :func:`trustmap.explain.shapley.lstsq_with_cov`), i.e.
+the spread of the coefficients over repeated runs with other seeds at the same ``n_samples``. For
+LIME with ``alpha > 0`` the ridge penalty's shrinkage changes with ``n_samples`` and is not part
+of it.
 """
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 
 from ..errors import InputError
+from ..layout import as_layout
 from .base import Explainer, check_choice, check_number, chunk_rows, row_chunks, sample_seeds
+from .shapley import (KernelPlan, draw_pairs, enumerate_coalitions, lstsq_with_cov, shapley_kernel_weights,
+                      tol_schedule, tol_z)
 from .registry import register
 from .segments import (SCORES, SEGMENTATIONS, check_baseline_param, full_scores, progress_bar, resolve_baseline,
                        scores_of, segment)
@@ -70,11 +81,14 @@ def weighted_lstsq(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: flo
 
 
 class _Surrogate(Explainer):
-    """Shared plan of LIME and KernelSHAP: segmentation, per-sample draws, batched scoring, batched solve."""
+    """Shared plan of LIME and KernelSHAP: segmentation, per-sample draws in rounds, batched scoring,
+    batched solve with standard errors, and the ``tol`` stopping rule."""
 
     needs_gradients = False
     resolves_own_targets = True
     needs_baseline_score = False
+    #: model rows per sample besides the drawn ones (LIME: the input; KernelSHAP: input and baseline)
+    fixed_evals = 1
 
     # ---- configuration shared by both -------------------------------------------------------
     def _validate_common(self):
@@ -91,6 +105,8 @@ class _Surrogate(Explainer):
                              fix="e.g. segment_params={'n_segments': 30}")
         if self.n_samples is not None or self.name == "lime":
             check_number(self.n_samples, "n_samples", minimum=2, integer=True)
+        if self.tol is not None:
+            check_number(self.tol, "tol", minimum=0, open_min=True)
         check_baseline_param(self.baseline)
         check_choice(self.score, SCORES, "score")
         check_choice(self.spread, SPREADS, "spread")
@@ -98,19 +114,34 @@ class _Surrogate(Explainer):
         check_number(self.seed, "seed", integer=True)
 
     # ---- per method ---------------------------------------------------------------------
-    def _draw(self, rng: np.random.Generator, n_features: int) -> tuple[np.ndarray, np.ndarray]:
-        """Coalitions to score ``(m, F)`` (0/1) and their regression weights ``(m,)``; ``m`` depends only
-        on ``n_features`` and the parameters."""
+    def _plan(self, n_features: int):
+        """The design of samples with ``n_features`` features: an object with ``schedule``, the
+        cumulative number of drawn rows after each round (one round without ``tol``)."""
         raise NotImplementedError
 
-    def _solve(self, Z, Wt, Y, fx, fb) -> dict[str, torch.Tensor]:
-        """Per-feature coefficients ``'coefficients' (G, F)`` and other per-sample extras."""
+    def _draw(self, rng: np.random.Generator, plan, start: int, stop: int) -> np.ndarray:
+        """Drawn rows ``start:stop`` (0/1 int8, ``(stop − start, F)``) of a sample's sequence."""
+        raise NotImplementedError
+
+    def _solve(self, Z, Y, fx, fb, plan) -> dict[str, torch.Tensor]:
+        """``'coefficients' (G, F)``, ``'stderr' (G, F)`` and other per-sample extras."""
         raise NotImplementedError
 
     def _check_features(self, n_features: np.ndarray) -> None:
         pass
 
+    def _switch(self, plan, m: int, se: torch.Tensor, limit: float) -> torch.Tensor:
+        """Which samples (after ``m`` drawn rows, standard errors ``se``) finish by enumeration instead
+        (:meth:`_finish_rows`, :meth:`_solve_finish`); none by default."""
+        return torch.zeros(len(se), dtype=torch.bool, device=se.device)
+
     # ---- the shared plan ---------------------------------------------------------------------
+    def _explain(self, model, x, target, layout):
+        a = super()._explain(model, x, target, layout)
+        if "stderr" in a.extras:  # map-shaped: the caller's layout, like the maps
+            a.extras["stderr"] = np.ascontiguousarray(as_layout(a.layout).from_internal(a.extras["stderr"]))
+        return a
+
     def _compute(self, model, t, targets):
         n = len(t)
         seg = segment(t, self.segmentation, self.segment_size, bool(self.per_channel), self.segment_params)
@@ -119,59 +150,117 @@ class _Surrogate(Explainer):
         fx, tg = full_scores(model, t, targets, self.score)
         fb = full_scores(model, base, tg, self.score)[0] if self.needs_baseline_score else None
         seeds = sample_seeds(t, int(self.seed))
+        tol = None if self.tol is None else float(self.tol)
         f_max = int(seg.n_features.max())
         coef_all = torch.full((n, f_max), float("nan"), dtype=torch.float64, device=t.device)
+        se_all = torch.full((n, f_max), float("nan"), dtype=torch.float64, device=t.device)
+        n_evals = np.zeros(n, dtype=np.int64)
         extras_all: dict[str, torch.Tensor] = {}
         flat_t, flat_b = t.reshape(n, -1), base.reshape(n, -1)
         rows_per_call = chunk_rows(model, t)
-        plan = []
+        plans, groups = {}, []
         for f in np.unique(seg.n_features):
             idx = np.nonzero(seg.n_features == f)[0]
-            m = len(self._draw(np.random.default_rng(0), int(f))[1])
+            plans[int(f)] = pl = self._plan(int(f))
+            m = pl.schedule[-1]
             g = int(max(1, min(len(idx), GROUP_ELEMENTS // max(1, (m + 2) * (int(f) + 2)))))
-            plan += [(int(f), m, idx[i:i + g]) for i in range(0, len(idx), g)]
-        bar = progress_bar(bool(self.progress), sum(m * len(ix) for _, m, ix in plan), self.name)
+            groups += [(int(f), idx[i:i + g]) for i in range(0, len(idx), g)]
+        bar = progress_bar(bool(self.progress), sum(plans[f].schedule[-1] * len(ix) for f, ix in groups), self.name)
+        def score_rows(idx_t: torch.Tensor, Zn: torch.Tensor) -> torch.Tensor:
+            """Scores of the coalitions ``Zn (G, r, f)`` of the samples ``idx_t``: one list of rows in order
+            (sample, draw), contiguous slices of it per model call."""
+            g_, r_, f_ = Zn.shape
+            Yn = torch.empty((g_, r_), dtype=torch.float64, device=t.device)
+            z_rows, y_rows = Zn.reshape(-1, f_), Yn.view(-1)
+            s_rows = idx_t.repeat_interleave(r_)
+            with torch.inference_mode():
+                for rows in row_chunks(g_ * r_, rows_per_call):
+                    si = s_rows[rows]
+                    on = torch.gather(z_rows[rows], 1, seg.rows(si)) > 0.5  # (rows, numel)
+                    xr = torch.where(on, flat_t[si], flat_b[si]).view(len(si), *t.shape[1:])
+                    y_rows[rows] = scores_of(model, xr, tg[si], self.score)[0]
+                    bar.update(len(si))
+            return Yn
+
+        def store(idx_t: torch.Tensor, out: dict, f: int) -> torch.Tensor:
+            coef_all[idx_t, :f] = out.pop("coefficients")
+            se = out.pop("stderr")
+            se_all[idx_t, :f] = se
+            for k, v in out.items():
+                if k not in extras_all:
+                    extras_all[k] = torch.empty(n, dtype=v.dtype, device=t.device)
+                extras_all[k][idx_t] = v
+            return se
+
         try:
-            for f, m, idx in plan:
-                draws = [self._draw(np.random.default_rng(seeds[i]), f) for i in idx]
-                Z = torch.as_tensor(np.stack([d[0] for d in draws]), dtype=torch.float32, device=t.device)
-                Wt = torch.as_tensor(np.stack([d[1] for d in draws]), dtype=torch.float64, device=t.device)
-                idx_t = torch.as_tensor(idx, device=t.device)
-                Y = torch.empty((len(idx), m), dtype=torch.float64, device=t.device)
-                # rows are (sample, draw) pairs in order: contiguous slices of the flattened plan
-                z_rows, y_rows = Z.view(-1, f), Y.view(-1)
-                s_rows = idx_t.repeat_interleave(m)
-                with torch.inference_mode():
-                    for rows in row_chunks(len(idx) * m, rows_per_call):
-                        si = s_rows[rows]
-                        on = torch.gather(z_rows[rows], 1, seg.rows(si)) > 0.5  # (rows, numel)
-                        xr = torch.where(on, flat_t[si], flat_b[si]).view(len(si), *t.shape[1:])
-                        y_rows[rows] = scores_of(model, xr, tg[si], self.score)[0]
-                        bar.update(len(si))
-                out = self._solve(Z, Wt, Y, fx[idx_t], None if fb is None else fb[idx_t])
-                coef_all[idx_t, :f] = out.pop("coefficients")
-                for k, v in out.items():
-                    if k not in extras_all:
-                        extras_all[k] = torch.empty(n, dtype=v.dtype, device=t.device)
-                    extras_all[k][idx_t] = v
+            for f, idx in groups:
+                pl = plans[f]
+                rngs = [np.random.default_rng(seeds[i]) for i in idx]
+                active = np.arange(len(idx))  # positions in idx still sampling
+                Z = torch.zeros((len(idx), 0, f), dtype=torch.float32, device=t.device)
+                Y = torch.zeros((len(idx), 0), dtype=torch.float64, device=t.device)
+                prev, finish = 0, []
+                for m in pl.schedule:
+                    Zn = torch.as_tensor(np.stack([self._draw(rngs[a], pl, prev, m) for a in active]).reshape(
+                        len(active), m - prev, f), dtype=torch.float32, device=t.device)
+                    idx_t = torch.as_tensor(idx[active], device=t.device)
+                    Z, Y = torch.cat([Z, Zn], 1), torch.cat([Y, score_rows(idx_t, Zn)], 1)
+                    se = store(idx_t, self._solve(Z, Y, fx[idx_t], None if fb is None else fb[idx_t], pl), f)
+                    n_evals[idx[active]] = m + self.fixed_evals
+                    if tol is None:
+                        break
+                    limit = tol / tol_z(f)
+                    keep = ~(se.max(1).values <= limit)  # NaN SE: not converged
+                    # samples better finished by enumerating what is left than by sampling on
+                    sw = keep & self._switch(pl, m, se, limit)
+                    if bool(sw.any()):
+                        finish.append((active[sw.cpu().numpy()], Z[sw], Y[sw], m))
+                    keep = keep & ~sw
+                    active, Z, Y = active[keep.cpu().numpy()], Z[keep], Y[keep]
+                    prev = m
+                    if not len(active):
+                        break
+                for act, Zf, Yf, m in finish:
+                    idx_t = torch.as_tensor(idx[act], device=t.device)
+                    Zn = torch.as_tensor(self._finish_rows(pl), dtype=torch.float32, device=t.device)
+                    Zn = Zn[None].expand(len(act), -1, -1)
+                    Yn = score_rows(idx_t, Zn)
+                    store(idx_t, self._solve_finish(Zf, Yf, Zn, Yn, fx[idx_t], fb[idx_t], pl), f)
+                    n_evals[idx[act]] = m + Zn.shape[1] + self.fixed_evals
         finally:
             bar.close()
-        # spread the coefficients over the input entries of each feature
+        # spread the coefficients (and their standard errors) over the input entries of each feature
         labels = seg.rows(torch.arange(n, device=t.device))
         vals = torch.gather(torch.nan_to_num(coef_all, nan=0.0), 1, labels)
+        sevals = torch.gather(torch.nan_to_num(se_all, nan=0.0), 1, labels)
         if self.spread == "split":
             sizes = torch.zeros((n, f_max), dtype=torch.float64, device=t.device)
             sizes.scatter_add_(1, labels, torch.ones_like(vals))
             vals = vals / torch.gather(sizes, 1, labels)
+            sevals = sevals / torch.gather(sizes, 1, labels)
         maps = vals.to(t.dtype).view_as(t)
-        extras = {"coefficients": coef_all.cpu().numpy(), "n_features": seg.n_features.copy(),
-                  "score": fx.cpu().numpy()}
+        extras = {"coefficients": coef_all.cpu().numpy(), "coefficient_stderr": se_all.cpu().numpy(),
+                  "stderr": sevals.view_as(t).cpu().numpy(), "n_evals": n_evals,
+                  "n_features": seg.n_features.copy(), "score": fx.cpu().numpy()}
+        if tol is not None:
+            z = np.array([tol_z(int(k)) for k in seg.n_features])
+            extras["converged"] = np.nan_to_num(se_all.cpu().numpy(), nan=0.0).max(1) <= tol / z
         if fb is not None:
             extras["baseline_score"] = fb.cpu().numpy()
         extras.update({k: v.cpu().numpy() for k, v in extras_all.items()})
         if seg.spatial is not None:
             extras["segments"] = seg.spatial
         return maps, tg.cpu().numpy(), extras
+
+
+class _Plan:
+    def __init__(self, schedule, **kw):
+        self.schedule = schedule
+        self.__dict__.update(kw)
+
+
+#: the design of rows that hold every coalition (in any order)
+_ALL = object()
 
 
 _COMMON_DOC = """
@@ -196,6 +285,16 @@ _COMMON_DOC = """
     score : 'prob' | 'logit'
         The explained score of the target class: its probability (the seed and the lime package)
         or its pre-softmax score.
+    tol : float, optional
+        Sample until every coefficient of a sample is within ``tol`` of its converged value (for
+        KernelSHAP: the exact Shapley value) with 95 % confidence for the sample as a whole, in score
+        units (probability or logit): sampling of a sample stops once ``z_F · SE ≤ tol`` for all its
+        ``F`` coefficients, ``z_F = Φ⁻¹(1 − 0.025 / F)`` (Bonferroni; 2.73 for 8 features, 2.81 for
+        10), checked after each round of draws (the first ``max(64, 4 F)`` draws for LIME,
+        ``max(64, 2 F + 2)`` rows for KernelSHAP, then 1.5× the random draws per round). ``n_samples``
+        stays the most any sample uses (KernelSHAP enumerates all coalitions instead when that is
+        cheaper and fits). ``None``: exactly ``n_samples`` rows. ``extras['converged']`` says which
+        samples met it (``benchmarks/bench_shapley.py`` measures how often the error is within ``tol``).
     seed : int
         Draws come from ``seed`` and each sample's values: the same alone or in a batch.
     progress : bool
@@ -215,7 +314,8 @@ class Lime(_Surrogate):
     Parameters
     ----------
     n_samples : int
-        Scored perturbations per sample, the unperturbed input included (model rows per sample).
+        Scored perturbations per sample, the unperturbed input included (model rows per sample; with
+        ``tol``, the most a sample uses).
     kernel_width : float
         Width of the exponential kernel on the cosine distance.
     alpha : float
@@ -226,7 +326,8 @@ class Lime(_Surrogate):
     """ + _COMMON_DOC + """
 
     ``extras``: ``coefficients`` ``(N, F)`` (NaN-padded where samples have fewer features),
-    ``intercept``, ``r2`` (weighted R² of the surrogate, lime's ``score``), ``local_pred`` (the
+    ``coefficient_stderr`` (their standard errors), ``stderr`` (spread like the map, in its shape),
+    ``n_evals`` (model rows per sample), ``converged`` (with ``tol``), ``intercept``, ``r2`` (weighted R² of the surrogate, lime's ``score``), ``local_pred`` (the
     surrogate at the unperturbed input), ``score``, ``n_features`` and ``segments`` (the spatial labels).
     """
 
@@ -236,7 +337,8 @@ class Lime(_Surrogate):
     def __init__(self, segmentation="auto", segment_size: int | tuple[int, ...] = 4, per_channel: bool = False,
                  n_samples: int = 300, kernel_width: float = 0.25, alpha: float = 1.0, baseline="zero",
                  score: str = "prob", spread: str = "copy", segment_params: dict | None = None,
-                 blur_sigma: float = 0.1, seed: int = 0, progress: bool = False) -> None:
+                 blur_sigma: float = 0.1, seed: int = 0, progress: bool = False, tol: float | None = None) -> None:
+        self.tol = tol
         self.segmentation = segmentation
         self.segment_size = segment_size
         self.per_channel = per_channel
@@ -256,60 +358,72 @@ class Lime(_Surrogate):
         check_number(self.kernel_width, "kernel_width", minimum=0, open_min=True)
         check_number(self.alpha, "alpha", minimum=0)
 
-    def _draw(self, rng, n_features):
-        z = rng.integers(0, 2, size=(int(self.n_samples) - 1, n_features), dtype=np.int8)
-        return z, np.ones(len(z))
+    def _plan(self, f):
+        m = int(self.n_samples) - 1
+        return _Plan([m] if self.tol is None else tol_schedule(min(m, max(64, 4 * f)), m, step=1), f=f)
 
-    def _solve(self, Z, Wt, Y, fx, fb):
+    def _draw(self, rng, plan, start, stop):
+        return rng.integers(0, 2, size=(stop - start, plan.f), dtype=np.int8)
+
+    def _solve(self, Z, Y, fx, fb, plan):
         g, _, f = Z.shape
         X = torch.cat([torch.ones((g, 1, f), dtype=torch.float64, device=Z.device), Z.double()], 1)
         y = torch.cat([fx[:, None], Y], 1)
         k = X.sum(-1)
         d = torch.where(k > 0, 1.0 - torch.sqrt(k / f), torch.ones_like(k))  # cosine distance to all-on
         w = torch.sqrt(torch.exp(-(d ** 2) / float(self.kernel_width) ** 2))
-        beta, c = weighted_lstsq(X, y, w, float(self.alpha), intercept=True)
+        beta, c, cov = lstsq_with_cov(X, y, w, float(self.alpha), intercept=True, fixed=1, unit=1)
         pred = c[:, None] + (X * beta[:, None]).sum(-1)
         ym = (w * y).sum(1, keepdim=True) / w.sum(1, keepdim=True)
         ss_res = (w * (y - pred) ** 2).sum(1)
         ss_tot = (w * (y - ym) ** 2).sum(1)
         r2 = torch.where(ss_tot > 0, 1 - ss_res / ss_tot.clamp_min(1e-300), torch.ones_like(ss_tot))
-        return {"coefficients": beta, "intercept": c, "r2": r2, "local_pred": pred[:, 0]}
+        se = torch.diagonal(cov, dim1=1, dim2=2).clamp_min(0).sqrt()
+        return {"coefficients": beta, "stderr": se, "intercept": c, "r2": r2, "local_pred": pred[:, 0]}
 
 
 @register("kernelshap")
 class KernelShap(_Surrogate):
     """KernelSHAP (Lundberg & Lee, 2017) batched across samples: Shapley values of the features.
 
-    Coalitions are drawn from the Shapley kernel (a size ``k`` with probability ∝ ``(F−1)/(k(F−k))``,
-    then a uniform subset of that size; each draw is paired with its complement) and fitted by
-    weighted least squares under the constraint ``Σ φ = f(x) − f(baseline)`` (efficiency holds
-    exactly). When all ``2^F − 2`` non-trivial coalitions fit into ``n_samples − 2`` they are
-    enumerated with their exact kernel weights, which gives the exact Shapley values (and fewer
-    model rows).
+    The smallest and largest coalitions, where the Shapley kernel puts most of its weight, are
+    enumerated with their exact kernel weights while the budget would draw each of them at least
+    once in expectation (the ``shap`` package's rule); the other coalition sizes are sampled from the
+    kernel in complementary pairs (a size ``k`` with probability ∝ ``(F−1)/(k(F−k))``, a uniform
+    subset of that size, and its complement). All are fitted by weighted least squares under the
+    constraint ``Σ φ = f(x) − f(baseline)`` (efficiency holds exactly). When all ``2^F − 2``
+    non-trivial coalitions fit into ``n_samples − 2`` they are enumerated, which gives the exact
+    Shapley values (and fewer model rows); with ``tol``, also when a round would sample as many
+    coalitions as are left. See :mod:`trustmap.explain.shapley` for the design and the standard
+    errors, ``benchmarks/bench_shapley.py`` for the error per model evaluation beside Captum and shap.
 
     Parameters
     ----------
     n_samples : int, optional
-        Model rows per sample: the input, the baseline and ``n_samples − 2`` coalitions. Must be at
-        least the number of features + 1. Default (``None``): ``max(300, 2 F + 2)`` for ``F`` features.
+        Model rows per sample: the input, the baseline and ``n_samples − 2`` coalitions (with
+        ``tol``, the most a sample uses). Must be at least the number of features + 1. Default (``None``): ``max(300, 2 F + 2)`` for ``F`` features.
     spread : 'copy' | 'split'
         ``split`` (default): each entry of a feature gets an equal share of its value, so the map of a
         sample sums to ``f(x) − f(baseline)``; ``copy``: every entry gets the feature's value.
     """ + _COMMON_DOC + """
 
-    ``extras``: ``coefficients`` (the Shapley values, ``(N, F)``, NaN-padded), ``score`` (f(x)),
-    ``baseline_score`` (f(baseline)), ``exact`` (whether coalitions were enumerated), ``n_features``,
-    ``segments``.
+    ``extras``: ``coefficients`` (the Shapley values, ``(N, F)``, NaN-padded), ``coefficient_stderr``
+    (their standard errors, 0 where exact), ``stderr`` (the standard errors spread like the map, in
+    its shape), ``n_evals`` (model rows per sample), ``converged`` (with ``tol``), ``score`` (f(x)),
+    ``baseline_score`` (f(baseline)), ``exact`` (whether all coalitions were enumerated),
+    ``n_features``, ``segments``.
     """
 
     name = "kernelshap"
     stochastic = True
     needs_baseline_score = True
+    fixed_evals = 2
 
     def __init__(self, segmentation="auto", segment_size: int | tuple[int, ...] = 4, per_channel: bool = False,
                  n_samples: int | None = None, baseline="zero", score: str = "prob", spread: str = "split",
                  segment_params: dict | None = None, blur_sigma: float = 0.1, seed: int = 0,
-                 progress: bool = False) -> None:
+                 progress: bool = False, tol: float | None = None) -> None:
+        self.tol = tol
         self.segmentation = segmentation
         self.segment_size = segment_size
         self.per_channel = per_channel
@@ -336,40 +450,71 @@ class KernelShap(_Surrogate):
                              fix=f"pass n_samples>={max(f + 1, 2 * f)}, or use fewer features (a larger "
                                  "segment_size)")
 
-    def _draw(self, rng, n_features):
-        f, m = int(n_features), self._rows() - 2
+    def _plan(self, f):
+        m = self._rows() - 2
         if f == 1:
-            return np.zeros((0, 1), dtype=np.int8), np.zeros(0)
-        if f < 31 and 2 ** f - 2 <= m:  # enumerate: exact Shapley values
-            codes = np.arange(1, 2 ** f - 1, dtype=np.int64)
-            z = ((codes[:, None] >> np.arange(f)) & 1).astype(np.int8)
-            k = z.sum(1)
-            w = (f - 1) / (np.exp(_lcomb(f, k)) * k * (f - k))
-            return z, w / w.sum()
-        sizes = np.arange(1, f)
-        p = (f - 1) / (sizes * (f - sizes))
-        h = (m + 1) // 2
-        k = rng.choice(sizes, size=h, p=p / p.sum())
-        ranks = rng.random((h, f)).argsort(1).argsort(1)
-        z = (ranks < k[:, None]).astype(np.int8)
-        z = np.concatenate([z, 1 - z])[:m]
-        return z, np.ones(m)
+            return _Plan([0], f=f, design=None)
+        first = m if self.tol is None else min(m, max(62, 2 * f))
+        design = KernelPlan(f, first)
+        if design.exact:
+            return _Plan([design.n_enum], f=f, design=design, m=m, n_rest=None)
+        sched = tol_schedule(first, m, fixed=design.n_enum, step=2)
+        n_rest = (2 ** f - 2 - design.n_enum) if f < 31 else None
+        return _Plan(sched[:1] if self.tol is None else sched, f=f, design=design, m=m, n_rest=n_rest)
 
-    def _solve(self, Z, Wt, Y, fx, fb):
+    def _switch(self, plan, m, se, limit):
+        """Enumerate the rest when it fits under ``n_samples`` and costs fewer rows than sampling on is
+        predicted to (the standard error falls as 1/√draws: ``s ((max SE / limit)² − 1)`` more draws),
+        or when the schedule has no further round."""
+        no = torch.zeros(len(se), dtype=torch.bool, device=se.device)
+        d = plan.design
+        if d is None or d.exact or plan.n_rest is None or m + plan.n_rest > plan.m:
+            return no
+        s = m - d.n_enum
+        more = s * ((se.max(1).values / limit) ** 2 - 1)
+        last = m == plan.schedule[-1]
+        return (more >= plan.n_rest) | torch.full_like(no, last)
+
+    def _finish_rows(self, plan):
+        return enumerate_coalitions(plan.f, plan.design.sizes)
+
+    def _solve_finish(self, Z, Y, Zn, Yn, fx, fb, plan):
+        """Exact Shapley values from the enumerated strata (the first rows of ``Z``) and the rest (``Zn``)."""
+        d = plan.design
+        Z = torch.cat([Z[:, :d.n_enum], Zn], 1)
+        Y = torch.cat([Y[:, :d.n_enum], Yn], 1)
+        return self._solve(Z, Y, fx, fb, _Plan([Z.shape[1]], f=plan.f, design=_ALL))
+
+    def _draw(self, rng, plan, start, stop):
+        d = plan.design
+        if d is None:
+            return np.zeros((0, plan.f), dtype=np.int8)
+        head = d.z_enum[start:min(stop, d.n_enum)]
+        pairs = draw_pairs(rng, d, (stop - max(start, d.n_enum)) // 2)
+        return np.concatenate([head, pairs])
+
+    def _solve(self, Z, Y, fx, fb, plan):
         g, m, f = Z.shape
         delta = fx - fb
-        if f == 1 or m == 0:
+        d = plan.design
+        if d is None or m == 0:
             phi = delta[:, None].expand(g, f).clone() / f
-            return {"coefficients": phi, "exact": torch.ones(g, dtype=torch.bool, device=Z.device)}
+            return {"coefficients": phi, "stderr": torch.zeros_like(phi),
+                    "exact": torch.ones(g, dtype=torch.bool, device=Z.device)}
+        exact = d is _ALL or d.exact
+        if exact:  # every coalition is among the rows: their kernel weights give the exact values
+            w = torch.as_tensor(shapley_kernel_weights(Z[0].cpu().numpy().astype(np.int8)), dtype=torch.float64,
+                                device=Z.device)
+            n_fixed = Z.shape[1]
+        else:
+            w = torch.as_tensor(d.weights(m - d.n_enum), dtype=torch.float64, device=Z.device)
+            n_fixed = d.n_enum
         Zd = Z.double()
         X = Zd[..., :-1] - Zd[..., -1:]
         y = Y - fb[:, None] - Zd[..., -1] * delta[:, None]
-        beta, _ = weighted_lstsq(X, y, Wt, 0.0, intercept=False)
+        beta, _, cov = lstsq_with_cov(X, y, w, 0.0, intercept=False, fixed=n_fixed, unit=2)
         phi = torch.cat([beta, (delta - beta.sum(1))[:, None]], 1)
-        exact = f < 31 and 2 ** f - 2 <= self._rows() - 2
-        return {"coefficients": phi, "exact": torch.full((g,), exact, dtype=torch.bool, device=Z.device)}
-
-
-def _lcomb(n: int, k: np.ndarray) -> np.ndarray:
-    """log C(n, k), elementwise."""
-    return np.array([math.lgamma(n + 1) - math.lgamma(int(j) + 1) - math.lgamma(n - int(j) + 1) for j in k])
+        var = torch.cat([torch.diagonal(cov, dim1=1, dim2=2), cov.sum((1, 2))[:, None]], 1)
+        se = torch.zeros_like(phi) if exact else var.clamp_min(0).sqrt()
+        return {"coefficients": phi, "stderr": se,
+                "exact": torch.full((g,), exact, dtype=torch.bool, device=Z.device)}

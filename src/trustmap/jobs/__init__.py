@@ -6,7 +6,7 @@ the same job; the engines differ only in how the chunks of the source are schedu
 * :func:`open_data` -- one :class:`~trustmap.stream.Source` for an array, a :class:`Dataset`, a
   built-in dataset or a data file of any format trustmap reads (in memory: a one-file,
   chunked :class:`ArraySource`; streamed: the file read a block of rows at a time), with labels
-  (``labels=``), class names (``classes=``) and where the labels came from (:attr:`Source.labels_source`).
+  (``labels=``), class names (``classes=``) and where the labels came from (``Source.labels_source``).
 * :func:`parse_target` / :func:`targets_for` -- the one target parser (``None``/'predicted',
   'label', a class index, one per sample, or a file of them).
 * :func:`parse_params` / :func:`make_explainers` -- method options (``METHOD.KEY=VALUE``) checked

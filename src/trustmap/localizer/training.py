@@ -4,15 +4,18 @@
 The objectives (what training minimizes on the composed input; ``logits`` are the frozen
 classifier's on it, ``ref`` a per-sample reference log-odds):
 
-``'remove'``  input ``x ⊙ (1 − δ) + δ ⊙ b``; ``relu(logodds_y − ref)`` with ``ref`` the log-odds on the
-              baseline ``b`` itself: remove information down to "every feature removed", no further.
-``'preserve'`` input ``b + δ ⊙ (x − b)`` (keep the region, the rest is the baseline);
-              ``relu(ref − logodds_y)`` with ``ref`` the clean input's log-odds, capped at
-              :data:`PRESERVE_CAP` (p = 0.9): keep the prediction as sure as it was, up to that.
-``'prior'``   cross-entropy to the class prior on the removed input.
-``'paper'``   minus the cross-entropy on the removed input (dnn-locate).
+==============  ============================================================================================
+``'remove'``    input ``x ⊙ (1 − δ) + δ ⊙ b``; ``relu(logodds_y − ref)`` with ``ref`` the log-odds on the
+                baseline ``b`` itself: remove information down to "every feature removed", no further.
+``'preserve'``  input ``b + δ ⊙ (x − b)`` (keep the region, the rest is the baseline);
+                ``relu(ref − logodds_y)`` with ``ref`` the clean input's log-odds, capped at
+                :data:`PRESERVE_CAP` (p = 0.9): keep the prediction as sure as it was, up to that.
+``'prior'``     cross-entropy to the class prior on the removed input.
+``'paper'``     minus the cross-entropy on the removed input (dnn-locate).
+==============  ============================================================================================
 
 Each with the sparsity penalty ``λ · sum(δ)/τ`` (ramped up over the first quarter of training).
+
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from torch import nn
 
 from ..models import Model
 from . import r2 as _r2
-from .baseline import baseline
+from .baseline import REFERENCE, baseline
 from .common import chunks, log_odds, mix
 from .model import MaskNet, apply_mask
 
@@ -61,7 +64,7 @@ def reference(loc, model: Model, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
             if kind == "preserve":
                 out.append(log_odds(model.logits_t(xb), y[s]).clamp_max(PRESERVE_CAP))
             else:
-                base = baseline(xb, "mean" if bkind == "noise" else bkind, loc.base_stats_, explicit_zero=True)
+                base = baseline(xb, REFERENCE.get(bkind, bkind), loc.base_stats_, explicit_zero=True)
                 out.append(log_odds(model.logits_t(base), y[s]))
     return torch.cat(out).clone()
 

@@ -1,24 +1,24 @@
 """Axiomatic and correlation metrics: completeness, non-sensitivity, monotonicity correlation, infidelity.
 
-=============================  ===================================================================  ======
-metric                         definition (per sample; ``f`` = the target's score, ``b`` the       better
+=============================  ======================================================================  ======
+metric                         definition (per sample; ``f`` = the target's score, ``b`` the           better
                                masking convention's baseline)
-=============================  ===================================================================  ======
-``completeness``               ``|sum(a) - (f(x) - f(b))|`` (Sundararajan et al. 2017; Quantus'     lower
+=============================  ======================================================================  ======
+``completeness``               ``|sum(a) - (f(x) - f(b))|`` (Sundararajan et al. 2017; Quantus'        lower
                                ``Completeness`` reports the boolean ``gap == 0``)
-``non_sensitivity``            size of the symmetric difference between the features with          lower
+``non_sensitivity``            size of the symmetric difference between the features with              lower
                                ``|a| < eps`` (map rescaled to max 1) and the features whose
                                removal leaves the score unchanged (variance < ``eps`` over
                                ``n_samples`` uniform replacements in ``[min x, max x]``)
                                (Nguyen & Martinez 2020; Quantus' ``NonSensitivity``)
-``monotonicity_correlation``   Spearman correlation between the map's sum over each step of          higher
+``monotonicity_correlation``   Spearman correlation between the map's sum over each step of            higher
                                ``features_in_step`` entries (ascending map order) and
                                ``(f(x with the step -> b) - f(x))² / f(x)²`` (Nguyen & Martinez 2020;
                                Quantus' ``MonotonicityCorrelation``)
-``infidelity``                 ``E_I[(I·a - (f(x) - f(x - I)))²]``, ``I ~ N(0, std²)`` entrywise     lower
+``infidelity``                 ``E_I[(I·a - (f(x) - f(x - I)))²]``, ``I ~ N(0, std²)`` entrywise       lower
                                (Yeh et al. 2019; Captum's ``infidelity``; ``normalize=True``
                                rescales ``I·a`` by the least-squares ``β`` first)
-=============================  ===================================================================  ======
+=============================  ======================================================================  ======
 
 Scores are pre-softmax (``output='logit'``) for completeness and infidelity (the attributions of
 gradient methods explain logits), probabilities for the others (Quantus' ``softmax=True``).

@@ -363,6 +363,16 @@ class ExplanationScores:
     interval, the permutation p-value, the Holm-adjusted p-value, ``significant`` and ``better``
     (the better method when significant, else ``None``). ``results`` keeps every
     :class:`MetricResult` (per-sample values and curves).
+
+    Returned by :func:`trustmap.evaluate`.
+
+    Examples
+    --------
+    >>> scores = trustmap.evaluate(model, X, y, attributions={"gradcam": g, "lime": l},
+    ...                            metrics=["average_drop", "deletion"])
+    >>> scores.value("gradcam", "average_drop"), scores.interval("gradcam", "average_drop")
+    >>> scores.comparison("deletion", "gradcam", "lime")["p_holm"]
+    >>> print(scores.to_markdown())
     """
 
     methods: list[str]
@@ -589,6 +599,31 @@ def evaluate_explanations(model, X, y=None, attributions=None, metrics: Sequence
     seed : tie-breaking, random subsets, bootstrap and permutations.
     metric_params : ``{metric: {parameter: value}}`` for the metrics of the newer families (e.g.
         ``{'max_sensitivity': {'n_samples': 20}}``); see each metric's function.
+
+    Returns
+    -------
+    ExplanationScores
+        Per method and metric: the per-sample values, their mean with a bootstrap interval, and
+        the paired comparisons between methods (permutation tests, Holm-corrected);
+        ``to_markdown()`` and ``to_dict()`` give them as a table and as JSON-ready numbers.
+
+    Raises
+    ------
+    InputError
+        An unknown metric (the message lists :data:`METRICS`), ``'r2'`` without labels, or a bad setting.
+    ShapeError
+        A map whose shape is not ``X``'s, or a ``mask`` of another shape.
+    NonFiniteError
+        NaN or Inf in ``X``, the maps or the model's scores.
+
+    Examples
+    --------
+    >>> import trustmap
+    >>> att = trustmap.explain(model, X, method="gradcam")
+    >>> masks = trustmap.Localizer().fit(model, X_unseen).locate(X)
+    >>> scores = trustmap.evaluate(model, X, y, attributions={"gradcam": att, "trust": masks},
+    ...                            metrics=["average_drop", "increase_in_confidence", "deletion"])
+    >>> print(scores.to_markdown())                 # means with 95 % intervals, paired tests
     """
     attrs = _as_dict(attributions if attributions is not None else {})
     mk = make_masking(masking, baseline=baseline, normalize=normalize, budget=budget, channels=channels, seed=seed)

@@ -8,13 +8,13 @@ per-sample values.
 =============================  ==============================================================  ========
 metric                         definition (per sample; ``Y`` = target score on ``x``)          better
 =============================  ==============================================================  ========
-``average_drop``               keep the top ``frac`` of the map, the rest -> baseline; score     lower
+``average_drop``               keep the top ``frac`` of the map, the rest -> baseline; score   lower
                                ``O``: ``100 * max(0, Y - O) / Y`` (Chattopadhay et al. 2018)
-``increase_in_confidence``     ``100 * [O > Y]`` on the same input                               higher
-``deletion``                   remove entries in map order (most important first) in          lower
+``increase_in_confidence``     ``100 * [O > Y]`` on the same input                             higher
+``deletion``                   remove entries in map order (most important first) in           lower
                                ``steps`` equal shares; area under score vs removed fraction
-``insertion``                  start from the baseline, insert entries in map order; area     higher
-``faithfulness_correlation``   Pearson correlation, over ``n_runs`` random subsets ``S``      higher
+``insertion``                  start from the baseline, insert entries in map order; area      higher
+``faithfulness_correlation``   Pearson correlation, over ``n_runs`` random subsets ``S``       higher
                                (``subset`` of the entries), of ``sum(map[S])`` with
                                ``Y - score(x with S -> baseline)`` (Bhatt et al. 2020)
 ``r2_at_budget``               the TRUST localizer's generalized partial R² of the map used    higher

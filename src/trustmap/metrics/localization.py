@@ -6,19 +6,19 @@ over all entries of a sample; with ``channels='mean'`` the map is averaged over 
 position counts as in the region when any channel's entry is). A region mask has the maps'
 shape, or the maps' shape without the channel axis (one region for every channel). Per sample:
 
-=====================  ===================================================================  ======
-metric                 definition                                                           range
-=====================  ===================================================================  ======
-``pointing_game``      1 when the top-ranked entry lies in the region (dilated by           {0, 1}
+=====================  ========================================================================  ======
+metric                 definition                                                                range
+=====================  ========================================================================  ======
+``pointing_game``      1 when the top-ranked entry lies in the region (dilated by                {0, 1}
                        ``tolerance`` positions along each spatial axis), else 0
-``mass_inside``        share of the map's positive mass inside the region (relevance        [0, 1]
+``mass_inside``        share of the map's positive mass inside the region (relevance             [0, 1]
                        mass accuracy, Arras et al. 2022); NaN when the map has no
                        positive mass (use ``normalize='abs'`` or ``'minmax'`` for signed maps)
-``topk_iou``           IoU of the map's top ``k`` entries with the region; ``k`` = the       [0, 1]
+``topk_iou``           IoU of the map's top ``k`` entries with the region; ``k`` = the           [0, 1]
                        region's size (relevance rank accuracy's choice) or ``frac`` of M
-``auprc``              average precision of the map's values as scores for region          [0, 1]
+``auprc``              average precision of the map's values as scores for region                [0, 1]
                        membership (ties grouped as in scikit-learn)
-=====================  ===================================================================  ======
+=====================  ========================================================================  ======
 
 A sample whose region is empty (e.g. a null class) gets NaN and is left out of the mean.
 Higher is better for all four.

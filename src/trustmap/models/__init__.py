@@ -23,9 +23,55 @@ def __getattr__(name):  # BLACK_BOX_METHODS is derived from the explainer classe
 
 
 def load_model(obj, *, safe_mode: bool = True, custom_objects: dict | None = None, **options) -> Model:
-    """Wrap a model (or load a model file) for trustmap; see :func:`_load`. A model whose input size
-    is known is run once on two zero inputs: one that does not return ``(N, K)`` class scores is
-    refused with a :class:`~trustmap.errors.ModelOutputError` naming the shape."""
+    """Wrap a model (or load a model file) for trustmap. The user's model is never changed.
+
+    A model whose input size is known is run once on two zero inputs: one that does not return
+    ``(N, K)`` class scores is refused with a :class:`~trustmap.errors.ModelOutputError` naming
+    the shape.
+
+    Parameters
+    ----------
+    obj : torch.nn.Module, keras.Model, Model, str or path
+        A model object, or a file: ``.keras`` / ``.h5`` (Keras 3 on the torch backend, loaded with
+        ``compile=False``; legacy tf.keras 2.x ``.h5`` files too), ``.onnx`` (onnxruntime, forward
+        only), or a trustmap zoo model (``.safetensors`` with its ``.json`` beside it). A
+        :class:`Model` is returned as it is.
+    safe_mode : bool
+        Keras files: refuse layers whose code would run on load (``Lambda``). Opt out only for
+        files you trust; Keras' process-wide flag is restored afterwards.
+    custom_objects : dict, optional
+        Keras: custom layers and functions by name.
+    **options
+        Passed to the adapter: ``output`` (``'auto'``, ``'logits'``, ``'probs'`` or ``'sigmoid'``:
+        what the model returns), ``max_batch``, ``name``; torch: ``input_shape``, ``dtype``,
+        ``device``; ONNX: ``channels_last``.
+
+    Returns
+    -------
+    Model
+        :class:`TorchModel`, :class:`KerasModel` or :class:`OnnxModel`.
+
+    Raises
+    ------
+    ModelLoadError
+        A missing, empty or unreadable file, or an object that is not a model.
+    UnsafeModelError
+        A Keras file with a ``Lambda`` layer under ``safe_mode=True``.
+    ModelOutputError
+        Outputs that are not ``(N, K)`` class scores.
+    BackendError
+        Keras was imported with a backend other than torch.
+
+    Examples
+    --------
+    >>> import trustmap
+    >>> m = trustmap.load_model("ecg_model.h5")         # legacy tf.keras file, run on torch
+    >>> m.n_classes, m.framework
+    (5, 'keras')
+    >>> m.probs(X[:8]).shape                           # probabilities, (8, 5)
+    (8, 5)
+    >>> m.default_layer()                              # the last convolution, for CAM methods
+    """
     if isinstance(obj, Model):
         return obj
     with preserved_rng():  # building modules and Keras clones draws from the global RNGs

@@ -83,6 +83,23 @@ def sigmoid_logit(p: torch.Tensor) -> torch.Tensor:
 class Model:
     """A classifier seen through trustmap: internal layout, logits and probabilities, layers.
 
+    Made by :func:`trustmap.load_model`; every explainer, the localizer and the metrics take one
+    (or anything ``load_model`` takes). ``logits(x)`` gives the pre-softmax scores (a fused final
+    softmax or sigmoid is stripped), ``probs(x)`` the probabilities, ``predict(x)`` the classes;
+    ``layers()`` lists the layers, ``default_layer()`` is the last convolution (after its
+    activation), ``capture(layer)`` records activations and gradients; ``n_classes``,
+    ``framework`` (``'torch'``, ``'keras'``, ``'onnx'``) and ``differentiable`` describe it.
+    Inputs are accepted in any layout (:mod:`trustmap.layout`); a single sigmoid output is a
+    two-class model.
+
+    Examples
+    --------
+    >>> m = trustmap.load_model(net)
+    >>> m.probs(X[:4]).sum(axis=1)                    # rows sum to 1 (float32)
+    array([0.9999999, 1.       , 1.       , 1.       ], dtype=float32)
+    >>> [layer.name for layer in m.layers()][:3]      # the MNIST-1D reference CNN
+    ['conv1', 'relu1', 'conv2']
+
     Subclasses implement ``_forward`` (raw outputs in internal layout), ``_pre_activation``
     (logits where reachable), ``layers``, ``capture`` and ``fingerprint``.
     """
@@ -288,7 +305,7 @@ class Model:
         return int(max(1, min(cap, self.budget_bytes // per)))
 
     def chunks(self, n: int, sample_numel: int, factor: float = 64.0) -> Iterator[slice]:
-        """Slices of ``n`` samples sized by :meth:`batch_size` (:func:`row_slices`)."""
+        """Slices of ``n`` samples sized by :meth:`batch_size` (:func:`trustmap.models.base.row_slices`)."""
         return iter(row_slices(n, self.batch_size(sample_numel, factor)))
 
     def _batched(self, fn: Callable[[torch.Tensor], torch.Tensor], x, layout, batch_size) -> np.ndarray:

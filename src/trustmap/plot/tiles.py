@@ -5,7 +5,7 @@ Used by the report's per-method galleries: a tile costs a few milliseconds where
 panel costs a tenth of a second. ``signal_tile``: one strip per channel, the map as a colour band
 behind the black trace (like :func:`trustmap.plot.plot_signal_attribution`); ``image_tile``: the
 image in grey with the map as a separate layer whose opacity grows with its magnitude (like
-:func:`trustmap.plot.overlay`). ``scale_css``: a CSS gradient of a colormap for an HTML colour bar.
+``trustmap.plot._style.overlay``). ``scale_css``: a CSS gradient of a colormap for an HTML colour bar.
 """
 
 from __future__ import annotations

@@ -9,30 +9,30 @@ streamed or on Ray) writes a ``trustmap.run/2`` record (:mod:`trustmap.jobs.reco
 and data (:mod:`trustmap.report.runs`): the sections that exist appear.
 
 Run directory (written by :func:`trustmap.workflows.demo`)
----------------------------------------------------------
+----------------------------------------------------------
 
-==============================  ====================================================================
-``run.json``                    the manifest (format ``trustmap.run/2``; ``/1`` is read too): settings, model and data
-                                description, ``files`` (key -> relative path; every named file must
-                                exist), ``attributions`` (method -> ``attributions/<method>.npz``),
-                                ``samples_layout``, timings, notes, versions. Required.
-``model.safetensors`` + ``.json`` the reference CNN (zoo) when the demo trained it; a user's model
-                                is named in ``run.json`` (path and fingerprint) instead
-``data.json``                   data summary: name, layout, shape, classes, samples per class/split
-``report.json`` ``report.txt``  model report (accuracy, ROC, confusion, P/R/F1) on the test split
-``history.json``                training curves (when the model was trained here)
-``model_report.png``            the model-report figure
-``samples.npz``                 the explained test samples: ``X`` (layout ``samples_layout``), ``y``
-                                (when labeled), ``pred``, ``probs``, ``index`` (rows of the test split)
-``attributions/<method>.npz``   one :class:`~trustmap.Attribution` per explainer (+ ``.json`` record);
-                                ``trust.npz``: the localizer's masks of the same samples
-``localizer/``                  ``localizer.safetensors`` (+ ``.json``), ``r2_path.json`` (τ, R² with
-                                interval, held-out and calibration paths), ``r2_path.png``,
-                                ``da_plot.png``, ``path_plot.png``, ``masks.npz`` (training masks)
-``scores/``                     ``scores.json`` / ``scores.md`` (every metric, bootstrap intervals,
-                                paired tests) and ``curves.png`` (deletion / insertion)
-``report.html``                 the report
-==============================  ====================================================================
+==================================  ====================================================================
+``run.json``                        the manifest (format ``trustmap.run/2``; ``/1`` is read too): settings, model and data
+                                    description, ``files`` (key -> relative path; every named file must
+                                    exist), ``attributions`` (method -> ``attributions/<method>.npz``),
+                                    ``samples_layout``, timings, notes, versions. Required.
+``model.safetensors`` + ``.json``   the reference CNN (zoo) when the demo trained it; a user's model
+                                    is named in ``run.json`` (path and fingerprint) instead
+``data.json``                       data summary: name, layout, shape, classes, samples per class/split
+``report.json`` ``report.txt``      model report (accuracy, ROC, confusion, P/R/F1) on the test split
+``history.json``                    training curves (when the model was trained here)
+``model_report.png``                the model-report figure
+``samples.npz``                     the explained test samples: ``X`` (layout ``samples_layout``), ``y``
+                                    (when labeled), ``pred``, ``probs``, ``index`` (rows of the test split)
+``attributions/<method>.npz``       one :class:`~trustmap.Attribution` per explainer (+ ``.json`` record);
+                                    ``trust.npz``: the localizer's masks of the same samples
+``localizer/``                      ``localizer.safetensors`` (+ ``.json``), ``r2_path.json`` (τ, R² with
+                                    interval, held-out and calibration paths), ``r2_path.png``,
+                                    ``da_plot.png``, ``path_plot.png``, ``masks.npz`` (training masks)
+``scores/``                         ``scores.json`` / ``scores.md`` (every metric, bootstrap intervals,
+                                    paired tests) and ``curves.png`` (deletion / insertion)
+``report.html``                     the report
+==================================  ====================================================================
 
 Sections appear when their files exist. A file that ``run.json`` names but is missing or
 corrupt raises :class:`~trustmap.errors.RunDirError` naming it; the HTML is written atomically

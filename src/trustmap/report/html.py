@@ -978,8 +978,14 @@ def _versions(run: Run) -> _Section:
                     'report was built.</p>' + _table(["package", "run", "report"], rows, num_from=99))
 
 
-SECTIONS = (_summary, _model_report, _explanations, _class_averages, _scores, _localizer, _data, _model,
-            _provenance, _versions)
+def _counterfactuals(run: Run) -> _Section | None:
+    from .counterfactuals import counterfactual_section  # a module of its own (it imports this one)
+
+    return counterfactual_section(run)
+
+
+SECTIONS = (_summary, _model_report, _explanations, _class_averages, _scores, _counterfactuals, _localizer, _data,
+            _model, _provenance, _versions)
 
 
 def _template(name: str) -> str:
@@ -1025,6 +1031,31 @@ def build_report(run_dir, out: str | os.PathLike | None = None) -> Path:
     of the same model and data; the report goes to the first one by default), read by
     :func:`trustmap.report.runs.load_runs`. Raises :class:`~trustmap.errors.RunDirError` naming the
     file when one is missing or corrupt.
+
+    Parameters
+    ----------
+    run_dir : str, path, or a list of them
+        Run folders holding a ``run.json`` (:mod:`trustmap.jobs.record`), of one model and data.
+    out : str or path, optional
+        The HTML file to write (default: ``report.html`` in the first folder).
+
+    Returns
+    -------
+    Path
+        The HTML file written: no request to any other host (figures inline, a
+        Content-Security-Policy forbids any).
+
+    Raises
+    ------
+    RunDirError
+        A folder without ``run.json``, a named file missing or corrupt, or folders of different
+        models.
+
+    Examples
+    --------
+    >>> from trustmap.report import build_report
+    >>> build_report("runs/demo")                               # runs/demo/report.html
+    >>> build_report(["runs/expl", "runs/loc", "runs/scores"], out="report.html")
     """
     from .runs import load_runs
 

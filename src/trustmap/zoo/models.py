@@ -4,13 +4,13 @@ Every torch model carries ``input_shape`` ``(C, *spatial)``, ``arch`` (its name 
 :data:`ARCHITECTURES`) and ``config`` (the constructor keyword arguments, JSON-ready), so
 :func:`trustmap.zoo.save` can write it and :func:`trustmap.zoo.load` can rebuild it.
 
-========================  ==========================================================  ==============
-name                      network                                                      from
-========================  ==========================================================  ==============
-``mnist1d_cnn``           3 x Conv1d(25) + ReLU, Flatten, Linear (13,960 parameters)   MNIST-1D report
-``ecg_fcn``               Conv1d 128/256/128 (k 8/5/3, 'same') + BN + ReLU, GAP, Linear  Wang et al. FCN
-``mnist2d_cnn``           Conv2d 32, 64 (k 3) + ReLU, MaxPool, Dropout, Dense 128, Dense   Keras MNIST
-========================  ==========================================================  ==============
+========================  ==============================================================  ===============
+name                      network                                                         from
+========================  ==============================================================  ===============
+``mnist1d_cnn``           3 x Conv1d(25) + ReLU, Flatten, Linear (13,960 parameters)      MNIST-1D report
+``ecg_fcn``               Conv1d 128/256/128 (k 8/5/3, 'same') + BN + ReLU, GAP, Linear   Wang et al. FCN
+``mnist2d_cnn``           Conv2d 32, 64 (k 3) + ReLU, MaxPool, Dropout, Dense 128, Dense  Keras MNIST
+========================  ==============================================================  ===============
 
 The models return logits (no final softmax/sigmoid) unless ``final_activation`` is asked for.
 """
