@@ -253,6 +253,14 @@ def _tile(ref: torch.Tensor, rows: int) -> torch.Tensor:
     return ref if ref.shape[0] == rows else ref.repeat(rows // ref.shape[0], *([1] * (ref.ndim - 1)))
 
 
+def _minus(a: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``a − ref`` row by row, ``ref`` repeating along the rows with its own length as the period (a
+    broadcast, no copy of the references)."""
+    if ref.shape[0] == a.shape[0]:
+        return a - ref
+    return (a.reshape(a.shape[0] // ref.shape[0], *ref.shape) - ref).view(a.shape)
+
+
 class _PairedRescale(torch.autograd.Function):
     """An elementwise nonlinearity on the input rows, paired with its reference call recorded in a first
     pass (``x_ref``, ``y_ref``): backward ``grad · (y − y_ref) / (x − x_ref)`` (the local derivative where
@@ -275,9 +283,9 @@ class _PairedRescale(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         xin, out, x_ref, y_ref = ctx.saved_tensors
-        dx = xin - _tile(x_ref, len(xin))
+        dx = _minus(xin, x_ref)
         small = dx.abs() < DEEPLIFT_EPS
-        m = out - _tile(y_ref, len(xin))
+        m = _minus(out, y_ref)
         if bool(small.any()):
             with torch.enable_grad():
                 xi = xin.detach().requires_grad_(True)
@@ -304,7 +312,7 @@ class _PairedMaxPool(torch.autograd.Function):
     def backward(ctx, grad):
         x, out, idx, x_ref, out_ref, idx_ref = ctx.saved_tensors
         b = x.shape[0]
-        dx = (x - _tile(x_ref, b)).flatten(2)
+        dx = _minus(x, x_ref).flatten(2)
         o, oref = out.flatten(2), _tile(out_ref, b).flatten(2)
         g = grad.flatten(2)
         ix, iref = idx.flatten(2), _tile(idx_ref, b).flatten(2)
