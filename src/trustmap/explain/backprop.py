@@ -198,7 +198,7 @@ class _RescaleMaxPool(torch.autograd.Function):
         small = dx.abs() < DEEPLIFT_EPS
         if bool(small.any()):
             plain = torch.zeros_like(dx).scatter_add_(2, ix, g)
-            m.div_(dx.masked_fill(small, 1.0))
+            m.div_(dx.masked_fill_(small, 1.0))  # dx is a fresh tensor
             torch.where(small, plain, m, out=m)
         else:
             m.div_(dx)
@@ -323,7 +323,7 @@ class _PairedMaxPool(torch.autograd.Function):
         small = dx.abs() < DEEPLIFT_EPS
         if bool(small.any()):
             plain = torch.zeros_like(dx).scatter_add_(2, ix, g)
-            m.div_(dx.masked_fill(small, 1.0))
+            m.div_(dx.masked_fill_(small, 1.0))  # dx is a fresh tensor
             torch.where(small, plain, m, out=m)
         else:
             m.div_(dx)
