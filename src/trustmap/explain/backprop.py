@@ -361,13 +361,15 @@ class _PairedMode(TorchFunctionMode):
         if func in _ELEMENTWISE:
             x, fn, inplace = activation_call(func, args, kwargs)
             if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim >= 1:
-                inplace = inplace and (func in _RELU or func in _RELU_INPLACE)
+                relu = func in _RELU or func in _RELU_INPLACE
+                inplace = inplace and relu
+                kind = "relu" if relu else getattr(func, "__name__", repr(func))
                 if self.phase == "record":
                     xr = x.detach().clone()
                     out = func(*args, **kwargs)
-                    self.recorded.append(("act", tuple(x.shape), xr, out.detach().clone() if inplace else out.detach()))
+                    self.recorded.append((kind, tuple(x.shape), xr, out.detach().clone() if inplace else out.detach()))
                     return out
-                x_ref, y_ref = self._next("act", tuple(x.shape))
+                x_ref, y_ref = self._next(kind, tuple(x.shape))
                 self.count += 1
                 return _PairedRescale.apply(x, fn, inplace and not (x.is_leaf and x.requires_grad), x_ref, y_ref)
         for rank, funcs in _MAXPOOL.items():
