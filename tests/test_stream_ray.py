@@ -225,6 +225,8 @@ def test_cli_engine_auto_picks_in_process_for_a_small_job_and_says_why(files, tm
     assert res["record"]["engine"] == "stream" and res["record"]["engine_choice"]["reason"] == "it does not pay"
     assert "engine auto -> in-process (it does not pay)" in capsys.readouterr().err
     np.testing.assert_array_equal(read_maps(res["outputs"]["saliency"])[0], maps)  # the in-process maps
+    arr = explain(files["model"], np.load(files["X"])[:50], "saliency", tmp_path / "arr", engine="auto", plots=0)
+    assert arr["record"]["engine"] == "memory" and "data file" in arr["record"]["engine_choice"]["reason"]
     with pytest.raises(InputError) as e:  # Ray explains a whole file, not a built-in dataset
         explain(files["model"], None, "saliency", tmp_path / "x", dataset="mnist1d", engine="ray")
     assert e.value.parameter == "engine"

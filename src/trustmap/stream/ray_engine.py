@@ -433,7 +433,8 @@ def _decide(cost: dict[str, float], rows: int, workers: int, fixed: float, insta
     else:
         reason = "it pays" if pays else "it does not pay"
     engine = "ray" if pays else "local"
-    line = f"engine auto -> {'Ray' if pays else 'in-process'} ({reason}): {facts}; rule: {rule}"
+    line = f"engine auto -> {'Ray' if pays else 'in-process'} ({reason})" + ("" if why_not else f": {facts}") \
+        + f"; rule: {rule}"
     return {"engine": engine, "reason": reason, "rule": rule, "rows": int(rows),
             "cost_per_row_s": {k: float(v) for k, v in cost.items()}, "work_s": float(work),
             "workers": int(workers), "ray_fixed_s": float(fixed), "ray_saving_s": float(saving),
