@@ -31,7 +31,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-import trustmap
 from trustmap import datasets, stream, zoo
 
 QUICK = os.environ.get("TRUSTMAP_DOCS_QUICK") == "1"
@@ -46,7 +45,7 @@ zoo.Trainer(**zoo.RECIPES["mnist1d_cnn"], progress=False).fit(net, train.X, trai
 zoo.save(net, os.path.join(workdir, "model.safetensors"), classes=train.classes)
 
 # %%
-# :func:`numpy.lib.format.open_memmap` creates the ``.npy`` on disk; we fill it 5,000 rows at a
+# ``numpy.lib.format.open_memmap`` creates the ``.npy`` on disk; we fill it 5,000 rows at a
 # time with MNIST-1D test samples plus a little noise, so at no point is the whole file in memory.
 test = datasets.load("mnist1d", split="test")
 rng = np.random.default_rng(0)

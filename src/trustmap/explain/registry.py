@@ -30,7 +30,14 @@ def register(name: str) -> Callable[[T], T]:
 
 
 def list_methods() -> list[str]:
-    """The registered method names, sorted."""
+    """The registered method names, sorted.
+
+    Examples
+    --------
+    >>> from trustmap.explain import list_methods
+    >>> "gradcam" in list_methods()
+    True
+    """
     _load_all()
     return sorted(REGISTRY)
 
@@ -47,7 +54,19 @@ def methods_where(**facts: bool) -> list[str]:
     ``methods_where(synthesizes_inputs=True)`` (methods that return a made-up input, not a map of the
     given one), ``methods_where(stochastic=True)`` (results depend on ``seed``).
 
-    The one source of these lists: other layers derive theirs from here."""
+    The one source of these lists: other layers derive theirs from here.
+
+    Raises
+    ------
+    InputError
+        A fact that is not one of :data:`METHOD_FACTS`.
+
+    Examples
+    --------
+    >>> from trustmap.explain import methods_where
+    >>> "occlusion" in methods_where(needs_gradients=False)
+    True
+    """
     for k in facts:
         if k not in METHOD_FACTS:
             raise InputError("unknown method fact", parameter=k, expected="one of " + ", ".join(METHOD_FACTS),
@@ -71,7 +90,31 @@ def _load_all() -> None:
 
 
 def get_explainer(method: str, **params):
-    """An explainer instance for ``method`` with ``params``; errors name what is accepted."""
+    """An explainer instance for ``method`` with ``params``; errors name what is accepted.
+
+    Parameters
+    ----------
+    method : str
+        A registered name (:func:`list_methods`).
+    **params
+        The explainer class's parameters (its ``__init__``; see :doc:`/methods`).
+
+    Returns
+    -------
+    Explainer
+        Configured, not yet run: call ``.explain(model, x, target=None, layout=None)``.
+
+    Raises
+    ------
+    InputError
+        An unknown method (with the closest names) or a parameter the method does not take.
+
+    Examples
+    --------
+    >>> from trustmap.explain import get_explainer
+    >>> ig = get_explainer("integrated_gradients", n_steps=32)
+    >>> att = ig.explain(model, X)                       # reuse ig on other batches
+    """
     _load_all()
     if not isinstance(method, str) or method not in REGISTRY:
         close = difflib.get_close_matches(str(method), list(REGISTRY), n=3)

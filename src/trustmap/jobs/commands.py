@@ -241,7 +241,7 @@ def _locate(sess, model, data, out, dataset, split, rows, engine, chunk_rows, fo
             label, key, classes, seed, progress, resume, overwrite, safe_mode, localizer, plots, fit_note,
             distributed, localizer_params) -> dict[str, Any]:
     from ..localizer import Localizer
-    from ..localizer.runner import fit_localizer, localizer_key
+    from ..localizer.runner import fit_localizer, localizer_key, sampling_rate
     from ..models import Model, load_model
 
     if isinstance(model, Model):
@@ -284,6 +284,7 @@ def _locate(sess, model, data, out, dataset, split, rows, engine, chunk_rows, fo
             if loc is None:
                 loc, _paths = fit_localizer(m, X, y, out, layout=src.layout, seed=seed,
                                             val_accuracy=recorded_val_accuracy(model),
+                                            fs=sampling_rate(getattr(src, "meta", None)),
                                             progress=bool(progress) and sess.is_main, plots=plots,
                                             write=sess.is_main, distributed=distributed,
                                             checkpoint=(out / "checkpoint") if resume else None, **localizer_params)

@@ -363,6 +363,16 @@ class ExplanationScores:
     interval, the permutation p-value, the Holm-adjusted p-value, ``significant`` and ``better``
     (the better method when significant, else ``None``). ``results`` keeps every
     :class:`MetricResult` (per-sample values and curves).
+
+    Returned by :func:`trustmap.evaluate`.
+
+    Examples
+    --------
+    >>> scores = trustmap.evaluate(model, X, y, attributions={"gradcam": g, "lime": l},
+    ...                            metrics=["average_drop", "deletion"])
+    >>> scores.value("gradcam", "average_drop"), scores.interval("gradcam", "average_drop")
+    >>> scores.comparison("deletion", "gradcam", "lime")["p_holm"]
+    >>> print(scores.to_markdown())
     """
 
     methods: list[str]

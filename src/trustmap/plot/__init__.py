@@ -52,6 +52,23 @@ def plot_attribution(attribution, x=None, *, index: int = 0, channels: int | Seq
         Opacity of an image overlay.
     channel_names, class_names : optional
         Labels for the channel rows and for the target in the title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    InputError
+        An ``index`` or channel out of range, or ``x`` whose shape does not match the maps.
+    DependencyError
+        matplotlib is not installed (``pip install 'trustmap[plot]'``).
+
+    Examples
+    --------
+    >>> att = trustmap.explain(model, X, method="gradcam", per_channel=True)
+    >>> fig = trustmap.plot.plot_attribution(att, X, index=0, channel_names=["I", "II", "III"])
+    >>> fig.savefig("gradcam.png")
     """
     from ..attribution import Attribution
 
