@@ -226,10 +226,21 @@ class _Pool:
         with _worker_errors():
             return self.ray.get(self.infos[:n])
 
-    def kill(self) -> None:
+    def kill(self, wait_s: float = 30.0) -> None:
+        """Kill the actors and wait (up to ``wait_s``) until Ray reports each one dead: ``ray.kill``
+        only sends the order, and a task sent just after it may still run."""
+        ray = self.ray
         for a in self.actors:
             with contextlib.suppress(Exception):
-                self.ray.kill(a)
+                ray.kill(a, no_restart=True)
+        deadline = time.monotonic() + wait_s
+        for a in self.actors:
+            while time.monotonic() < deadline:
+                try:
+                    ray.get(a.info.remote(), timeout=max(0.1, deadline - time.monotonic()))
+                except Exception:  # noqa: BLE001 - RayActorError once it is dead (or a timeout: give up)
+                    break
+                time.sleep(0.05)
         self.actors, self.infos = [], []
 
 
