@@ -37,15 +37,17 @@ docs: $(VENV)/.docs-installed
 		-d docs/_build/doctrees docs docs/_build/html
 	@echo "site: docs/_build/html/index.html"
 
-# Peers (captum, lime, quantus, grad-cam) live in their own environment, never in .venv.
-$(BENCH)/.installed: pyproject.toml benchmarks/constraints.txt benchmarks/requirements.txt
-	test -x $(BENCH)/bin/python || $(PYTHON) -m venv $(BENCH)
-	$(BENCH)/bin/python -m pip install -q --upgrade pip
-	$(BENCH)/bin/python -m pip install -q -c benchmarks/constraints.txt -e ".[all]" -r benchmarks/requirements.txt
+# Peers (captum, zennit, quantus, lime, grad-cam, shap) are installed WITHOUT their dependencies into
+# .venv-bench/site and run by .venv's python: one torch (the CPU wheel above), never a second one; their
+# other dependencies come from the [all] extras, torchvision is stubbed by benchmarks/peers.py.
+PEERS := $(BENCH)/site
+$(PEERS)/.installed: benchmarks/requirements-peers.txt $(VENV)/.installed
+	rm -rf $(PEERS)
+	$(VENV)/bin/python -m pip install -q --no-deps --target $(PEERS) -r benchmarks/requirements-peers.txt
 	touch $@
 
-bench: $(BENCH)/.installed
-	$(BENCH)/bin/python benchmarks/run.py --out benchmarks/RESULTS.md
+bench: install $(PEERS)/.installed
+	TRUSTMAP_PEERS=$(PEERS) $(VENV)/bin/python benchmarks/run.py --out benchmarks/RESULTS.md
 
 clean:
 	rm -rf $(VENV) $(BENCH) runs build *.egg-info src/*.egg-info docs/_build docs/tutorials docs/api docs/_generated

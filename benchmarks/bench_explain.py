@@ -1,10 +1,13 @@
 """Speed of the gradient and CAM explainers: ratio to the physical floor, beside Captum and
 pytorch-grad-cam, in one run.
 
-Run it in the peer environment (it needs captum and grad-cam; trustmap is taken from src/)::
+Run it with .venv's python; the peers (captum, grad-cam) come from ``.venv-bench/site`` (see
+benchmarks/peers.py; trustmap is taken from src/)::
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src .venv-bench/bin/python benchmarks/bench_explain.py \
+    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/bench_explain.py \
         --out benchmarks/results_explain.md
+
+Issue 16's methods beside Captum and Zennit: benchmarks/bench_explain16.py.
 
 The floor of each method is the batched work it cannot avoid (benchmarks/harness.py):
 one forward+backward pass (saliency, guided backprop, Grad-CAM, Grad-CAM++), fifty
@@ -34,6 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from harness import floor_backward, floor_forward, timeit  # noqa: E402
+from peers import use_peers  # noqa: E402
 
 import trustmap  # noqa: E402
 from trustmap.explain import explain  # noqa: E402
@@ -141,10 +145,10 @@ def new_floor(method, model, x, y, params):
     if method in ("input_x_gradient", "deconvolution", "lrp"):
         return "fb1", "1 fwd+bwd"
     if method == "deeplift":
-        return "fb2", "2 fwd+bwd (input and reference)"
+        return "f1+fb1", "2 fwd + 1 bwd (input and reference)"
     if method == "deeplift_shap":
-        p = 2 * params.get("n_baselines", 8)
-        return f"fb{p}", f"{p} fwd+bwd"
+        p = params.get("n_baselines", 8)
+        return f"f{p}+fb{p}", f"{2 * p} fwd + {p} bwd"
     if method in ("gradient_shap",):
         p = params.get("n_samples", 25)
         return f"fb{p}", f"{p} fwd+bwd"
@@ -184,13 +188,16 @@ def bench_model(name, n, methods, rows):
 
     def floor(kind):
         if kind not in floors:
-            if kind == "fK":
-                fn = floor_forward(model, x, k)
-            elif kind.startswith("fb"):
-                fn = floor_backward(model, x, int(kind[2:]))
-            else:
-                fn = floor_forward(model, x, int(kind[1:]))
-            floors[kind] = measure(fn)
+            total = 0.0
+            for part in kind.split("+"):
+                if part == "fK":
+                    fn = floor_forward(model, x, k)
+                elif part.startswith("fb"):
+                    fn = floor_backward(model, x, int(part[2:]))
+                else:
+                    fn = floor_forward(model, x, int(part[1:]))
+                total += measure(fn)
+            floors[kind] = total
             print(f"  floor {kind}: {floors[kind]:.3f}s", flush=True)
         return floors[kind]
 
@@ -279,6 +286,7 @@ def main(argv=None):
     p.add_argument("--loop", action="store_true", help="also time optimised masks batched vs one input at a time")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    use_peers()
     rows, layers = [], {}
     methods = [m for m in args.methods.split(",") if m]
     if methods == ["new"]:

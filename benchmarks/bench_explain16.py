@@ -3,18 +3,18 @@ the time of each implementation, its ratio to the method's floor, and (where the
 deterministic) the largest absolute difference from trustmap's map on the same model and inputs.
 
 One command (trustmap from src/, the peers from the folder they were installed into with
-``pip install --no-deps --target``; see benchmarks/requirements-peers.txt)::
+``pip install --no-deps --target``: benchmarks/requirements-peers.txt, benchmarks/peers.py)::
 
     OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/bench_explain16.py \
-        --peers .venv-bench/site --out benchmarks/results_explain16.md      # --quick: 64 inputs
+        --peers .venv-bench/site --out benchmarks/results_explain16.md      # --quick: 64 inputs, 1D only
 
 Zennit imports ``torchvision`` at package import (for its ResNet canonizers); where torchvision is
-missing this script registers a stub module holding two placeholder classes before importing Zennit
-(the package never sees the stub). A peer that cannot run a case is listed as "fails" with its error.
+missing benchmarks/peers.py registers a stub before Zennit is imported (the package never sees it).
+A peer that cannot run a case is listed as "fails" with its error.
 
 Floors (benchmarks/harness.py, batched passes over the same inputs): 1 fwd+bwd for
-input_x_gradient, deconvolution and LRP-ε; 2 fwd+bwd for DeepLIFT (the input and its reference
-run as one batch of 2N rows); 2M fwd+bwd for DeepLIFT-SHAP over M references; n_samples fwd+bwd
+input_x_gradient, deconvolution and LRP-ε; 2 forward passes and 1 backward for DeepLIFT (the
+reference's pass needs no gradient); 2M forward and M backward for DeepLIFT-SHAP over M references; n_samples fwd+bwd
 for GradientSHAP; F + 1 fwd for feature ablation over F features; P·F + 1 fwd for Shapley
 sampling with P permutations. LRP composites other than ε cost more than a gradient by their
 definition: the αβ rule needs the positive and negative parts of every layer (4 products forward,
@@ -28,7 +28,6 @@ import argparse
 import os
 import platform
 import sys
-import types
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -41,6 +40,7 @@ from torch import nn  # noqa: E402
 
 from bench_explain import MODELS, _peer, _quiet, measure  # noqa: E402
 from harness import floor_backward, floor_forward  # noqa: E402
+from peers import use_peers  # noqa: E402
 
 import trustmap  # noqa: E402
 from trustmap.explain import explain  # noqa: E402
@@ -48,40 +48,6 @@ from trustmap.explain import explain  # noqa: E402
 EPS = 1e-6
 COMPOSITES = ("epsilon", "gamma", "alpha_beta", "epsilon_plus_flat")
 LRP_FLOOR = {"epsilon": 1, "gamma": 4, "alpha_beta": 4, "epsilon_plus_flat": 2}
-
-
-def add_peers(site: str | None) -> dict:
-    """Put the peers' folder after src/ on sys.path, stub torchvision for Zennit; {peer: version or why not}."""
-    if site:
-        sys.path.append(str(Path(site).resolve()))
-    try:
-        import torchvision  # noqa: F401
-    except Exception:
-        tv, models, resnet = (types.ModuleType(n) for n in ("torchvision", "torchvision.models",
-                                                             "torchvision.models.resnet"))
-
-        class Bottleneck(nn.Module):  # placeholders: Zennit's ResNet canonizer only names them
-            pass
-
-        class BasicBlock(nn.Module):
-            pass
-
-        resnet.Bottleneck, resnet.BasicBlock = Bottleneck, BasicBlock
-        tv.models, models.resnet = models, resnet
-        sys.modules.update({"torchvision": tv, "torchvision.models": models, "torchvision.models.resnet": resnet})
-    found = {}
-    for name in ("captum", "zennit"):
-        try:
-            mod = __import__(name)
-            from importlib.metadata import version
-
-            try:
-                found[name] = version(name)
-            except Exception:
-                found[name] = getattr(mod, "__version__", "?")
-        except Exception as exc:
-            found[name] = f"not importable ({type(exc).__name__}: {exc})"
-    return found
 
 
 def zennit_composite(name: str, eps: float = EPS):
@@ -251,8 +217,9 @@ def bench_model(name, n, rows, methods):
 
     def floor(kind):
         if kind not in floors:
-            fn = floor_backward(model, x, int(kind[2:])) if kind.startswith("fb") else floor_forward(model, x, int(kind[1:]))
-            floors[kind] = measure(fn)
+            parts = [floor_backward(model, x, int(k[2:])) if k.startswith("fb") else floor_forward(model, x, int(k[1:]))
+                     for k in kind.split("+")]
+            floors[kind] = sum(measure(fn) for fn in parts)
             print(f"  floor {kind}: {floors[kind]:.3f}s", flush=True)
         return floors[kind]
 
@@ -260,8 +227,8 @@ def bench_model(name, n, rows, methods):
     spec = {
         "input_x_gradient": ({}, "fb1", "1 fwd+bwd"),
         "deconvolution": ({}, "fb1", "1 fwd+bwd"),
-        "deeplift": ({"baseline": 0.0}, "fb2", "2 fwd+bwd"),
-        "deeplift_shap": ({"baselines": refs.numpy()}, f"fb{2 * m}", f"{2 * m} fwd+bwd ({m} references)"),
+        "deeplift": ({"baseline": 0.0}, "f1+fb1", "2 fwd + 1 bwd"),
+        "deeplift_shap": ({"baselines": refs.numpy()}, f"f{m}+fb{m}", f"{2 * m} fwd + {m} bwd ({m} references)"),
         "gradient_shap": ({"baselines": refs.numpy(), "n_samples": 25}, "fb25", "25 fwd+bwd"),
         "feature_ablation": ({"segmentation": "fixed", "segment_size": 8}, f"f{n_feat + 1}",
                              f"{n_feat + 1} fwd ({n_feat} features + input)"),
@@ -293,18 +260,27 @@ ALL = ("input_x_gradient", "deconvolution", "deeplift", "deeplift_shap", "gradie
        *(f"lrp {c}" for c in COMPOSITES), "feature_ablation", "shapley_sampling")
 
 
+def run(quick: bool = False) -> str:
+    """The markdown section for benchmarks/run.py (`make bench`)."""
+    import io
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(io.StringIO()):
+        return main(["--quick"] if quick else [])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=200, help="inputs per model (default 200)")
     p.add_argument("--quick", action="store_true", help="64 inputs, the 1D model only")
     p.add_argument("--models", default="mnist1d_cnn,mnist2d_cnn")
     p.add_argument("--methods", default=",".join(ALL))
-    p.add_argument("--peers", default=os.environ.get("TRUSTMAP_PEERS", ".venv-bench/site"),
-                   help="folder holding captum and zennit (pip install --no-deps --target)")
+    p.add_argument("--peers", default=None, help="folder holding captum and zennit (pip install --no-deps "
+                   "--target; default $TRUSTMAP_PEERS or .venv-bench/site)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    found = add_peers(args.peers)
+    found = use_peers(args.peers)
     n = 64 if args.quick else args.n
     models = ["mnist1d_cnn"] if args.quick else args.models.split(",")
     print("agreement on the same model and inputs", flush=True)

@@ -4,6 +4,7 @@ faithful paper mode (dnn-locate's method) measured beside it in the same run.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_localizer.py            # writes benchmarks/results_localizer.md
     OMP_NUM_THREADS=1 python benchmarks/bench_localizer.py --quick    # smoke run
+    OMP_NUM_THREADS=1 python benchmarks/bench_localizer.py --quick --fit-only  # the fit-time sections only
 
 The task is the issue's: 187-sample signals, baseline 0.3 + smooth noise, a distractor bump near
 t = 30 in every sample, a class bump near t = 100 in class 1, 3 % label noise; 3000 signals to
@@ -93,7 +94,7 @@ def fmt(v: float, nd: int = 3) -> str:
     return f"{v:.{nd}f}"
 
 
-def run(quick: bool = False) -> str:
+def run(quick: bool = False, fit_only: bool = False) -> str:
     warnings.simplefilter("ignore")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     n_train = 800 if quick else 3000
@@ -163,6 +164,8 @@ def run(quick: bool = False) -> str:
             print(path_rows[-1], file=sys.stderr, flush=True)
     out += ep_rows + [""] + path_rows + [""]
 
+    if fit_only:  # sections 1-3 only: the fit-time comparison with dnn-locate
+        return "\n".join(out)
     # ---- 4. locate throughput ------------------------------------------------------------------
     beats = distractor_task(2000 if quick else 20000, seed=7).X
     rows = ["### `locate` throughput on 187-sample beats\n",
@@ -193,7 +196,7 @@ def run(quick: bool = False) -> str:
         m_tr, m_te = multiclass_task(2000, seed=s), multiclass_task(1000, seed=s + 100)
         tasks[s] = (d_tr, d_te, train_classifier(d_tr, 2, s), m_tr, m_te, train_classifier(m_tr, 3, s))
     for obj in ("remove", "prior", "paper"):
-        for base in ("mean", "zero", "blur", "noise"):
+        for base in ("dataset_mean", "zero", "blur", "noise"):
             dm, da, dd, dr, mm, mr = [], [], [], [], [], []
             for s in seeds:
                 d_tr, d_te, d_clf, m_tr, m_te, m_clf = tasks[s]
@@ -233,12 +236,15 @@ def run(quick: bool = False) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="800 training signals, 3 epochs (a smoke run)")
+    ap.add_argument("--fit-only", action="store_true",
+                    help="only the fit-time sections (epoch time, the path in one fit, time to the held-out R²)")
     ap.add_argument("--out", default=str(HERE / "results_localizer.md"))
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
-    text = run(quick=a.quick)
-    cmd = "OMP_NUM_THREADS=1 python benchmarks/bench_localizer.py" + (" --quick" if a.quick else "")
+    text = run(quick=a.quick, fit_only=a.fit_only)
+    cmd = ("OMP_NUM_THREADS=1 python benchmarks/bench_localizer.py" + (" --quick" if a.quick else "")
+           + (" --fit-only" if a.fit_only else ""))
     from run import machine
 
     Path(a.out).write_text(f"{text}\n_Produced by `{cmd}` in {time.perf_counter() - t0:.0f} s on {machine()}._\n")

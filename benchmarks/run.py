@@ -54,8 +54,9 @@ def main(argv=None) -> int:
     head = (f"# Benchmark results\n\nProduced by `make bench` (here: `{cmd.strip()}`) on "
             f"{dt.date.today().isoformat()}.\n\nMachine: {machine()}.\n\n"
             "Ratios are wall time over the *physical floor*: the batched forward (or forward+backward) "
-            "passes the method needs, timed in the same process. Peers run in the same process and environment "
-            "(`.venv-bench`, kept apart from the package's `.venv`).\n\n")
+            "passes the method needs, timed in the same process. Peers run in the same process, with `.venv`'s "
+            "torch, from `.venv-bench/site` (installed without dependencies: benchmarks/requirements-peers.txt)."
+            "\n\n")
     Path(a.out).write_text(head + "\n".join(sections))
     print(f"wrote {a.out}", file=sys.stderr)
     return 0

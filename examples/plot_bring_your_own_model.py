@@ -125,6 +125,9 @@ print("predicted:", {names[k]: int((pred == k).sum()) for k in range(2)})
 cam = trustmap.explain(model, X, method="gradcam")
 i = int(np.flatnonzero(pred == 1)[0])
 fig = plot.plot_attribution(cam, X, index=i, class_names=names)
+# trustmap's plot functions return a matplotlib Figure that pyplot does not hold (a library
+# opens no windows); plt.figure(fig) hands it to pyplot, so plt.show() and this page show it.
+fig = plt.figure(fig)
 
 # %%
 # The localizer without labels: ``y`` left out, the classifier's predictions are the labels, so
@@ -140,5 +143,6 @@ print("labels from:", loc.labels_source_)
 print(f"τ = {loc.tau_:.3g}; R² = {loc.r2_.estimate:.3f} [{loc.r2_ci_[0]:.3f}, {loc.r2_ci_[1]:.3f}]")
 print(loc.r2_meaning_)
 fig = loc.da_plot(data.X, n_per_class=3, fs=125)
+fig = plt.figure(fig)
 fig.suptitle("located regions, grouped by the predicted class (0 = N, 1 = V)", fontsize=9)
 plt.show()

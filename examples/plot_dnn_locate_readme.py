@@ -115,17 +115,22 @@ print("what it means:", loc.r2_meaning_)
 # interval is over the draw of the held-out beats, for this fitted localizer and τ; with few
 # beats it is wide, and it says so.
 fig = loc.plot_r2_path()
+# trustmap's plot functions return a matplotlib Figure that pyplot does not hold (a library
+# opens no windows); plt.figure(fig) hands it to pyplot, so plt.show() and this page show it.
+fig = plt.figure(fig)
 
 # %%
 # DA plot: a few beats per class (rows). Under each beat, the mask as a red band; over it, the beat
 # after removing the located features (the masked entries moved to the localizer's baseline, the
 # training split's mean) as a dashed blue trace. Times are in seconds (``fs=125``).
 fig = loc.da_plot(test.X, test.y, n_per_class=3, fs=125)
+fig = plt.figure(fig)
 
 # %%
 # Path plot: the same beats' masks along the τ path, with the held-out R² of each τ. Small τ
 # picks the few entries that matter most; larger τ spreads out.
 fig = loc.path_plot(test.X, n=3, fs=125)
+fig = plt.figure(fig)
 
 # %%
 # The signal after removing the detected features, for one V beat: the masked entries are
@@ -180,13 +185,16 @@ loc2.fit(img_model, Xd_te, yd_te)
 print(f"chosen τ = {loc2.tau_:.3g}; held-out R² = {loc2.r2_.estimate:.3f} "
       f"[{loc2.r2_ci_[0]:.3f}, {loc2.r2_ci_[1]:.3f}] on {loc2.r2_.n} images")
 fig = loc2.plot_r2_path()
+fig = plt.figure(fig)
 
 # %%
 # DA plot for the digits: for each class, images after removing the located pixels, with the mask
 # overlaid in red.
 fig = loc2.da_plot(Xd_te, yd_te, n_per_class=4)
+fig = plt.figure(fig)
 
 # %%
 # Path plot for the digits.
 fig = loc2.path_plot(Xd_te, n=2)
+fig = plt.figure(fig)
 plt.show()

@@ -94,6 +94,9 @@ print("per-lead maps:", per_lead.maps.shape)
 print("lead maps sum to Grad-CAM:", bool(np.allclose(per_lead.maps.sum(-1), cam.maps[..., 0], atol=1e-5)))
 i = int(np.flatnonzero(test.y == 0)[0])
 fig = plot.plot_attribution(per_lead, X, index=i, channel_names=LEADS, class_names=test.classes)
+# trustmap's plot functions return a matplotlib Figure that pyplot does not hold (a library
+# opens no windows); plt.figure(fig) hands it to pyplot, so plt.show() and this page show it.
+fig = plt.figure(fig)
 fig.suptitle(f"Grad-CAM per lead, test sample {i} (class {test.classes[test.y[i]]})")
 
 # %%

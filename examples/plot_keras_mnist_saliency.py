@@ -91,6 +91,9 @@ X = test.X[:8]
 gb = trustmap.explain(model, X, method="guided_backprop")
 sal = trustmap.explain(model, X, method="saliency")
 fig = plot.plot_image_maps(X, {"guided backprop": gb, "saliency": sal}, index=0)
+# trustmap's plot functions return a matplotlib Figure that pyplot does not hold (a library
+# opens no windows); plt.figure(fig) hands it to pyplot, so plt.show() and this page show it.
+fig = plt.figure(fig)
 fig, axes = plt.subplots(2, 8, figsize=(12, 3.2), constrained_layout=True)
 for i in range(8):
     axes[0, i].imshow(X[i], cmap="gray")
@@ -117,6 +120,7 @@ print("mean SEM / mean, per class:", np.round(sem_share, 2))
 sal_all = trustmap.explain(model, test.X, method="saliency", target=test.y)
 fig = plot.plot_class_average(sal_all, test.y, classes=[0, 1, 3, 8], class_names=test.classes,
                               n_boot=500)
+fig = plt.figure(fig)
 
 # %%
 # The same marginal (summed over rows) with ± 1 SEM bands, for two classes side by side: a 1 is

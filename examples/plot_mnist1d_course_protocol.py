@@ -65,6 +65,9 @@ print(f"test accuracy {report.accuracy:.3f}, macro ROC-AUC {report.macro_roc_auc
 for name, acc, f1 in zip(report.class_names, report.class_accuracy, report.f1):
     print(f"  class {name}: accuracy {acc:.3f}  F1 {f1:.3f}")
 fig = plot.plot_model_report(report, history)
+# trustmap's plot functions return a matplotlib Figure that pyplot does not hold (a library
+# opens no windows); plt.figure(fig) hands it to pyplot, so plt.show() and this page show it.
+fig = plt.figure(fig)
 
 # %%
 # Four explanations of the same samples
@@ -85,6 +88,7 @@ for name, a in atts.items():
     print(f"{name:12s} maps {a.maps.shape}, targets {a.targets[:8]}")
 fig = plot.plot_method_grid(X, atts, index=0,
                             title=f"test sample 0, label {y[0]}")
+fig = plt.figure(fig)
 
 # %%
 # Drop and increase at ``frac = 0.3``
@@ -102,6 +106,7 @@ for name in atts:
     lo, hi = scores.interval(name, "average_drop")
     print(f"{name:12s} average drop {scores.value(name, 'average_drop'):.1f} % [{lo:.1f}, {hi:.1f}]")
 fig = plot.plot_metric_comparison(scores)
+fig = plt.figure(fig)
 
 # %%
 # Success and failure galleries
@@ -117,6 +122,7 @@ picks = plot.select_gallery(y, pred, conf, n=4)
 print({k: v.tolist() for k, v in picks.items()})
 fig = plot.plot_gallery(X, atts["gradcam"], picks, y_true=y, y_pred=pred, confidence=conf,
                         class_names=test.classes, title="Grad-CAM: success and failure")
+fig = plt.figure(fig)
 
 # %%
 # Thresholded CAM masks

@@ -54,6 +54,9 @@ rng = np.random.default_rng(0)
 atts["random"] = rng.random(X.shape).astype(np.float32)
 fig = plot.plot_method_grid(X, {k: v for k, v in atts.items() if k != "random"}, index=0,
                             title=f"test sample 0 ({test.classes[y[0]]})")
+# trustmap's plot functions return a matplotlib Figure that pyplot does not hold (a library
+# opens no windows); plt.figure(fig) hands it to pyplot, so plt.show() and this page show it.
+fig = plt.figure(fig)
 
 # %%
 # Faithfulness and localization in one table
@@ -73,6 +76,7 @@ for metric in ("deletion", "mass_inside"):
     print(f"  {metric}: integrated_gradients - gradcam = {c['diff']:+.3f} "
           f"[{c['low']:.3f}, {c['high']:.3f}], p (Holm) = {c['p_holm']:.4f}")
 fig = plot.plot_metric_comparison(scores, metrics=["deletion", "insertion", "pointing_game", "mass_inside"])
+fig = plt.figure(fig)
 
 # %%
 # Grad-CAM does *worse than the random map* here, and that is a property of Grad-CAM, not a bug:

@@ -31,7 +31,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-import trustmap
 from trustmap import datasets, stream, zoo
 
 QUICK = os.environ.get("TRUSTMAP_DOCS_QUICK") == "1"

@@ -254,7 +254,9 @@ COMPOSITES_ALL = ["epsilon", "gamma", "alpha_beta", "epsilon_plus_flat"]
 
 
 @pytest.mark.parametrize("composite", ["epsilon", "alpha_beta", "epsilon_plus_flat"])
-def test_lrp_on_a_keras_2d_model_equals_its_twin_and_conserves(composite):
+def test_lrp_on_a_keras_2d_model_equals_its_twin_and_conserves(composite, tmp_path):
+    from trustmap.models import load_model
+
     keras = import_keras()
     keras.utils.set_random_seed(2)
     L = keras.layers
@@ -268,7 +270,8 @@ def test_lrp_on_a_keras_2d_model_equals_its_twin_and_conserves(composite):
         tw[2].weight.copy_(torch.as_tensor(np.transpose(km.layers[1].get_weights()[0], (3, 2, 0, 1))))
         tw[6].weight.copy_(torch.as_tensor(km.layers[3].get_weights()[0].T))
     x = np.abs(np.random.default_rng(3).normal(size=(4, 8, 8, 2))).astype("float32")
-    a = explain(km, x, "lrp", composite=composite, target=1)
+    km.save(tmp_path / "m2d.keras")
+    a = explain(load_model(str(tmp_path / "m2d.keras")), x, "lrp", composite=composite, target=1)
     if composite != "alpha_beta":  # (αβ conserves only where each output has negative contributions too)
         np.testing.assert_allclose(a.maps.reshape(4, -1).sum(1), a.extras["score"], rtol=1e-3, atol=1e-5)
     b = explain(tw, np.moveaxis(x, -1, 1), "lrp", composite=composite, target=1)

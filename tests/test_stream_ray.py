@@ -1,4 +1,4 @@
-"""`trustmap explain --engine ray`: Ray Data over a pool of actors gives the single-process maps."""
+"""`trustmap explain --engine ray`: a warm pool of Ray actors gives the single-process maps; `--engine auto`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import ray  # noqa: E402
 
 from trustmap.errors import DataError, DependencyError, InputError, TargetError  # noqa: E402
 from trustmap.stream import StreamConflictError, read_maps, stream_explain  # noqa: E402
-from trustmap.stream.ray_engine import ray_explain  # noqa: E402
+from trustmap.stream.ray_engine import ray_explain, shutdown_ray_pool  # noqa: E402
 from trustmap.zoo import mnist1d_cnn, save  # noqa: E402
 
 N, CHUNK = 2000, 500  # four chunks: more chunks than workers, so a per-batch model load would show
@@ -49,6 +49,8 @@ def session():
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
+    shutdown_ray_pool()
+    assert ray.is_initialized()  # the pool's end leaves the Ray the user started as it was
     if started:
         ray.shutdown()
 
@@ -88,12 +90,13 @@ def test_two_workers_give_the_single_process_maps_each_row_once_model_loaded_per
                                                                                        tmp_path):
     import pyarrow.dataset as pads
 
+    shutdown_ray_pool()  # a cold pool: this test counts the loads
     out = tmp_path / "ray"
     res = ray_explain(files["model"], files["X"], "saliency,smoothgrad", out, chunk_rows=CHUNK, target="label",
                       labels=files["y"], num_workers=2, progress=False)
     assert res["computed"] == {"saliency": 4, "smoothgrad": 4} and res["n"] == N
-    # 4 chunks on 2 actors: the model file was loaded twice (once per actor), not once per chunk
-    assert res["workers"] == 2 and res["model_loads"] == 2
+    # 4 chunks on 2 actors: the model file was loaded twice (once per actor), not once per chunk or block
+    assert res["workers"] == 2 and res["model_loads"] == 2 and not res["pool_reused"] and res["blocks"] >= 2
     for m in ("saliency", "smoothgrad"):  # smoothgrad draws random noise: seeded per chunk, as in the stream
         rec = _same(out / f"{m}.parquet", reference[m])
         assert rec["engine"] == "ray" and rec["workers"] == 2 and rec["storage"] == "parquet"
@@ -115,6 +118,7 @@ def test_model_object_is_shipped_untouched_reruns_skip_and_other_settings_are_re
     net.train()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     out = tmp_path / "obj"
+    shutdown_ray_pool()  # a cold pool, so the object (not the file's pool) is what the actors load
     res = ray_explain(net, files["X"], ["saliency"], out, chunk_rows=CHUNK, target=3, num_workers=2, progress=False)
     ref = stream_explain(net, files["X"], "saliency", tmp_path / "s", chunk_rows=CHUNK, target=3, progress=False)
     maps, targets, _ = read_maps(res["files"]["saliency"])
@@ -130,7 +134,7 @@ def test_model_object_is_shipped_untouched_reruns_skip_and_other_settings_are_re
         ray_explain(net, files["X"], ["saliency"], out, chunk_rows=CHUNK, target=4, progress=False)
     res = ray_explain(net, files["X"], ["saliency"], out, chunk_rows=1000, target=4, num_workers=1, overwrite=True,
                       progress=False)
-    assert res["computed"] == {"saliency": 2} and res["model_loads"] == 1
+    assert res["computed"] == {"saliency": 2} and res["model_loads"] == 0 and res["pool_reused"]  # the warm pool
     assert (read_maps(res["files"]["saliency"])[1] == 4).all()
 
 
@@ -142,7 +146,10 @@ def test_an_error_in_a_worker_comes_back_typed_and_leaves_no_output(session, fil
     with pytest.raises(DataError, match="row 1234"):
         ray_explain(files["model"], tmp_path / "bad.npy", "saliency", out, chunk_rows=CHUNK, num_workers=2,
                     progress=False)
-    assert list(out.iterdir()) == []  # no final folder, no temporary folder
+    # no final folder: the chunks written before the error wait, with their ledger, to be resumed
+    assert sorted(p.name for p in out.iterdir()) == ["saliency.parquet.partial", "saliency.progress.json"]
+    done = json.loads((out / "saliency.progress.json").read_text())["done"]
+    assert 2 not in done and set(done) <= {0, 1, 3}  # row 1234 is in chunk 2
 
 
 def test_typed_errors(session, files, tmp_path, monkeypatch):
@@ -162,3 +169,94 @@ def test_typed_errors(session, files, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(DependencyError, match=r"trustmap\[scale\]"):
         ray_explain(*args)
+
+
+def test_pool_is_reused_across_calls_and_methods_maps_equal_in_process_then_shut_down(session, files, tmp_path):
+    """A cheap (saliency) and an expensive method (occlusion), then other methods on the same warm pool."""
+    shutdown_ray_pool()
+    ref = tmp_path / "stream"
+    stream_explain(files["model"], files["X"], "saliency,occlusion,smoothgrad", ref, chunk_rows=CHUNK, target="label",
+                   labels=files["y"], progress=False)
+    first = ray_explain(files["model"], files["X"], "saliency,occlusion", tmp_path / "r1", chunk_rows=CHUNK,
+                        target="label", labels=files["y"], num_workers=2, progress=False)
+    assert first["model_loads"] == 2 and not first["pool_reused"]
+    from trustmap.stream import ray_engine
+
+    actors = list(ray_engine._STATE["pool"].actors)
+    pids = {a["pid"] for a in ray.get([a.info.remote() for a in actors])}
+    second = ray_explain(files["model"], files["X"], "occlusion,smoothgrad", tmp_path / "r2", chunk_rows=CHUNK,
+                         target="label", labels=files["y"], num_workers=2, progress=False)
+    assert second["model_loads"] == 0 and second["pool_reused"]  # no process started, no model loaded
+    assert {a["pid"] for a in ray.get([a.info.remote() for a in ray_engine._STATE["pool"].actors])} == pids
+    run = json.loads((tmp_path / "r2" / "run.json").read_text())["ray"]
+    assert run["pool_reused"] and run["model_loads"] == 0 and run["blocks"] >= 2
+    for out, m in [("r1", "saliency"), ("r1", "occlusion"), ("r2", "occlusion"), ("r2", "smoothgrad")]:
+        _same(tmp_path / out / f"{m}.parquet", read_maps(ref / f"{m}.npy")[:2])
+    shutdown_ray_pool()
+    assert ray.is_initialized() and ray_engine._STATE["pool"] is None  # the user's Ray is left running
+    for a in actors:  # ... and our actors are gone
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(a.info.remote(), timeout=60)
+
+
+def test_cli_engine_auto_picks_in_process_for_a_small_job_and_says_why(files, tmp_path, capsys):
+    from trustmap.cli import main
+
+    was = ray.is_initialized()
+    out = tmp_path / "auto"
+    rc = main(["explain", "--model", str(files["model"]), "--data", str(files["X"]), "--method", "saliency",
+               "--engine", "auto", "--stream", "--chunk-rows", str(CHUNK), "--out", str(out), "--quiet"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    line = [ln for ln in err.splitlines() if "engine auto" in ln]
+    assert len(line) == 1 and "-> in-process (it does not pay)" in line[0] and "rule: Ray if" in line[0]
+    assert f"{N:,} rows" in line[0]
+    run = json.loads((out / "run.json").read_text())
+    assert run["engine"] == "stream" and run["engine_choice"]["engine"] == "local"
+    choice = run["engine_choice"]
+    assert choice["rows"] == N and choice["ray_saving_s"] < 1.25 * choice["ray_fixed_s"]
+    assert ray.is_initialized() == was  # no Ray started for it
+    maps, targets, _ = read_maps(out / "saliency.npy")
+    assert maps.shape == (N, 40) and np.isfinite(maps).all() and (np.asarray(targets) >= 0).all()
+    # the Python entry point: the same rule, the same line, recorded
+    from trustmap.jobs.commands import explain
+
+    res = explain(files["model"], files["X"], "saliency", tmp_path / "py", engine="auto", chunk_rows=CHUNK)
+    assert res["record"]["engine"] == "stream" and res["record"]["engine_choice"]["reason"] == "it does not pay"
+    assert "engine auto -> in-process (it does not pay)" in capsys.readouterr().err
+    np.testing.assert_array_equal(read_maps(res["outputs"]["saliency"])[0], maps)  # the in-process maps
+    with pytest.raises(InputError) as e:  # Ray explains a whole file, not a built-in dataset
+        explain(files["model"], None, "saliency", tmp_path / "x", dataset="mnist1d", engine="ray")
+    assert e.value.parameter == "engine"
+    assert ray.is_initialized() == was
+
+
+def test_the_rule_and_the_blocks():
+    """When Ray pays (work x (1 - 1/W) against its fixed cost), and blocks cut from the cost per row."""
+    from trustmap.stream.ray_engine import PAYS_MARGIN, _cut, _decide, _take, block_rows_for
+
+    small = _decide({"saliency": 15e-6}, 200_000, 2, 5.0, True)  # 3 s of work: saves 1.5 s < 5 s
+    assert small["engine"] == "local" and small["reason"] == "it does not pay"
+    big = _decide({"lime": 1e-3}, 200_000, 2, 5.0, True)  # 200 s of work: saves 100 s
+    assert big["engine"] == "ray" and big["ray_saving_s"] == pytest.approx(100.0)
+    edge = 2 * PAYS_MARGIN * 5.0 / 200_000  # saving exactly the margin: not enough
+    assert _decide({"m": edge * 0.999}, 200_000, 2, 5.0, True)["engine"] == "local"
+    assert _decide({"m": edge * 1.01}, 200_000, 2, 5.0, True)["engine"] == "ray"
+    assert _decide({"lime": 1e-3}, 200_000, 1, 5.0, True)["engine"] == "local"  # one worker never saves
+    assert _decide({"lime": 1e-3}, 200_000, 2, 5.0, False)["reason"] == "Ray is not installed"
+    # about 1 s of work per block, at least 4 blocks per worker, at least 64 rows
+    assert block_rows_for(1e-4, 1_000_000, 2, 160, 1, 4096) == 10_000
+    assert block_rows_for(1e-4, 10_000, 2, 160, 1, 4096) == 1250
+    assert block_rows_for(1.0, 10_000, 2, 160, 1, 4096) == 64
+    # blocks cover each run of chunks that need the same methods; chunks come back whole, in order
+    work = [(0, 0, 10, ["a"]), (1, 10, 20, ["a"]), (3, 30, 35, ["a"]), (4, 35, 45, ["a", "b"])]
+    blocks = _cut(work, 7)
+    assert blocks == [(0, 7, ["a"]), (7, 13, ["a"]), (13, 20, ["a"]), (30, 35, ["a"]), (35, 40, ["a", "b"]),
+                      (40, 45, ["a", "b"])]
+    buf = [(a, b, {k: (np.arange(a, b, dtype=np.float32)[:, None], np.arange(a, b)) for k in names})
+           for a, b, names in blocks]
+    for c, a, b, names in work:
+        got = _take(buf, a, b)
+        assert sorted(got) == sorted(names)
+        assert all(np.array_equal(r.targets, np.arange(a, b)) for r in got.values())
+    assert buf == []

@@ -145,8 +145,17 @@ def _cmd_explain(a: argparse.Namespace) -> dict:
     methods = method_names(a.method)
     params = _method_params(a, methods)
     target = parse_target(a.target)
-    if getattr(a, "engine", "local") == "ray":
-        return _cmd_explain_ray(a, methods, params, target)
+    engine, choice = getattr(a, "engine", "local"), None
+    if engine == "auto":
+        from .stream.ray_engine import choose_engine
+
+        choice = choose_engine(a.model, a.data if a.data and not a.n else None, methods, target=target,
+                               params=params, num_workers=a.workers, address=a.address, layout=a.layout,
+                               labels=a.labels, safe_mode=not a.unsafe)
+        sys.stderr.write(f"trustmap explain: {choice['line']}\n")
+        engine = choice["engine"]
+    if engine == "ray":
+        return _cmd_explain_ray(a, methods, params, target, choice)
     stream = _streaming(a, "explain")
     if stream and a.n:
         raise SystemExit(_usage("explain", "--n picks samples of an in-memory run; a streamed run explains the "
@@ -156,7 +165,7 @@ def _cmd_explain(a: argparse.Namespace) -> dict:
     res = explain(a.model, a.data, methods, a.out, dataset=a.dataset, split=a.split, target=target, params=params,
                   engine="stream" if stream else "memory", chunk_rows=a.chunk_rows, format=a.format,
                   layout=a.layout, labels=a.labels, classes=a.classes, n=a.n, plots=a.plots, seed=a.seed,
-                  overwrite=a.overwrite, progress=not a.quiet, safe_mode=not a.unsafe)
+                  overwrite=a.overwrite, progress=not a.quiet, safe_mode=not a.unsafe, engine_choice=choice)
     rate = res["samples_per_s"]
     done = sum(res["computed"].values())
     summary = (f"{res['n']} samples, {len(methods)} method(s)" +
@@ -168,7 +177,7 @@ def _cmd_explain(a: argparse.Namespace) -> dict:
             "samples_per_s": rate, "run": str(os.path.join(a.out, "run.json")), "summary": summary}
 
 
-def _cmd_explain_ray(a: argparse.Namespace, methods, params, target) -> dict:
+def _cmd_explain_ray(a: argparse.Namespace, methods, params, target, choice=None) -> dict:
     from .stream import ray_explain
 
     if not a.data:
@@ -180,7 +189,8 @@ def _cmd_explain_ray(a: argparse.Namespace, methods, params, target) -> dict:
     res = ray_explain(a.model, a.data, methods, a.out, target=target, params=params,
                       chunk_rows=a.chunk_rows, layout=a.layout, labels=a.labels,
                       address=a.address, num_workers=a.workers, num_gpus_per_worker=a.gpus_per_worker,
-                      overwrite=a.overwrite, progress=not a.quiet, safe_mode=not a.unsafe)
+                      overwrite=a.overwrite, progress=not a.quiet, safe_mode=not a.unsafe, keep_pool=False,
+                      engine_choice=choice)
     rate = res["samples_per_s"]
     summary = (f"{res['n']} samples, {len(res['files'])} method(s) on Ray ({res['workers']} worker(s), model loaded "
                f"{res['model_loads']} time(s)): {sum(res['computed'].values())} chunk(s) computed, "
@@ -384,9 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p, dataset_default=None)
     _stream_args(p)
     g = p.add_argument_group("Ray (many workers or machines)")
-    g.add_argument("--engine", choices=["local", "ray"], default="local",
+    g.add_argument("--engine", choices=["local", "ray", "auto"], default="local",
                    help="'ray': explain --data on a pool of Ray workers, each loading the model once; writes "
-                        "METHOD.parquet folders whatever --format says (default: local)")
+                        "METHOD.parquet folders whatever --format says. 'auto': Ray only where it pays (rows x "
+                        "the measured cost per row against Ray's start-up; the rule and the choice on one line "
+                        "of stderr, and in run.json). Default: local")
     g.add_argument("--address", help="Ray cluster to join ('auto', host:port, ray://host:10001); default: start a "
                                      "local Ray for this run")
     g.add_argument("--workers", type=int, default=2, help="Ray workers (default 2)")

@@ -249,8 +249,12 @@ class DemoResult:
         loc = self.manifest.get("localizer")
         if loc:
             r2 = loc["r2"]
+            ext = int(loc.get("tau_grid_extended", 0) or 0)
             lines.append(f"localizer: tau = {loc['tau']:.4g}, held-out R² = {r2['estimate']:.3f} "
-                         f"[{r2['low']:.3f}, {r2['high']:.3f}]")
+                         f"[{r2['low']:.3f}, {r2['high']:.3f}]"
+                         + (f" (target {loc['target_r2']:.3f} {'reached' if loc['target_reached'] else 'NOT reached'}"
+                            f" on calibration" + (f"; the 'auto' tau path extended {ext}x" if ext else "") + ")"
+                            if "target_reached" in loc and "target_r2" in loc else ""))
         lines += [f"note: {n}" for n in self.manifest.get("notes", [])]
         lines += [f"FAILED {f['step']}: {f['error']}" for f in self.failures]
         lines.append(f"took {sum(self.manifest.get('timings', {}).values()):.0f} s")
@@ -508,6 +512,7 @@ def demo(*, out_dir: str | os.PathLike = "runs/demo", dataset: str | None = "mni
         att_objs["trust"] = sink.result(Xs)
         loc_summary = {"tau": float(loc.tau_), "target_r2": float(loc.target_r2_),
                        "target_reached": bool(loc.target_reached_),
+                       "tau_grid_extended": int(getattr(loc, "tau_grid_extended_", 0)),
                        "r2": {"estimate": float(loc.r2_.estimate), "low": float(loc.r2_.low),
                               "high": float(loc.r2_.high)},
                        "fit_on": fit_on, "fit_samples": int(nf),

@@ -248,28 +248,181 @@ def deeplift_rules() -> Iterator[_DeepLiftMode]:
         yield mode
 
 
+class _PairedRescale(torch.autograd.Function):
+    """An elementwise nonlinearity on the input rows, paired with its reference call recorded in a first
+    pass (``x_ref``, ``y_ref``): backward ``grad · (y − y_ref) / (x − x_ref)`` (the local derivative where
+    ``|x − x_ref| < eps``)."""
+
+    @staticmethod
+    def forward(ctx, x, fn, inplace: bool, x_ref, y_ref):
+        if inplace:
+            xin = x.detach().clone()
+            x.copy_(fn(xin))
+            ctx.mark_dirty(x)
+            out = x
+        else:
+            xin = x
+            out = fn(x)
+        ctx.fn = fn
+        ctx.save_for_backward(xin, out.detach() if not inplace else out, x_ref, y_ref)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        xin, out, x_ref, y_ref = ctx.saved_tensors
+        dx = xin - x_ref
+        small = dx.abs() < DEEPLIFT_EPS
+        m = out - y_ref
+        if bool(small.any()):
+            with torch.enable_grad():
+                xi = xin.detach().requires_grad_(True)
+                (local,) = torch.autograd.grad(ctx.fn(xi), xi, g)
+            m.div_(dx.masked_fill_(small, 1.0)).mul_(g)
+            torch.where(small, local, m, out=m)
+        else:
+            m.div_(dx).mul_(g)
+        return m, None, None, None, None
+
+
+class _PairedMaxPool(torch.autograd.Function):
+    """Max pooling of the input rows with the multipliers of :class:`_RescaleMaxPool`, the reference's
+    output and argmax recorded in a first pass."""
+
+    @staticmethod
+    def forward(ctx, x, rank: int, opts: dict, x_ref, out_ref, idx_ref):
+        pool = F.max_pool1d_with_indices if rank == 1 else F.max_pool2d_with_indices
+        out, idx = pool(x, **opts)
+        ctx.save_for_backward(x, out, idx, x_ref, out_ref, idx_ref)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, out, idx, x_ref, out_ref, idx_ref = ctx.saved_tensors
+        b = x.shape[0]
+        dx = (x - x_ref).flatten(2)
+        o, oref = out.flatten(2), out_ref.flatten(2)
+        g = grad.flatten(2)
+        ix, iref = idx.flatten(2), idx_ref.flatten(2)
+        pos = torch.where(o >= oref, ix, iref)
+        res = grad.new_zeros(x.shape)
+        m = res.view(b, x.shape[1], -1)
+        m.scatter_add_(2, pos, g * (o - oref))
+        small = dx.abs() < DEEPLIFT_EPS
+        if bool(small.any()):
+            plain = torch.zeros_like(dx).scatter_add_(2, ix, g)
+            m.div_(dx.masked_fill(small, 1.0))
+            torch.where(small, plain, m, out=m)
+        else:
+            m.div_(dx)
+        return res, None, None, None, None, None
+
+
+class _PairMismatch(RuntimeError):
+    pass
+
+
+class _PairedMode(TorchFunctionMode):
+    """Two passes of the model: ``record`` (the references, no gradient) keeps every nonlinearity's input and
+    output; ``pair`` (the inputs) applies the Rescale multipliers against the recorded call of the same
+    rank in the sequence. The backward pass then runs over the inputs' rows only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.recorded: list = []
+        self.phase = "record"
+        self.k = 0
+
+    def _next(self, kind, shape):
+        if self.k >= len(self.recorded) or self.recorded[self.k][0] != kind or self.recorded[self.k][1] != shape:
+            raise _PairMismatch(kind)
+        rec = self.recorded[self.k]
+        self.k += 1
+        return rec[2:]
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _ELEMENTWISE:
+            x, fn, inplace = activation_call(func, args, kwargs)
+            if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim >= 1:
+                inplace = inplace and (func in _RELU or func in _RELU_INPLACE)
+                if self.phase == "record":
+                    xr = x.detach().clone()
+                    out = func(*args, **kwargs)
+                    self.recorded.append(("act", tuple(x.shape), xr, out.detach().clone() if inplace else out.detach()))
+                    return out
+                x_ref, y_ref = self._next("act", tuple(x.shape))
+                self.count += 1
+                return _PairedRescale.apply(x, fn, inplace and not (x.is_leaf and x.requires_grad), x_ref, y_ref)
+        for rank, funcs in _MAXPOOL.items():
+            if func in funcs:
+                bound = dict(zip(_POOL_ARGS, args))
+                bound.update(kwargs)
+                x = bound.pop("input")
+                ret_idx = bool(bound.pop("return_indices", False))
+                if isinstance(x, torch.Tensor) and x.ndim == rank + 2:
+                    opts = {k: v for k, v in bound.items() if v is not None or k != "stride"}
+                    pool = F.max_pool1d_with_indices if rank == 1 else F.max_pool2d_with_indices
+                    if self.phase == "record":
+                        out, idx = pool(x.detach(), **opts)
+                        self.recorded.append(("pool", tuple(x.shape), x.detach(), out, idx))
+                        return (out, idx) if ret_idx else out
+                    x_ref, out_ref, idx_ref = self._next("pool", tuple(x.shape))
+                    self.count += 1
+                    out = _PairedMaxPool.apply(x, rank, opts, x_ref, out_ref, idx_ref)
+                    if ret_idx:
+                        return out, pool(x.detach(), **opts)[1]
+                    return out
+        return func(*args, **kwargs)
+
+
 def deeplift_pairs(model: Model, x: torch.Tensor, ref: torch.Tensor, targets: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """DeepLIFT attributions of rows ``x`` against rows ``ref`` (same shape) for ``targets``, in chunks;
-    also ``f(x) − f(ref)`` per row and the nonlinearity calls replaced."""
+    also ``f(x) − f(ref)`` per row and the nonlinearity calls replaced.
+
+    The references run first without gradients (every nonlinearity's input and output kept), then the
+    inputs with the Rescale multipliers against them, so the backward pass covers the inputs' rows only.
+    A model whose two passes do not make the same sequence of nonlinearity calls (data-dependent control
+    flow) runs as one batch ``[x; x_ref]`` instead (:func:`deeplift_rules`, as Captum does)."""
     maps = torch.empty_like(x)
     dscore = torch.empty(len(x), dtype=x.dtype, device=x.device)
     count = 0
-    for s in row_chunks(len(x), max(1, chunk_rows(model, x) // 2)):
-        both = torch.cat([x[s], ref[s]]).detach().requires_grad_(True)
-        with torch.enable_grad():
-            with deeplift_rules() as mode:
-                logits = model.logits_t(both)
-            b = s.stop - s.start
-            tg = targets[s]
-            scores = pick_scores(logits[:b], tg)[0]
-            (g,) = torch.autograd.grad(scores.sum(), both)
-        with torch.no_grad():
-            ref_scores = pick_scores(logits[b:].detach(), tg)[0]
-        count = max(count, mode.count)
-        maps[s] = g[:b] * (x[s] - ref[s])
+    for s in row_chunks(len(x), chunk_rows(model, x)):
+        tg = targets[s]
+        try:
+            mode = _PairedMode()
+            with torch.no_grad(), mode:
+                ref_scores = pick_scores(model.logits_t(ref[s]), tg)[0]
+            mode.phase = "pair"
+            xi = x[s].detach().requires_grad_(True)
+            with torch.enable_grad():
+                with mode:
+                    scores = pick_scores(model.logits_t(xi), tg)[0]
+                if mode.k != len(mode.recorded):
+                    raise _PairMismatch("count")
+                (g,) = torch.autograd.grad(scores.sum(), xi)
+            n_rules = mode.count
+        except _PairMismatch:
+            g, scores, ref_scores, n_rules = _batched_pair(model, x[s], ref[s], tg)
+        count = max(count, n_rules)
+        maps[s] = g * (x[s] - ref[s])
         dscore[s] = scores.detach() - ref_scores
     return maps, dscore, count
+
+
+def _batched_pair(model, x, ref, tg):
+    """One chunk of DeepLIFT as one batch ``[x; x_ref]``: (gradient multipliers, scores, reference scores, count)."""
+    b = len(x)
+    both = torch.cat([x, ref]).detach().requires_grad_(True)
+    with torch.enable_grad():
+        with deeplift_rules() as mode:
+            logits = model.logits_t(both)
+        scores = pick_scores(logits[:b], tg)[0]
+        (g,) = torch.autograd.grad(scores.sum(), both)
+    with torch.no_grad():
+        ref_scores = pick_scores(logits[b:].detach(), tg)[0]
+    return g[:b], scores, ref_scores, mode.count
 
 
 def _warn_none(count: int, model: Model, method: str, what: str) -> None:

@@ -130,6 +130,11 @@ class _Surrogate(Explainer):
     def _check_features(self, n_features: np.ndarray) -> None:
         pass
 
+    def _switch(self, plan, m: int, se: torch.Tensor, limit: float) -> torch.Tensor:
+        """Which samples (after ``m`` drawn rows, standard errors ``se``) finish by enumeration instead
+        (:meth:`_finish_rows`, :meth:`_solve_finish`); none by default."""
+        return torch.zeros(len(se), dtype=torch.bool, device=se.device)
+
     # ---- the shared plan ---------------------------------------------------------------------
     def _explain(self, model, x, target, layout):
         a = super()._explain(model, x, target, layout)
@@ -161,6 +166,32 @@ class _Surrogate(Explainer):
             g = int(max(1, min(len(idx), GROUP_ELEMENTS // max(1, (m + 2) * (int(f) + 2)))))
             groups += [(int(f), idx[i:i + g]) for i in range(0, len(idx), g)]
         bar = progress_bar(bool(self.progress), sum(plans[f].schedule[-1] * len(ix) for f, ix in groups), self.name)
+        def score_rows(idx_t: torch.Tensor, Zn: torch.Tensor) -> torch.Tensor:
+            """Scores of the coalitions ``Zn (G, r, f)`` of the samples ``idx_t``: one list of rows in order
+            (sample, draw), contiguous slices of it per model call."""
+            g_, r_, f_ = Zn.shape
+            Yn = torch.empty((g_, r_), dtype=torch.float64, device=t.device)
+            z_rows, y_rows = Zn.reshape(-1, f_), Yn.view(-1)
+            s_rows = idx_t.repeat_interleave(r_)
+            with torch.inference_mode():
+                for rows in row_chunks(g_ * r_, rows_per_call):
+                    si = s_rows[rows]
+                    on = torch.gather(z_rows[rows], 1, seg.rows(si)) > 0.5  # (rows, numel)
+                    xr = torch.where(on, flat_t[si], flat_b[si]).view(len(si), *t.shape[1:])
+                    y_rows[rows] = scores_of(model, xr, tg[si], self.score)[0]
+                    bar.update(len(si))
+            return Yn
+
+        def store(idx_t: torch.Tensor, out: dict, f: int) -> torch.Tensor:
+            coef_all[idx_t, :f] = out.pop("coefficients")
+            se = out.pop("stderr")
+            se_all[idx_t, :f] = se
+            for k, v in out.items():
+                if k not in extras_all:
+                    extras_all[k] = torch.empty(n, dtype=v.dtype, device=t.device)
+                extras_all[k][idx_t] = v
+            return se
+
         try:
             for f, idx in groups:
                 pl = plans[f]
@@ -168,40 +199,34 @@ class _Surrogate(Explainer):
                 active = np.arange(len(idx))  # positions in idx still sampling
                 Z = torch.zeros((len(idx), 0, f), dtype=torch.float32, device=t.device)
                 Y = torch.zeros((len(idx), 0), dtype=torch.float64, device=t.device)
-                prev = 0
+                prev, finish = 0, []
                 for m in pl.schedule:
-                    new = m - prev
                     Zn = torch.as_tensor(np.stack([self._draw(rngs[a], pl, prev, m) for a in active]).reshape(
-                        len(active), new, f), dtype=torch.float32, device=t.device)
+                        len(active), m - prev, f), dtype=torch.float32, device=t.device)
                     idx_t = torch.as_tensor(idx[active], device=t.device)
-                    Yn = torch.empty((len(active), new), dtype=torch.float64, device=t.device)
-                    # rows are (sample, draw) pairs in order: contiguous slices of the flattened round
-                    z_rows, y_rows = Zn.view(-1, f), Yn.view(-1)
-                    s_rows = idx_t.repeat_interleave(new)
-                    with torch.inference_mode():
-                        for rows in row_chunks(len(active) * new, rows_per_call):
-                            si = s_rows[rows]
-                            on = torch.gather(z_rows[rows], 1, seg.rows(si)) > 0.5  # (rows, numel)
-                            xr = torch.where(on, flat_t[si], flat_b[si]).view(len(si), *t.shape[1:])
-                            y_rows[rows] = scores_of(model, xr, tg[si], self.score)[0]
-                            bar.update(len(si))
-                    Z, Y = torch.cat([Z, Zn], 1), torch.cat([Y, Yn], 1)
-                    out = self._solve(Z, Y, fx[idx_t], None if fb is None else fb[idx_t], pl)
-                    coef_all[idx_t, :f] = out.pop("coefficients")
-                    se = out.pop("stderr")
-                    se_all[idx_t, :f] = se
+                    Z, Y = torch.cat([Z, Zn], 1), torch.cat([Y, score_rows(idx_t, Zn)], 1)
+                    se = store(idx_t, self._solve(Z, Y, fx[idx_t], None if fb is None else fb[idx_t], pl), f)
                     n_evals[idx[active]] = m + self.fixed_evals
-                    for k, v in out.items():
-                        if k not in extras_all:
-                            extras_all[k] = torch.empty(n, dtype=v.dtype, device=t.device)
-                        extras_all[k][idx_t] = v
                     if tol is None:
                         break
-                    keep = ~(se.max(1).values <= tol / tol_z(f))  # NaN SE: not converged
+                    limit = tol / tol_z(f)
+                    keep = ~(se.max(1).values <= limit)  # NaN SE: not converged
+                    # samples better finished by enumerating what is left than by sampling on
+                    sw = keep & self._switch(pl, m, se, limit)
+                    if bool(sw.any()):
+                        finish.append((active[sw.cpu().numpy()], Z[sw], Y[sw], m))
+                    keep = keep & ~sw
                     active, Z, Y = active[keep.cpu().numpy()], Z[keep], Y[keep]
                     prev = m
                     if not len(active):
                         break
+                for act, Zf, Yf, m in finish:
+                    idx_t = torch.as_tensor(idx[act], device=t.device)
+                    Zn = torch.as_tensor(self._finish_rows(pl), dtype=torch.float32, device=t.device)
+                    Zn = Zn[None].expand(len(act), -1, -1)
+                    Yn = score_rows(idx_t, Zn)
+                    store(idx_t, self._solve_finish(Zf, Yf, Zn, Yn, fx[idx_t], fb[idx_t], pl), f)
+                    n_evals[idx[act]] = m + Zn.shape[1] + self.fixed_evals
         finally:
             bar.close()
         # spread the coefficients (and their standard errors) over the input entries of each feature
@@ -232,6 +257,10 @@ class _Plan:
     def __init__(self, schedule, **kw):
         self.schedule = schedule
         self.__dict__.update(kw)
+
+
+#: the design of rows that hold every coalition (in any order)
+_ALL = object()
 
 
 _COMMON_DOC = """
@@ -428,27 +457,38 @@ class KernelShap(_Surrogate):
         first = m if self.tol is None else min(m, max(62, 2 * f))
         design = KernelPlan(f, first)
         if design.exact:
-            return _Plan([design.n_enum], f=f, design=design, exact_at=None)
+            return _Plan([design.n_enum], f=f, design=design, m=m, n_rest=None)
         sched = tol_schedule(first, m, fixed=design.n_enum, step=2)
-        if self.tol is None:
-            return _Plan(sched[:1], f=f, design=design, exact_at=None)
-        # once a round would sample as many rows as the sampled strata hold, enumerating them is cheaper:
-        # the last round scores exactly those coalitions (the enumerated strata are scored already)
         n_rest = (2 ** f - 2 - design.n_enum) if f < 31 else None
-        exact_at = None
-        if n_rest is not None:
-            sched = [r for r in sched if r - design.n_enum < n_rest] or sched[:1]
-            if sched[-1] + n_rest <= m:
-                exact_at = sched[-1] + n_rest
-                sched.append(exact_at)
-        return _Plan(sched, f=f, design=design, exact_at=exact_at)
+        return _Plan(sched[:1] if self.tol is None else sched, f=f, design=design, m=m, n_rest=n_rest)
+
+    def _switch(self, plan, m, se, limit):
+        """Enumerate the rest when it fits under ``n_samples`` and costs fewer rows than sampling on is
+        predicted to (the standard error falls as 1/√draws: ``s ((max SE / limit)² − 1)`` more draws),
+        or when the schedule has no further round."""
+        no = torch.zeros(len(se), dtype=torch.bool, device=se.device)
+        d = plan.design
+        if d is None or d.exact or plan.n_rest is None or m + plan.n_rest > plan.m:
+            return no
+        s = m - d.n_enum
+        more = s * ((se.max(1).values / limit) ** 2 - 1)
+        last = m == plan.schedule[-1]
+        return (more >= plan.n_rest) | torch.full_like(no, last)
+
+    def _finish_rows(self, plan):
+        return enumerate_coalitions(plan.f, plan.design.sizes)
+
+    def _solve_finish(self, Z, Y, Zn, Yn, fx, fb, plan):
+        """Exact Shapley values from the enumerated strata (the first rows of ``Z``) and the rest (``Zn``)."""
+        d = plan.design
+        Z = torch.cat([Z[:, :d.n_enum], Zn], 1)
+        Y = torch.cat([Y[:, :d.n_enum], Yn], 1)
+        return self._solve(Z, Y, fx, fb, _Plan([Z.shape[1]], f=plan.f, design=_ALL))
 
     def _draw(self, rng, plan, start, stop):
         d = plan.design
         if d is None:
             return np.zeros((0, plan.f), dtype=np.int8)
-        if stop == plan.exact_at:
-            return enumerate_coalitions(plan.f, d.sizes)
         head = d.z_enum[start:min(stop, d.n_enum)]
         pairs = draw_pairs(rng, d, (stop - max(start, d.n_enum)) // 2)
         return np.concatenate([head, pairs])
@@ -461,10 +501,8 @@ class KernelShap(_Surrogate):
             phi = delta[:, None].expand(g, f).clone() / f
             return {"coefficients": phi, "stderr": torch.zeros_like(phi),
                     "exact": torch.ones(g, dtype=torch.bool, device=Z.device)}
-        exact = d.exact or m == plan.exact_at
-        if m == plan.exact_at:  # all coalitions scored: the enumerated strata and the last round's
-            keep = torch.cat([torch.arange(d.n_enum), torch.arange(m - (2 ** f - 2 - d.n_enum), m)]).to(Z.device)
-            Z, Y = Z[:, keep], Y[:, keep]
+        exact = d is _ALL or d.exact
+        if exact:  # every coalition is among the rows: their kernel weights give the exact values
             w = torch.as_tensor(shapley_kernel_weights(Z[0].cpu().numpy().astype(np.int8)), dtype=torch.float64,
                                 device=Z.device)
             n_fixed = Z.shape[1]

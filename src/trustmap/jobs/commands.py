@@ -28,13 +28,30 @@ __all__ = ["explain", "locate", "evaluate", "score", "select_explanations", "cou
 #: rows of a streamed run kept in ``samples.npz`` for the report (a seeded random subset)
 REPORT_SAMPLES = 256
 ENGINES = ("memory", "stream")
+#: :func:`explain` also takes these: Ray (:func:`trustmap.stream.ray_explain`), or the choice by cost
+EXPLAIN_ENGINES = (*ENGINES, "ray", "auto")
 
 
-def _engine(engine: str) -> str:
-    if engine not in ENGINES:
-        raise InputError("unknown engine", parameter="engine", expected="'memory' or 'stream' (Ray: ray_explain)",
+def _engine(engine: str, allowed: tuple = ENGINES) -> str:
+    if engine not in allowed:
+        raise InputError("unknown engine", parameter="engine", expected=" or ".join(repr(e) for e in allowed),
                          got=engine, fix="pass engine='memory' or engine='stream'")
     return engine
+
+
+def _explain_on_ray(model, data, names, out, *, target, params, chunk_rows, layout, labels, label, key, overwrite,
+                    progress, safe_mode, engine_choice, resume) -> dict[str, Any]:
+    """:func:`explain` on Ray (a data file only), returned in :func:`explain`'s shape."""
+    from ..stream.ray_engine import ray_explain
+
+    res = ray_explain(model, data, names, out, target=target, params=params, chunk_rows=chunk_rows, layout=layout,
+                      labels=labels, label=label, key=key, overwrite=overwrite, resume=resume, progress=progress,
+                      safe_mode=safe_mode, engine_choice=engine_choice)
+    rec = res["record"]
+    return {"methods": list(names), "files": [*res["files"].values(), Path(out) / "run.json"],
+            "outputs": res["files"], "n": res["n"], "computed": res["computed"], "skipped": res["skipped"],
+            "seconds": res["seconds"], "samples_per_s": res["samples_per_s"],
+            "labels": rec.get("labels", {}).get("source", "none"), "record": rec}
 
 
 def _report_rows(src, seed: int) -> np.ndarray:
@@ -70,21 +87,46 @@ def explain(model, data=None, methods: str | Sequence[str] = "gradcam", out_dir=
             engine: str = "memory", chunk_rows: int = DEFAULT_CHUNK_ROWS, format: str = "npy", layout=None,
             labels=None, label=None, key=None, classes=None, n: int | None = None, plots: int = 4, seed: int = 0,
             resume: bool = True, overwrite: bool = False, progress: bool = False,
-            safe_mode: bool = True) -> dict[str, Any]:
+            safe_mode: bool = True, engine_choice: dict | None = None) -> dict[str, Any]:
     """Explain every sample of ``data`` with each of ``methods`` and write the results to ``out_dir``.
 
     In memory: ``METHOD.npz`` (+ ``.json``) Attributions and ``METHOD_<i>.png`` overlays of the first
     ``plots`` samples. Streamed: ``METHOD.npy`` + ``METHOD.targets.npy`` (or ``METHOD.parquet``)
     written chunk by chunk, resumable. Both: ``samples.npz`` and ``run.json``.
 
+    ``engine``: ``'memory'``, ``'stream'``, ``'ray'`` (a data file on a pool of Ray workers:
+    :func:`trustmap.stream.ray_explain`, ``METHOD.parquet`` outputs) or ``'auto'``: Ray where it
+    pays, by the rule of :func:`trustmap.stream.choose_engine` (one line on stderr says the rule and
+    the choice; ``run.json`` records it as ``engine_choice``), else ``'stream'`` for a data file and
+    ``'memory'`` for anything else. ``engine_choice``: a choice made by the caller, to record.
+
     Returns ``methods``, ``files`` (every path written), ``outputs`` (method -> result path), ``n``,
     ``computed``/``skipped`` (chunks per method), ``seconds``, ``samples_per_s``, ``record``.
     """
-    engine = _engine(engine)
+    engine = _engine(engine, EXPLAIN_ENGINES)
     chunk_rows = check_chunk_rows(chunk_rows)
     explainers = make_explainers(methods, params)  # every name and option checked before any work
     names = list(explainers)
     target = parse_target(target)
+    if engine == "auto":
+        import sys
+
+        from ..stream.ray_engine import choose_engine
+
+        one_file = dataset is None and n is None and isinstance(data, (str, os.PathLike))
+        engine_choice = choose_engine(model, data if one_file else None, names, target=target, params=params,
+                                      layout=layout, label=label, key=key, labels=labels, safe_mode=safe_mode)
+        sys.stderr.write(f"trustmap explain: {engine_choice['line']}\n")
+        engine = "ray" if engine_choice["engine"] == "ray" else ("stream" if one_file else "memory")
+    if engine == "ray":
+        if dataset is not None or n is not None or not isinstance(data, (str, os.PathLike)):
+            raise InputError("engine='ray' explains a whole data file", parameter="engine",
+                             expected="data= a file path (.npy, .parquet, .h5, .csv), without dataset= or n=",
+                             got=f"data={type(data).__name__}, dataset={dataset!r}, n={n!r}",
+                             fix="pass the data file's path, or engine='memory'")
+        return _explain_on_ray(model, data, names, out_dir, target=target, params=params, chunk_rows=chunk_rows,
+                               layout=layout, labels=labels, label=label, key=key, overwrite=overwrite,
+                               progress=progress, safe_mode=safe_mode, engine_choice=engine_choice, resume=resume)
     m = _load(model, safe_mode)
     src = open_data(data, dataset=dataset, split=split, seed=seed, layout=layout, labels=labels, label=label,
                     key=key, classes=classes, stream=engine == "stream", n=n)
@@ -111,6 +153,8 @@ def explain(model, data=None, methods: str | Sequence[str] = "gradcam", out_dir=
                          methods=names,
                          params={k: ex.params for k, ex in explainers.items()}, target=target_key(target),
                          settings={"chunk_rows": chunk_rows, "seed": seed, "split": split if dataset else None})
+        if engine_choice is not None:
+            rec["engine_choice"] = {k: v for k, v in engine_choice.items() if k != "line"}
         files: list[Path] = []
         outputs: dict[str, Path] = {}
         names_for_plots = class_names(src, m)
@@ -194,7 +238,7 @@ def _locate(sess, model, data, out, dataset, split, rows, engine, chunk_rows, fo
             label, key, classes, seed, progress, resume, overwrite, safe_mode, localizer, plots, fit_note,
             distributed, localizer_params) -> dict[str, Any]:
     from ..localizer import Localizer
-    from ..localizer.runner import fit_localizer, localizer_key
+    from ..localizer.runner import fit_localizer, localizer_key, sampling_rate
     from ..models import Model, load_model
 
     if isinstance(model, Model):
@@ -237,6 +281,7 @@ def _locate(sess, model, data, out, dataset, split, rows, engine, chunk_rows, fo
             if loc is None:
                 loc, _paths = fit_localizer(m, X, y, out, layout=src.layout, seed=seed,
                                             val_accuracy=recorded_val_accuracy(model),
+                                            fs=sampling_rate(getattr(src, "meta", None)),
                                             progress=bool(progress) and sess.is_main, plots=plots,
                                             write=sess.is_main, distributed=distributed,
                                             checkpoint=(out / "checkpoint") if resume else None, **localizer_params)

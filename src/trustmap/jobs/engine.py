@@ -112,12 +112,20 @@ class FileSink:
 
 
 def fill(src, producers: dict[str, Callable], sinks: dict[str, Any], chunk_rows: int, *, target=None,
-         progress: bool = False, desc: str = "") -> dict[str, Any]:
+         progress: bool = False, desc: str = "", schedule: Callable | None = None) -> dict[str, Any]:
     """Compute ``producers[name](x, target_rows)`` (an Attribution) for every chunk ``sinks[name]`` lacks.
+
+    ``schedule`` (the scheduling hook of other engines, e.g. Ray): a callable given the work, a list
+    of ``(chunk, start, stop, names)`` in chunk order, that yields ``(chunk, {name: result})`` in the
+    same order (a result has ``.maps`` and ``.targets``); the chunks' rows are then read and computed
+    wherever it schedules them, not here, and ``producers`` only name the results. Without it (every
+    in-process run) each chunk is read and computed here, in order.
 
     Returns ``computed`` (chunks per name), ``skipped`` (chunks already done), ``rows`` (rows read)
     and ``seconds``.
     """
+    if schedule is not None:
+        return _fill_scheduled(src, list(producers), sinks, check_chunk_rows(chunk_rows), schedule, progress, desc)
     chunks = src.chunks(check_chunk_rows(chunk_rows))
     names = list(producers)
     done_all = set.intersection(*(set(sinks[k].done) for k in names)) if names else set()
@@ -135,6 +143,34 @@ def fill(src, producers: dict[str, Callable], sinks: dict[str, Any], chunk_rows:
             tgt = targets_for(target, y, a, b, src.n) if not isinstance(target, np.ndarray) else target[a:b]
             for k in todo:
                 sinks[k].put(c, a, producers[k](x, tgt))
+                computed[k] += 1
+            rows += b - a
+            if bar is not None:
+                bar.update(b - a)
+    finally:
+        if bar is not None:
+            bar.close()
+        for s in sinks.values():
+            s.close()
+    return {"computed": computed, "skipped": skipped, "rows": rows, "seconds": time.perf_counter() - t0}
+
+
+def _fill_scheduled(src, names: list[str], sinks: dict[str, Any], chunk_rows: int, schedule: Callable,
+                    progress: bool, desc: str) -> dict[str, Any]:
+    """:func:`fill` with the chunks computed by ``schedule``; the results are written here, in chunk order."""
+    chunks = src.chunks(chunk_rows)
+    work = [(c, a, b, [k for k in names if c not in sinks[k].done]) for c, (a, b) in enumerate(chunks)]
+    work = [w for w in work if w[3]]
+    computed = {k: 0 for k in names}
+    skipped = {k: len(sinks[k].done) for k in names}
+    bar = progress_bar(src.n, desc, progress, src.n - sum(b - a for _, a, b, _ in work))
+    bounds = {c: (a, b) for c, a, b, _ in work}
+    t0, rows = time.perf_counter(), 0
+    try:
+        for c, results in schedule(work):
+            a, b = bounds[c]
+            for k, res in results.items():
+                sinks[k].put(c, a, res)
                 computed[k] += 1
             rows += b - a
             if bar is not None:

@@ -1,15 +1,23 @@
 """What a masked entry is replaced by: the localizer's baselines, built in ONE function.
 
+The names mean what they mean in the one baseline specification (:mod:`trustmap.baselines`):
+
 ``'zero'``
     0 (dnn-locate's choice).
-``'mean'``
+``'dataset_mean'``
     The *training-set* per-channel mean: one value per channel, averaged over every sample and
-    position of the localizer's training split (not a per-sample mean: the same constant for
-    every input).
+    position of the localizer's training split (the reference set of :mod:`trustmap.baselines`;
+    the same constant for every input). The trust-mode default.
+``'mean'``
+    Each sample's own per-channel mean over its positions (a flat signal per channel), as in
+    :mod:`trustmap.baselines`. (Localizer records saved before this name was aligned with the
+    specification used ``'mean'`` for the training-set mean: :func:`legacy_name` maps them.)
 ``'blur'``
     A Gaussian blur of the input itself (``sigma`` in samples).
 ``'noise'``
     Per-channel Gaussian noise with the training-set per-channel mean and standard deviation.
+    (Unlike :mod:`trustmap.baselines`, whose 'noise' uses each sample's own statistics; its
+    noise-free reference, :data:`REFERENCE`, is 'dataset_mean'.)
 """
 
 from __future__ import annotations
@@ -20,9 +28,27 @@ import torch
 
 from .model import blur
 
-__all__ = ["BASELINES", "BaselineStats", "baseline"]
+__all__ = ["BASELINES", "BaselineStats", "baseline", "legacy_name", "REFERENCE"]
 
-BASELINES = ("zero", "mean", "blur", "noise")
+BASELINES = ("zero", "dataset_mean", "mean", "blur", "noise")
+
+
+#: the noise-free baseline a baseline's reference risk is computed on ('noise': its mean)
+REFERENCE = {"noise": "dataset_mean"}
+
+
+def legacy_name(kind: str) -> str:
+    """The baseline name of a record saved before the names followed :mod:`trustmap.baselines`
+    (``'mean'`` then meant the training-set mean, now ``'dataset_mean'``), with a DeprecationWarning."""
+    if kind == "mean":
+        import warnings
+
+        warnings.warn("this localizer record names its baseline 'mean', the old name of the training-set mean; it "
+                      "is read as 'dataset_mean' ('mean' now means each sample's own mean, as in "
+                      "trustmap.baselines). Save the localizer again to update the record.", DeprecationWarning,
+                      stacklevel=3)
+        return "dataset_mean"
+    return kind
 
 
 @dataclass
@@ -53,8 +79,10 @@ def baseline(x: torch.Tensor, kind: str, stats: BaselineStats, gen: torch.Genera
     """
     if kind == "zero":
         return torch.zeros_like(x) if explicit_zero else None
-    if kind == "mean":
+    if kind == "dataset_mean":
         return stats.train_mean.to(x.dtype).expand_as(x)
+    if kind == "mean":
+        return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True).expand_as(x)
     if kind == "blur":
         return blur(x, stats.blur_sigma)
     shape = tuple(x.shape) if rows is None else (rows[0],) + tuple(x.shape[1:])

@@ -65,8 +65,32 @@ CI_METHODS = ("bootstrap", "delta")
 R_METRICS = ("auto", "acc", "prob", "loss")
 
 #: the defaults that ``'auto'`` resolves to in each mode (trust: chosen by benchmarks/bench_localizer.py)
-TRUST_DEFAULTS = {"objective": "remove", "baseline": "mean", "sink": True, "sparsity": 0.5, "r_metric": "prob"}
+TRUST_DEFAULTS = {"objective": "remove", "baseline": "dataset_mean", "sink": True, "sparsity": 0.5, "r_metric": "prob"}
 PAPER_DEFAULTS = {"objective": "paper", "baseline": "zero", "sink": False, "sparsity": 0.0, "r_metric": "acc"}
+
+
+#: how many times an 'auto' τ path that misses the target may be extended (4 geometric steps each)
+AUTO_TAU_EXTENSIONS = 3
+
+
+def auto_tau_grid(entries: int, top: float, extra: int = 0, cap: float = 1.0) -> np.ndarray:
+    """The 'auto' τ path: 12 geometric values from 0.2 % to ``top`` of the mask's ``entries`` (at least
+    0.5), continued by ``extra`` values of the same ratio beyond ``top``, up to ``cap`` of the entries."""
+    fracs = np.geomspace(0.002, top, 12)
+    if extra:
+        step = fracs[-1] / fracs[-2]
+        fracs = np.concatenate([fracs, top * step ** np.arange(1, extra + 1)])
+        fracs = np.unique(np.minimum(fracs, cap))
+    return np.unique(np.maximum(0.5, fracs * entries))
+
+
+def _still_rising(path, steps: int = 2) -> bool:
+    """The calibration R² still rises at the end of the path: its raw estimate at the largest τ is
+    above the one ``steps`` grid values before (so a longer path may reach the target)."""
+    est = np.asarray(path.raw_estimate, dtype=float)
+    if len(est) < 2:
+        return True
+    return bool(est[-1] > est[max(0, len(est) - 1 - steps)] + 1e-3)
 
 
 class OptimisticFitWarning(UserWarning):
@@ -85,7 +109,12 @@ class Localizer:
     ----------
     tau : 'auto' | float | sequence of floats
         The τ path (the mask's budget). 'auto': 12 values, geometric, from 0.2 % to 10 % of the
-        mask's entries (30 % for ``objective='preserve'``; at least 0.5). A single float fits that τ only.
+        mask's entries (30 % for ``objective='preserve'``; at least 0.5); when the chosen τ misses the
+        target and the calibration R² still rises at the path's end, the path is continued (4 more
+        values of the same ratio, a fresh fit) up to 3 times, at most to 50 % of the entries
+        (removal objectives; not for 'preserve', whose target, the whole input's R², is always reached by
+        keeping every entry); ``tau_grid_extended_`` says how many times, and a warning says when the
+        target is still not reached. A single float fits that τ only.
     target_r2 : 'auto' | float in (0, 1]
         The R² the chosen τ must reach. 'auto' is the chance level (the R² when the masked
         predictions carry no information about the labels); it is reached when the calibration
@@ -115,11 +144,13 @@ class Localizer:
         log-odds rather than log-probabilities keep the gradient alive for a confident classifier.
         'prior': cross-entropy to the class prior. 'paper': minus the cross-entropy (dnn-locate).
         Default chosen on the known-region tasks (benchmarks/bench_localizer.py).
-    baseline : 'auto' | 'zero' | 'mean' | 'blur' | 'noise'
-        What a masked entry is replaced by: 0 (paper), the *training-set* per-channel mean (one
-        constant per channel over every sample and position of the training split, not a per-sample
-        mean; default), a Gaussian blur of the input (``blur_sigma``), or per-channel Gaussian noise
-        (:mod:`.baseline`).
+    baseline : 'auto' | 'zero' | 'dataset_mean' | 'mean' | 'blur' | 'noise'
+        What a masked entry is replaced by, the names as in :mod:`trustmap.baselines`: 0 (paper),
+        'dataset_mean' the *training-set* per-channel mean (one constant per channel over every sample
+        and position of the training split; default), 'mean' each sample's own per-channel mean, a
+        Gaussian blur of the input (``blur_sigma``, in samples), or per-channel Gaussian noise with the
+        training-set statistics (:mod:`.baseline`). (Before the names were aligned, 'mean' meant the
+        training-set mean: records saved then are read as 'dataset_mean', with a DeprecationWarning.)
     blur_sigma : 'auto' | float > 0
         Width (in samples) of the blur baseline; 'auto': 4 % of the shortest spatial axis, at least 2.
     per_channel : bool
@@ -218,6 +249,9 @@ class Localizer:
     r2_ci_ : (low, high).  r2_path_ : R2Path — the held-out path (monotone).
     calibration_path_ : R2Path — the path τ was chosen on.  history_ : list of dicts per epoch.
     world_size_ : int — the number of processes that trained it (1 without ``torch.distributed``).
+    tau_grid_extended_ : int — how many times the 'auto' path was extended to reach the target.
+    target_reached_ : bool — whether the chosen τ reaches the target on the calibration split.
+    fs_ : float or None — the sampling rate (Hz) given to ``fit`` (plots then label time in seconds).
 
     Examples
     --------
@@ -429,7 +463,7 @@ class Localizer:
 
     # ---- fit ----------------------------------------------------------------------------
     def fit(self, model, X, y=None, X_val=None, y_val=None, *, val_accuracy: float | None = None,
-            callback: Callable[[int, dict], Any] | None = None) -> "Localizer":
+            fs: float | None = None, callback: Callable[[int, dict], Any] | None = None) -> "Localizer":
         """Train the localizer for the frozen classifier ``model`` on ``X`` (labels ``y``).
 
         ``y`` holds class indices ``(N,)`` or one-hot rows ``(N, K)``; ``y=None`` uses the classifier's
@@ -443,8 +477,9 @@ class Localizer:
         than on fresh data and the R² interval is optimistic. ``val_accuracy``: the classifier's
         accuracy on validation data, when known; ``fit`` warns (:class:`OptimisticFitWarning`) when
         its accuracy on the calibration data is 1.0 or far above ``val_accuracy``.
-        ``callback(epoch, logs)`` is called after every epoch.
-
+        ``fs``: the signals' sampling rate in Hz, when known (e.g. ``Dataset.meta['sampling_rate_hz']``
+        of ``datasets.load('ecg208', fs=...)``); stored as ``fs_`` (and in the saved record) so that the
+        plots label their time axes in seconds. ``callback(epoch, logs)`` is called after every epoch.
         Returns
         -------
         Localizer
@@ -460,6 +495,9 @@ class Localizer:
             NaN or Inf in ``X`` or in the classifier's scores.
         """
         self._validate()
+        if fs is not None and (not _is_number(fs) or not math.isfinite(float(fs)) or float(fs) <= 0):
+            raise InputError("fs must be a positive sampling rate in Hz", parameter="fs", expected="fs > 0 (or None)",
+                             got=fs, fix="e.g. fs=125 for the ecg208 beats (Dataset.meta['sampling_rate_hz'])")
         if val_accuracy is not None and (not _is_number(val_accuracy) or not 0 <= float(val_accuracy) <= 1):
             raise InputError("val_accuracy must be a number in [0, 1]", parameter="val_accuracy",
                              expected="the classifier's accuracy on validation data", got=val_accuracy,
@@ -511,6 +549,7 @@ class Localizer:
         self.settings_ = settings
         self.r_metric_ = settings["r_metric"]
         self.val_accuracy_ = None if val_accuracy is None else float(val_accuracy)
+        self.fs_ = None if fs is None else float(fs)
         ctx = make_context(self.distributed, model.device)
         self.world_size_ = ctx.world
         with model.frozen(), ctx.quiet():
@@ -596,8 +635,9 @@ class Localizer:
             # removal: up to 10 % of the entries; keeping ('preserve'): up to 30 %, since what must be kept
             # to restore a prediction is usually more than what must be removed to spoil it
             top = 0.3 if settings["objective"] == "preserve" else 0.1
-            grid = np.unique(np.maximum(0.5, np.geomspace(0.002, top, 12) * entries))
+            grid = auto_tau_grid(entries, top)
         self.tau_grid_ = grid
+        self.tau_grid_extended_ = 0
         self.mask_channels_ = mask_channels
         self.log_prior_ = torch.log(torch.bincount(y_tr.cpu(), minlength=self.n_classes_).to(torch.float64)
                                     .clamp_min(1) / len(y_tr)).to(t.dtype).to(t.device)
@@ -605,8 +645,34 @@ class Localizer:
         if paper:
             fit_sweep(self, ctx, model, x_tr, y_tr, x_ev, y_ev, risk_c, grid, state, fp, callback)
         else:
-            fit_joint(self, ctx, model, x_tr, y_tr, x_cal, y_cal, x_ho, y_ho, risk_c, clean_ev, grid, state, fp,
-                      callback)
+            # 'preserve' is not extended: keeping every entry trivially reaches its target (the whole input)
+            auto = self._tau_grid_param() is None and settings["objective"] != "preserve"
+            cap = 0.5
+            history: list[dict] = []
+            for stage in range(AUTO_TAU_EXTENSIONS + 1):
+                # an 'auto' path that misses the target is extended (a fresh fit over the longer path) while
+                # the calibration R² still rises at its end and the path is below its cap; the warnings of
+                # the last fit only are shown
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    fit_joint(self, ctx, model, x_tr, y_tr, x_cal, y_cal, x_ho, y_ho, risk_c, clean_ev, grid, state,
+                              fp, callback, stage=stage)
+                history += self.history_
+                more = (auto and not self.target_reached_ and stage < AUTO_TAU_EXTENSIONS
+                        and grid[-1] < cap * entries * (1 - 1e-9) and _still_rising(self.calibration_path_))
+                if not more:
+                    break
+                grid = auto_tau_grid(entries, top, extra=4 * (stage + 1), cap=cap)
+                self.tau_grid_ = grid
+                self.tau_grid_extended_ = stage + 1
+            self.history_ = history
+            for w in caught:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            if self.tau_grid_extended_ and not self.target_reached_:
+                warnings.warn(f"the 'auto' tau path was extended {self.tau_grid_extended_} time(s), up to tau = "
+                              f"{grid[-1]:.3g}, and the target R² {self.target_r2_:.3f} is still not reached on the "
+                              f"calibration split ({self.calibration_path_.estimate[-1]:.3f} at the largest tau)",
+                              stacklevel=3)
         self.train_size_ = int(len(x_tr))
 
     def _check_not_chance(self, clean_logits: np.ndarray, y: torch.Tensor) -> None:

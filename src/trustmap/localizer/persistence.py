@@ -14,11 +14,15 @@ from .. import _io, records
 from ..errors import InputError, RunDirError
 from ..models import load_model
 from . import r2 as _r2
-from .baseline import BaselineStats
+from .baseline import BaselineStats, legacy_name
 from .common import safe_fingerprint
 from .model import MaskNet
 
-__all__ = ["FORMAT", "REQUIRED", "save", "load"]
+__all__ = ["FORMAT", "REQUIRED", "BASELINE_NAMES", "save", "load"]
+
+#: written into every record: its baseline names are those of :mod:`trustmap.baselines` (a record
+#: without it is older, and its 'mean' is the training-set mean, now 'dataset_mean')
+BASELINE_NAMES = "trustmap.baselines"
 
 FORMAT = "trustmap.localizer/2"
 #: keys a record must hold to be loaded (a missing one is named in the error)
@@ -49,6 +53,10 @@ def save(loc, path) -> Path:
         "val_accuracy": getattr(loc, "val_accuracy_", None),
         "model_fingerprint": loc.model_fingerprint_, "history": loc.history_,
         "world_size": int(getattr(loc, "world_size_", 1)),
+        # the baseline names follow trustmap.baselines ('mean': per sample; 'dataset_mean': training set)
+        "baseline_names": BASELINE_NAMES,
+        "fs": getattr(loc, "fs_", None),
+        "tau_grid_extended": int(getattr(loc, "tau_grid_extended_", 0)),
         "versions": _io.versions(),
     }
     p = Path(path)
@@ -73,6 +81,11 @@ def load(cls, path, model=None, backbone: nn.Module | None = None):
                               expected="the tensors Localizer.save writes", got=str(st_path),
                               fix="fit and save the localizer again")
     params = dict(record["params"])
+    settings = dict(record["settings"])
+    if record.get("baseline_names") != BASELINE_NAMES:  # an older record: 'mean' was the training-set mean
+        settings["baseline"] = legacy_name(settings.get("baseline", "zero"))
+        if params.get("baseline") == "mean":
+            params["baseline"] = "dataset_mean"
     kind = record["backbone_kind"]
     if kind == "custom":
         if backbone is None:
@@ -87,7 +100,6 @@ def load(cls, path, model=None, backbone: nn.Module | None = None):
         params["r_metric"] = "auto"
     obj = cls(**{k: (tuple(v) if isinstance(v, list) and k != "tau" else v) for k, v in params.items()
                  if k in cls._PARAMS})
-    settings = dict(record["settings"])
     obj.settings_ = settings
     obj.r_metric_ = record.get("r_metric") or settings.get("r_metric") or record["r2"].get("metric", "acc")
     settings.setdefault("r_metric", obj.r_metric_)
@@ -123,6 +135,8 @@ def load(cls, path, model=None, backbone: nn.Module | None = None):
     obj.model_fingerprint_ = record.get("model_fingerprint")
     obj.history_ = record.get("history", [])
     obj.world_size_ = int(record.get("world_size", 1))
+    obj.fs_ = None if record.get("fs") is None else float(record["fs"])
+    obj.tau_grid_extended_ = int(record.get("tau_grid_extended", 0))
     if model is not None:
         m = load_model(model)
         fp = safe_fingerprint(m)

@@ -132,7 +132,7 @@ def _after(loc, t, masks: np.ndarray) -> np.ndarray:
     with the localizer's own baseline (internal layout, numpy)."""
     import torch
 
-    from .baseline import baseline
+    from .baseline import REFERENCE, baseline
     from .training import compose
 
     x = t.to(torch.float32)
@@ -140,7 +140,7 @@ def _after(loc, t, masks: np.ndarray) -> np.ndarray:
     kind = loc.settings_["baseline"]
     stats = loc.base_stats_.to(dtype=x.dtype, device=x.device)
     gen = torch.Generator(device="cpu").manual_seed(0)
-    b = baseline(x, "mean" if kind == "noise" else kind, stats, gen)
+    b = baseline(x, REFERENCE.get(kind, kind), stats, gen)
     return compose(x, d, b, loc.settings_["objective"]).cpu().numpy()
 
 
@@ -153,11 +153,12 @@ def da_plot(loc, X, y=None, n_per_class: int = 3, classes: Sequence[int] | None 
     ``y``: the classes to group by (None: the classifier's predictions); ``index``: the instances to
     show (instead of a seeded random pick); ``threshold``: hide mask entries below it; ``show_after``:
     draw the signal after removing the located features (for ``objective='preserve'``: with only them
-    kept), as dnn-locate's DA plot does; ``fs``: sampling rate (Hz) for time axes in seconds."""
+    kept), as dnn-locate's DA plot does; ``fs``: sampling rate (Hz) for time axes in seconds (default:
+    the one the localizer was fitted with, ``loc.fs_``; samples when unknown)."""
     from .common import labels as _labels
 
     t, _ = loc._internal(X, layout)
-    fs = _check_fs(fs)
+    fs = _check_fs(getattr(loc, "fs_", None) if fs is None else fs)
     if y is None:
         if getattr(loc, "model_", None) is None:
             raise InputError("a loaded localizer needs labels (or its model) to group by class", parameter="y",
@@ -215,9 +216,10 @@ def path_plot(loc, X, taus: Sequence[float] | None = None, n: int = 3, index: Se
               fs: float | None = None):
     """Masks for each τ side by side (columns), for ``n`` instances (rows; or those of ``index``), with
     the held-out R². ``threshold``: hide mask entries below it; ``show_after``: draw the signal after
-    removing the located features; ``fs``: sampling rate (Hz) for time axes in seconds."""
+    removing the located features; ``fs``: sampling rate (Hz) for time axes in seconds (default
+    ``loc.fs_``, the one given at fit; samples when unknown)."""
     t, _ = loc._internal(X, layout)
-    fs = _check_fs(fs)
+    fs = _check_fs(getattr(loc, "fs_", None) if fs is None else fs)
     if taus is None:
         taus = loc.r2_path_.tau if loc.mode == "paper" else loc.tau_grid_
         if loc.mode == "paper":

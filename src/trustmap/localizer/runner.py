@@ -25,24 +25,48 @@ from typing import Any
 from .. import _io
 from ..errors import InputError
 
-__all__ = ["run_locate", "load_arrays", "fit_localizer", "localizer_key", "parse_number", "parse_taus"]
+__all__ = ["run_locate", "load_arrays", "load_data", "sampling_rate", "fit_localizer", "localizer_key",
+           "parse_number", "parse_taus"]
 
 
-def load_arrays(data, y=None) -> tuple[Any, Any]:
-    """``(X, y or None)`` from a tuple, a dict with 'X'/'y', a data file or built-in dataset name (through
-    :func:`trustmap.jobs.open_data`, the one data entry), or ``X`` with ``y=``. ``y`` is None when the data
-    have no labels (the localizer then explains the model's predictions)."""
+def sampling_rate(meta) -> float | None:
+    """The sampling rate (Hz) a data source's metadata records (``sampling_rate_hz``, as the built-in
+    ``ecg208`` and the Kaggle MIT-BIH files do), or None."""
+    v = (meta or {}).get("sampling_rate_hz")
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if v > 0 and v == v and v != float("inf") else None
+
+
+def load_data(data, y=None) -> tuple[Any, Any, float | None]:
+    """``(X, y or None, fs or None)`` from a tuple, a dict with 'X'/'y' (and optional 'fs'), a
+    :class:`~trustmap.datasets.Dataset`, a data file or built-in dataset name (through
+    :func:`trustmap.jobs.open_data`, the one data entry), or ``X`` with ``y=``. ``y`` is None when the
+    data have no labels (the localizer then explains the model's predictions); ``fs`` is the sampling
+    rate the data record (:func:`sampling_rate`), None when unknown."""
+    from ..datasets import Dataset
+
+    if isinstance(data, Dataset):
+        return data.X, (data.y if y is None else y), sampling_rate(data.meta)
     if isinstance(data, (tuple, list)) and len(data) == 2 and y is None:
-        return data[0], data[1]
+        return data[0], data[1], None
     if isinstance(data, dict):
         X = data.get("X", data.get("x"))
-        return X, data.get("y") if y is None else y
+        return X, data.get("y") if y is None else y, sampling_rate({"sampling_rate_hz": data.get("fs")})
     if isinstance(data, (str, os.PathLike)):
         from ..jobs import open_data
 
         src = open_data(data)
-        return src.X, (src.y if y is None else y)
-    return data, y
+        return src.X, (src.y if y is None else y), sampling_rate(getattr(src, "meta", None))
+    return data, y, None
+
+
+def load_arrays(data, y=None) -> tuple[Any, Any]:
+    """``(X, y or None)`` of :func:`load_data` (without the sampling rate)."""
+    X, yy, _ = load_data(data, y)
+    return X, yy
 
 
 def parse_number(value: Any, parameter: str) -> Any:
@@ -126,9 +150,11 @@ def _run_locate(sess, model, data, out: Path, y, X_val, y_val, target_r2, tau, r
                                fix="pass a torch model or model file, or leave device=None")
     if sess.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    X, yy = load_arrays(data, y)
+    X, yy, fs = load_data(data, y)
     if isinstance(X_val, (str, os.PathLike)):
         X_val, y_val = load_arrays(X_val, y_val)
+    if localizer_kwargs.get("fs") is None:
+        localizer_kwargs["fs"] = fs  # time axes in seconds when the data record their sampling rate
     loc, paths = fit_localizer(m, X, yy, out, X_val=X_val, y_val=y_val, tau=tau, target_r2=target_r2,
                                r_metric=r_metric, mode=mode, layout=layout, epochs=epochs, seed=seed,
                                progress=bool(progress) and sess.is_main, checkpoint=(out / "checkpoint") if resume
@@ -145,14 +171,15 @@ def _run_locate(sess, model, data, out: Path, y, X_val, y_val, target_r2, tau, r
 
 
 def fit_localizer(m, X, y, out: Path, *, X_val=None, y_val=None, plots: bool = True, write: bool = True,
-                  val_accuracy: float | None = None, **params) -> tuple[Any, dict[str, str]]:
+                  val_accuracy: float | None = None, fs: float | None = None, **params) -> tuple[Any, dict[str, str]]:
     """Fit a :class:`Localizer` (``params``: its parameters) on ``X, y`` and write ``localizer.safetensors``
-    (+ ``.json``), ``r2_path.json`` and the plots to ``out`` (when ``write``). Returns ``(localizer, paths)``."""
+    (+ ``.json``), ``r2_path.json`` and the plots to ``out`` (when ``write``). ``fs``: the sampling rate
+    (Hz), when known (time axes in seconds). Returns ``(localizer, paths)``."""
     from .fit import Localizer
 
     out = Path(out)
     loc = Localizer(**params)
-    loc.fit(m, X, y, X_val, y_val, val_accuracy=val_accuracy)  # y=None: the model's predictions are the labels
+    loc.fit(m, X, y, X_val, y_val, val_accuracy=val_accuracy, fs=fs)  # y=None: the model's predictions are the labels
     names = {"localizer": "localizer.safetensors", "r2_path": "r2_path.json"}
     if plots and _has_matplotlib():
         names.update(r2_path_png="r2_path.png", da_plot_png="da_plot.png", path_plot_png="path_plot.png")
@@ -174,6 +201,8 @@ def fit_localizer(m, X, y, out: Path, *, X_val=None, y_val=None, plots: bool = T
         "settings": loc.settings_,
         "params": loc._json_params(),
         "labels": getattr(loc, "labels_source_", "labels" if y is not None else "predictions"),
+        "fs": getattr(loc, "fs_", None),
+        "tau_grid_extended": getattr(loc, "tau_grid_extended_", 0),
     }
     _io.write_json(out / "r2_path.json", summary)
     if plots and _has_matplotlib():

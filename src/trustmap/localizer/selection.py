@@ -86,14 +86,18 @@ def _choose(loc, grid, masked_cal, risk_c, base_cal, cal, y_cal, clean_cal) -> i
 
 
 def fit_joint(loc, ctx, model: Model, x_tr, y_tr, x_cal, y_cal, x_ho, y_ho, risk_c, clean_cal, grid, state, fp,
-              callback) -> None:
+              callback, stage: int = 0) -> None:
+    """One mask network for the whole path ``grid``; ``stage``: 0, or k for the k-th extension of an
+    'auto' path (its own network seed and checkpoint stage)."""
     loc.history_ = []
-    net = loc._new_net(0)
+    net = loc._new_net(stage)
+    if state is not None and state.get("stage") != stage:
+        state = None
     with progress_bar(loc, ctx, int(loc.epochs)) as bar:
         if bar is not None and state is not None:
             bar.update(int(state["epoch"]) + 1)
-        train(loc, ctx, model, net, x_tr, y_tr, float(grid.min()), float(grid.max()), 0, state, fp, {}, callback, bar,
-              val=(x_cal, y_cal))
+        train(loc, ctx, model, net, x_tr, y_tr, float(grid.min()), float(grid.max()), stage, state, fp, {}, callback,
+              bar, val=(x_cal, y_cal))
     loc.net_ = net
     level = float(loc.confidence)
     preserve = loc.settings_["objective"] == "preserve"

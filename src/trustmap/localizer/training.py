@@ -15,6 +15,7 @@ classifier's on it, ``ref`` a per-sample reference log-odds):
 ==============  ============================================================================================
 
 Each with the sparsity penalty ``λ · sum(δ)/τ`` (ramped up over the first quarter of training).
+
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torch import nn
 
 from ..models import Model
 from . import r2 as _r2
-from .baseline import baseline
+from .baseline import REFERENCE, baseline
 from .common import chunks, log_odds, mix
 from .model import MaskNet, apply_mask
 
@@ -63,7 +64,7 @@ def reference(loc, model: Model, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
             if kind == "preserve":
                 out.append(log_odds(model.logits_t(xb), y[s]).clamp_max(PRESERVE_CAP))
             else:
-                base = baseline(xb, "mean" if bkind == "noise" else bkind, loc.base_stats_, explicit_zero=True)
+                base = baseline(xb, REFERENCE.get(bkind, bkind), loc.base_stats_, explicit_zero=True)
                 out.append(log_odds(model.logits_t(base), y[s]))
     return torch.cat(out).clone()
 

@@ -7,8 +7,9 @@
   and resume after an interruption without recomputing finished chunks.
 * :func:`stream_score` scores streamed explanations on a random sample of rows.
 * :func:`read_maps` reads a streamed result back (``.npy`` memory-mapped).
-* :func:`ray_explain` (``trustmap explain --engine ray``) runs the same work as Ray Data
-  ``map_batches`` on a pool of actors, each loading the model once.
+* :func:`ray_explain` (``trustmap explain --engine ray``) runs the same work on a pool of Ray
+  actors that load the model once and stay warm between calls (:func:`shutdown_ray_pool` ends
+  them); :func:`choose_engine` (``--engine auto``) says whether Ray pays for a job.
 """
 
 from .run import DEFAULT_CHUNK_ROWS, stream_evaluate, stream_explain, stream_locate, stream_score
@@ -18,12 +19,12 @@ from .sources import STREAM_FORMATS, Source, open_source
 __all__ = ["open_source", "Source", "STREAM_FORMATS", "open_sink", "read_maps", "SINK_FORMATS",
            "StreamConflictError", "stream_explain", "stream_evaluate", "stream_locate", "stream_score",
            "DEFAULT_CHUNK_ROWS",
-           "ray_explain"]
+           "ray_explain", "shutdown_ray_pool", "choose_engine"]
 
 
 def __getattr__(name):
-    if name == "ray_explain":
-        from .ray_engine import ray_explain
+    if name in ("ray_explain", "shutdown_ray_pool", "choose_engine"):
+        from . import ray_engine
 
-        return ray_explain
+        return getattr(ray_engine, name)
     raise AttributeError(name)

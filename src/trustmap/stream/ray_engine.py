@@ -1,70 +1,109 @@
-"""Explain a data file on Ray: Ray Data ``map_batches`` over the file's chunks, a pool of actors
-that each load the model once, results written as Parquet.
+"""Explain a data file on Ray: a pool of long-lived actors that load the model once and are reused
+across methods, blocks of rows and calls; the driver writes the results in order.
 
-The work is the one :func:`~trustmap.stream.stream_explain` does, cut the same way: the dataset is
-one row per chunk of ``chunk_rows`` rows (``chunk``, ``start``, ``stop``); each actor of the pool
-loads the model and opens the data file once, then explains the chunks Ray hands it. Methods that
-draw random numbers seed them per sample within a chunk, so with the same ``chunk_rows`` the maps
-equal those of the single-process path, whatever the number of workers.
+The work is the one :func:`~trustmap.stream.stream_explain` does, through the same loop
+(:func:`trustmap.jobs.engine.fill`) and the same sinks; only the scheduling differs:
+
+* **A pool of workers kept warm.** Each actor imports torch and loads the model once. The pool is
+  cached in this Python process, keyed by the model's fingerprint (and the CPUs/GPUs per worker),
+  so a second :func:`ray_explain` of the same model (other methods, other data) starts no process
+  and loads nothing. A different model replaces the pool. :func:`shutdown_ray_pool` ends it (and
+  the local Ray it started), as does the end of the process; ``keep_pool=False`` ends it after
+  the call (the CLI does so).
+* **Workers read their rows themselves** from the data file, by range (a memory-mapped ``.npy``,
+  Parquet row groups, ...), keeping it open between blocks; the driver sends only row ranges
+  and targets, and receives maps.
+* **Blocks sized by cost.** The driver times each method on a few rows (while the actors start)
+  and cuts the rows into blocks of about ``BLOCK_SECONDS`` of work, at least ``BLOCKS_PER_WORKER``
+  per worker, so cheap methods go in large blocks (little per-task overhead) and expensive ones in
+  small blocks (balanced workers); each worker has ``IN_FLIGHT`` blocks queued, so it never waits.
+* **Results written by the driver in row order**, chunk by chunk, into the streamed Parquet sink:
+  the output, its records and the resume ledger are those of ``stream_explain(format='parquet')``,
+  and an interrupted Ray run resumes where it stopped (also as a streamed run, and back).
+
+Methods that draw random numbers seed them per sample from the sample's own bytes, so the maps equal
+those of the single-process path whatever the block sizes and the number of workers.
+
+When Ray pays (:func:`choose_engine`, ``--engine auto``): estimated work = rows x the measured cost
+per row; Ray with W workers (those that fit on the CPUs) saves about work x (1 - 1/W) and costs its
+fixed start-up (Ray, the actors' imports and model loads: ``RAY_START_S``; ``WARM_START_S`` with a
+warm pool of this model). Ray is chosen only if it is installed and the saving exceeds
+``PAYS_MARGIN`` x the fixed cost.
 
 Where things must be reachable
-    Each worker reads its chunks from the data file itself and Ray's writers write the Parquet
-    parts into the output folder, so the data file, the model file and the output folder must
-    be visible **at the same path** from every node: true on one machine, or on shared storage
-    (NFS, a mounted bucket) for a multi-node cluster. trustmap must be installed on every node,
-    with the same Ray version as here. A model object (rather than a file) is sent to the workers
-    through Ray's object store.
+    Each worker reads its rows from the data file itself, so the data file and a model file must be
+    visible **at the same path** from every node: true on one machine, or on shared storage for a
+    multi-node cluster. trustmap must be installed on every node, with the same Ray version as here.
+    A model object (rather than a file) is sent to the workers through Ray's object store. The
+    output folder is written by the driver only.
 
-Output (the layout the streamed Parquet sink writes, readable by :func:`~trustmap.stream.read_maps`)
-    ``OUT/METHOD.parquet/`` (a folder of part files: columns ``index``, ``target``, ``map``),
-    ``OUT/METHOD.json`` (how the maps were made; ``engine: ray``) and ``OUT/run.json``. Ray writes
-    into a hidden temporary folder inside ``OUT``; each method's folder gets its final name only
-    when the whole dataset is written, so a final folder is never half-written. A Ray run is not
-    resumed chunk by chunk: an interrupted run starts again (its temporary folder is discarded).
+Output (the layout of the streamed Parquet sink, readable by :func:`~trustmap.stream.read_maps`)
+    ``OUT/METHOD.parquet/`` (a folder of part files, one per chunk: columns ``index``, ``target``,
+    ``map``), ``OUT/METHOD.json`` (how the maps were made; ``engine: ray``) and ``OUT/run.json``.
+    The folder is ``METHOD.parquet.partial`` (with ``METHOD.progress.json``) until every chunk is in.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
-import datetime as _dt
 import json
-import logging
 import math
 import os
-import shutil
+import sys
 import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .. import _io
-from ..errors import DataError, DependencyError, InputError, RunDirError, UnsupportedError
-from ..jobs.engine import DEFAULT_CHUNK_ROWS, check_chunk_rows
+from ..errors import DataError, DependencyError, InputError, TrustmapError, UnsupportedError
+from ..jobs.engine import DEFAULT_CHUNK_ROWS, FileSink, check_chunk_rows, fill
 from ..jobs.record import model_desc, new_record, write_record
-from ..jobs.targets import check_target_range, parse_target, target_key
-from .sinks import _FORMAT, StreamConflictError, _fsync_dir, _read_record, maps_table
+from ..jobs.targets import check_target_range, parse_target, target_key, targets_for
+from .sinks import open_sink
 from .sources import Source, open_source
 
-__all__ = ["ray_explain", "INSTALL_RAY"]
+__all__ = ["ray_explain", "shutdown_ray_pool", "choose_engine", "measure_cost", "INSTALL_RAY", "RAY_START_S",
+           "WARM_START_S", "BLOCK_SECONDS", "PAYS_MARGIN"]
 
 INSTALL_RAY = "pip install 'trustmap[scale]'"
 
-#: the column that carries the method name between the actors and the writer (a Hive partition;
-#: it is not stored in the part files)
-_METHOD_COL = "method"
+#: seconds of work per block a worker is handed (the driver's estimate from the measured cost per row)
+BLOCK_SECONDS = 1.0
+#: the fewest rows in a block: smaller model batches cost more per row (LIME: 1.4x at 64 rows against 512)
+MIN_BLOCK_ROWS = 64
+#: at least this many blocks per worker, so that the last blocks balance the workers
+BLOCKS_PER_WORKER = 4
+#: blocks queued on each worker: the next one starts as soon as one ends
+IN_FLIGHT = 2
+#: fixed cost of a Ray run without a warm pool (start a local Ray, start the actors, import torch, load
+#: the model), seconds; measured by benchmarks/bench_ray.py on the 2-core machine (4-6 s)
+RAY_START_S = 5.0
+#: fixed cost with a warm pool of the same model (tasks submitted, results fetched), seconds
+WARM_START_S = 0.3
+#: Ray is chosen when its estimated saving exceeds this many times its fixed cost
+PAYS_MARGIN = 1.25
+#: the largest block of maps a worker returns at once (bytes)
+_BLOCK_BYTES = 64 << 20
 
 
 def _import_ray():
     try:
         import ray
-        import ray.data  # noqa: F401  (ray without the [data] extra lacks its dependencies)
     except ImportError as exc:
-        raise DependencyError("Ray Data is not installed", parameter="engine", expected="ray[data]>=2.10",
+        raise DependencyError("Ray is not installed", parameter="engine", expected="ray>=2.10",
                               got=str(exc), fix=INSTALL_RAY) from None
     return ray
+
+
+def _ray_installed() -> bool:
+    import importlib.util
+
+    if "ray" in sys.modules:
+        return sys.modules["ray"] is not None
+    return importlib.util.find_spec("ray") is not None
 
 
 def _check_count(value, parameter: str, *, whole: bool, minimum: float, inclusive: bool, example: str):
@@ -78,8 +117,8 @@ def _check_count(value, parameter: str, *, whole: bool, minimum: float, inclusiv
     return int(value) if whole else float(value)
 
 
-class _ExplainActor:
-    """One worker of the pool: loads the model and opens the data file once, then explains chunks."""
+class _Worker:
+    """One worker of the pool: loads the model once, then explains blocks of rows it reads itself."""
 
     def __init__(self, **kwargs) -> None:
         from ..errors import TrustmapError
@@ -89,12 +128,10 @@ class _ExplainActor:
         except TrustmapError as exc:  # Ray passes on only the text of an error: encode it (rebuilt in the driver)
             raise _encode_error(exc) from None
 
-    def _setup(self, *, model_file, model_ref, safe_mode, data_path, layout, label, key, methods, params,
-               targets, device, threads, loads_dir) -> None:
+    def _setup(self, *, model_file, model_ref, safe_mode, device, threads) -> None:
         import ray
         import torch
 
-        from ..jobs.params import make_explainers
         from ..models import load_model
 
         if threads:
@@ -104,40 +141,44 @@ class _ExplainActor:
         if device != "cpu":
             model = _to_device(model, device)
         self.model = model
-        self.src = open_source(data_path, layout=layout, label=label, key=key)
-        self.explainers = make_explainers(methods, params)
-        self.targets = ray.get(targets[0]) if isinstance(targets, list) else targets
-        # one marker file per model load: how the driver counts loads (one per actor, not per batch)
-        marker = Path(loads_dir) / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"pid": os.getpid(), "node": ray.util.get_node_ip_address(),
-                                      "device": str(getattr(model, "device", "cpu"))}))
+        self.sources: dict[str, Source] = {}
+        self.explainers: dict[str, dict] = {}
+        self.info_ = {"pid": os.getpid(), "node": ray.util.get_node_ip_address(),
+                      "device": str(getattr(model, "device", "cpu"))}
 
-    def __call__(self, batch: dict[str, np.ndarray]):
+    def info(self) -> dict:
+        """Where this worker runs, and the CPU seconds it has used so far (``cpu_s``)."""
+        return {**self.info_, "cpu_s": time.process_time()}
+
+    def explain(self, data: dict, start: int, stop: int, methods: list[str], params: dict, targets):
         from ..errors import TrustmapError
 
         try:
-            return self._explain(batch)
-        except TrustmapError as exc:  # Ray passes on only the text of an error: encode it (rebuilt in the driver)
+            return self._explain(data, start, stop, methods, params, targets)
+        except TrustmapError as exc:
             raise _encode_error(exc) from None
 
-    def _explain(self, batch: dict[str, np.ndarray]):
-        import pyarrow as pa
+    def _explain(self, data, start, stop, methods, params, targets):
+        from ..jobs.params import make_explainers
 
-        tables = []
-        for a, b in zip(batch["start"], batch["stop"]):
-            a, b = int(a), int(b)
-            x, _ = self.src.read(a, b)
-            if self.targets is None or np.ndim(self.targets) == 0:
-                tgt = self.targets
-            else:
-                tgt = self.targets[a:b]
-            index = np.arange(a, b, dtype=np.int64)
-            for name, ex in self.explainers.items():
-                attr = ex.explain(self.model, x, target=tgt, layout=self.src.layout)
-                t = maps_table(index, attr.targets, attr.maps)
-                tables.append(t.append_column(_METHOD_COL, pa.array([name] * len(t), type=pa.string())))
-        return pa.concat_tables(tables)
+        key = json.dumps(data, sort_keys=True)
+        src = self.sources.get(key)
+        if src is None:  # opened once per file and kept: later blocks read by range
+            for old in self.sources.values():
+                old.close()
+            self.sources = {key: open_source(data["path"], layout=data["layout"], label=data["label"],
+                                             key=data["key"])}
+            src = self.sources[key]
+        pkey = json.dumps([methods, params], sort_keys=True, default=str)
+        if pkey not in self.explainers:
+            self.explainers[pkey] = make_explainers(methods, params)
+        explainers = self.explainers[pkey]
+        x, _ = src.read(start, stop)
+        out = {}
+        for name in methods:
+            attr = explainers[name].explain(self.model, x, target=targets, layout=src.layout)
+            out[name] = (np.ascontiguousarray(attr.maps, dtype=np.float32), np.asarray(attr.targets, np.int64))
+        return out
 
 
 def _to_device(model, device: str):
@@ -162,15 +203,87 @@ def _to_device(model, device: str):
     return model
 
 
-@contextlib.contextmanager
-def _ray_session(ray, address, num_cpus: int):
-    """Ray as found (already initialized: used as is), a local Ray started and shut down here
-    (``address=None``), or a connection to an existing cluster (left running)."""
-    if ray.is_initialized():
-        yield "existing" if address is None else "cluster"
+class _Pool:
+    """The actors of one model, on one Ray session."""
+
+    def __init__(self, ray, key: tuple, node: str, cpus: float, gpus: float, init: dict) -> None:
+        self.ray, self.key, self.node, self.cpus, self.gpus, self.init = ray, key, node, cpus, gpus, init
+        self.actors: list = []
+        self.infos: list = []
+        self.cls = ray.remote(_Worker)
+
+    def grow(self, n: int) -> int:
+        """At least ``n`` actors (starting, not waited for); returns how many were started."""
+        new = 0
+        while len(self.actors) < n:
+            a = self.cls.options(num_cpus=self.cpus, num_gpus=self.gpus or 0).remote(**self.init)
+            self.actors.append(a)
+            self.infos.append(a.info.remote())
+            new += 1
+        return new
+
+    def ready(self, n: int) -> list[dict]:
+        with _worker_errors():
+            return self.ray.get(self.infos[:n])
+
+    def kill(self) -> None:
+        for a in self.actors:
+            with contextlib.suppress(Exception):
+                self.ray.kill(a)
+        self.actors, self.infos = [], []
+
+
+#: this process's pool and whether this module started (or connected) the Ray it runs on
+_STATE: dict[str, Any] = {"pool": None, "owns_ray": False, "atexit": False}
+
+
+def _node_id(ray) -> str:
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def _live_pool(ray):
+    """The cached pool if it is on the Ray session running now (else it is forgotten)."""
+    pool = _STATE["pool"]
+    if pool is not None and not (ray.is_initialized() and pool.node == _node_id(ray)):
+        _STATE["pool"] = None
+        pool = None
+    return pool
+
+
+def _drop_pool() -> None:
+    """Kill the cached pool's actors (the Ray session is left as it is)."""
+    ray = sys.modules.get("ray")
+    pool = _STATE["pool"]
+    _STATE["pool"] = None
+    if pool is not None and ray is not None and ray.is_initialized() and pool.node == _node_id(ray):
+        pool.kill()
+
+
+def shutdown_ray_pool() -> None:
+    """End the cached pool of Ray workers; stop the local Ray (or leave the cluster) if :func:`ray_explain`
+    started it. A Ray the caller had started stays as it was. Called at the end of the process."""
+    ray = sys.modules.get("ray")
+    _drop_pool()
+    if ray is None:
         return
+    if _STATE["owns_ray"]:
+        _STATE["owns_ray"] = False
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def _ensure_ray(ray, address, num_cpus: int) -> str:
+    """Ray as found (already initialized: used as is), a local Ray started here, or a connection to a cluster."""
+    if ray.is_initialized():
+        if not _STATE["owns_ray"]:
+            return "existing" if address is None else "cluster"
+        return _STATE.get("kind", "local")
+    _STATE["pool"] = None
     if address is None:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        # workers at the driver's priority (Ray's default niceness, 15, lets any other process on the
+        # machine starve the pool that is doing the user's job)
+        ray.init(num_cpus=max(num_cpus, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
+                 _system_config={"worker_niceness": 0})
         kind = "local"
     else:
         try:
@@ -183,10 +296,29 @@ def _ray_session(ray, address, num_cpus: int):
                              fix="start the cluster (`ray start --head`), or drop address to start a local Ray"
                              ) from None
         kind = "cluster"
-    try:
-        yield kind
-    finally:
-        ray.shutdown()  # stops the local Ray; only disconnects from a cluster
+    _STATE["owns_ray"], _STATE["kind"] = True, kind
+    if not _STATE["atexit"]:
+        atexit.register(shutdown_ray_pool)
+        _STATE["atexit"] = True
+    return kind
+
+
+def _get_pool(ray, key: tuple, n: int, cpus: float, gpus: float, ship) -> tuple[_Pool, int]:
+    """The pool of this model with at least ``n`` actors (another model's pool is ended first)."""
+    pool = _live_pool(ray)
+    if pool is not None and pool.key != key:
+        pool.kill()
+        pool = None
+    if pool is None:
+        model_file, model_ref = ship()
+        pool = _Pool(ray, key, _node_id(ray), cpus, gpus,
+                     dict(model_file=model_file, model_ref=model_ref, safe_mode=key[1],
+                          device="cuda" if gpus else "cpu", threads=0 if gpus else max(1, int(cpus))))
+        _STATE["pool"] = pool
+        if not _STATE["atexit"]:
+            atexit.register(shutdown_ray_pool)
+            _STATE["atexit"] = True
+    return pool, pool.grow(n)
 
 
 def _check_room(ray, kind: str, num_workers: int, cpus: float, gpus: float) -> None:
@@ -254,11 +386,236 @@ def _ship_model(ray, model, m) -> tuple[str | None, list | None]:
                          fix="pass the model file (.safetensors, .keras, .onnx) instead of the object") from None
 
 
+def measure_cost(m, src, explainers: dict, target=None, *, budget_s: float = 0.1,
+                 max_rows: int = 1024) -> dict[str, float]:
+    """Seconds per row of each explainer on this model, timed in this process on the file's first rows
+    (batches of 16, 64, ... rows until one takes ``budget_s`` or ``max_rows`` rows; after a warm-up call)."""
+    k_max = int(min(max_rows, src.n))
+    x, y = src.read(0, k_max)
+    tgt = targets_for(target, y, 0, k_max, src.n) if not isinstance(target, np.ndarray) else target[:k_max]
+    cost = {}
+    for name, ex in explainers.items():
+        def run(k):
+            t = tgt if tgt is None or np.ndim(tgt) == 0 else tgt[:k]
+            t0 = time.perf_counter()
+            ex.explain(m, x[:k], target=t, layout=src.layout)
+            return time.perf_counter() - t0
+
+        run(min(2, k_max))  # warm-up (lazy set-up, first calls)
+        k = min(16, k_max)
+        while True:
+            dt = run(k)
+            if dt >= budget_s or k >= k_max:
+                break
+            k = min(k_max, k * 4)
+        cost[name] = max(dt, 1e-9) / k
+    return cost
+
+
+def _fmt_s(sec: float) -> str:
+    return f"{sec:.2g} s" if sec < 10 else f"{sec:,.0f} s"
+
+
+def _decide(cost: dict[str, float], rows: int, workers: int, fixed: float, installed: bool,
+            why_not: str | None = None) -> dict[str, Any]:
+    per_row = float(sum(cost.values()))
+    work = rows * per_row
+    saving = work * (1 - 1 / workers) if workers >= 1 else 0.0
+    pays = installed and why_not is None and workers >= 2 and saving > PAYS_MARGIN * fixed
+    rule = (f"Ray if installed and rows x cost per row x (1 - 1/W) > {PAYS_MARGIN:g} x Ray's fixed cost "
+            f"(W = workers that fit on the CPUs)")
+    facts = (f"{rows:,} rows x {per_row * 1e6:,.1f} us/row = {_fmt_s(work)} of work; W = {workers}: Ray would save "
+             f"~{_fmt_s(saving)} against ~{_fmt_s(fixed)} fixed cost")
+    if not installed:
+        reason = "Ray is not installed"
+    elif why_not:
+        reason = why_not
+    else:
+        reason = "it pays" if pays else "it does not pay"
+    engine = "ray" if pays else "local"
+    line = f"engine auto -> {'Ray' if pays else 'in-process'} ({reason}): {facts}; rule: {rule}"
+    return {"engine": engine, "reason": reason, "rule": rule, "rows": int(rows),
+            "cost_per_row_s": {k: float(v) for k, v in cost.items()}, "work_s": float(work),
+            "workers": int(workers), "ray_fixed_s": float(fixed), "ray_saving_s": float(saving),
+            "ray_installed": bool(installed), "line": line}
+
+
+def _usable_workers(num_workers: int, cpus: float, address=None) -> int:
+    """Workers that run at once: those asked for, at most the CPUs of the Ray running here (or of this
+    machine; a cluster not yet joined is taken to have room for them)."""
+    have = os.cpu_count() or 1
+    ray = sys.modules.get("ray")
+    running = ray is not None and getattr(ray, "is_initialized", lambda: False)()
+    if address is not None and not running:
+        return int(num_workers)
+    if running:
+        with contextlib.suppress(Exception):
+            have = int(ray.cluster_resources().get("CPU", have))
+    return max(1, min(int(num_workers), int(have // cpus) if cpus else int(num_workers)))
+
+
+def choose_engine(model, data, methods: str | Sequence[str], *, target=None,
+                  params: dict[str, dict[str, Any]] | None = None, num_workers: int = 2,
+                  num_cpus_per_worker: float = 1, address: str | None = None, layout=None, label=None, key=None,
+                  labels=None, safe_mode: bool = True, m=None) -> dict[str, Any]:
+    """In-process or Ray for explaining every row of ``data`` with ``methods``, and why.
+
+    The cost per row of each method is timed here on the file's first rows (:func:`measure_cost`);
+    estimated work = rows x the summed cost. Ray with W workers (those asked for that fit on the
+    CPUs) would save about work x (1 - 1/W) and costs its fixed start-up: :data:`RAY_START_S`, or
+    :data:`WARM_START_S` when this process holds a warm pool of this model. Ray is chosen only if
+    it is installed and the saving exceeds :data:`PAYS_MARGIN` x the fixed cost.
+
+    Returns ``engine`` (``'ray'`` or ``'local'``), ``reason``, ``rule``, the figures behind it
+    (``rows``, ``cost_per_row_s``, ``work_s``, ``workers``, ``ray_fixed_s``, ``ray_saving_s``) and
+    ``line`` (one line saying all that, as ``--engine auto`` prints it on stderr).
+    """
+    from ..jobs.params import make_explainers
+    from ..models import load_model
+
+    from .sources import STREAM_FORMATS
+
+    explainers = make_explainers(methods, params)
+    num_workers = _check_count(num_workers, "num_workers", whole=True, minimum=1, inclusive=True,
+                               example="num_workers=2")
+    cpus = _check_count(num_cpus_per_worker, "num_cpus_per_worker", whole=False, minimum=0, inclusive=False,
+                        example="num_cpus_per_worker=1")
+    if not isinstance(data, Source) and not (isinstance(data, (str, os.PathLike))
+                                             and Path(data).suffix.lower() in STREAM_FORMATS):
+        return _decide({}, 0, 1, RAY_START_S, _ray_installed(),
+                       why_not="Ray workers read a data file (" + ", ".join(STREAM_FORMATS) + "); this data is not one")
+    m = m if m is not None else load_model(model, safe_mode=safe_mode)
+    src = data if isinstance(data, Source) else open_source(data, layout=layout, label=label, key=key,
+                                                            labels=labels)
+    try:
+        target = parse_target(target)
+        check_target_range(target, src.y, src.n, m.n_classes)
+        if isinstance(target, str):
+            target = np.asarray(src.y, dtype=np.int64)
+        cost = measure_cost(m, src, explainers, target)
+        rows = src.n
+    finally:
+        if not isinstance(data, Source):
+            src.close()
+    installed = _ray_installed()
+    ray = sys.modules.get("ray")
+    warm = False
+    if installed and ray is not None and _STATE["pool"] is not None and ray.is_initialized():
+        pool = _live_pool(ray)
+        warm = pool is not None and pool.key[0] == m.fingerprint() and len(pool.actors) >= 1
+    fixed = WARM_START_S if warm else RAY_START_S
+    return _decide(cost, rows, _usable_workers(num_workers, cpus, address), fixed, installed)
+
+
+class _Result:
+    """One chunk's maps and targets, as a sink takes them."""
+
+    __slots__ = ("maps", "targets")
+
+    def __init__(self, maps, targets) -> None:
+        self.maps, self.targets = maps, targets
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+
+def _cut(work, block_rows: int) -> list[tuple[int, int, list[str]]]:
+    """Blocks of about ``block_rows`` rows over runs of consecutive chunks that need the same methods."""
+    runs: list[list] = []
+    for _, a, b, names in work:
+        if runs and runs[-1][1] == a and runs[-1][2] == names:
+            runs[-1][1] = b
+        else:
+            runs.append([a, b, list(names)])
+    blocks = []
+    for a, b, names in runs:
+        k = max(1, math.ceil((b - a) / block_rows))
+        edges = np.linspace(a, b, k + 1).round().astype(np.int64)
+        blocks += [(int(e0), int(e1), names) for e0, e1 in zip(edges[:-1], edges[1:]) if e1 > e0]
+    return blocks
+
+
+def block_rows_for(cost_per_row: float, rows: int, workers: int, row_bytes: int, n_methods: int,
+                   chunk_rows: int) -> int:
+    """Rows per block: about ``BLOCK_SECONDS`` of work, at least ``BLOCKS_PER_WORKER`` blocks per worker,
+    at most ``_BLOCK_BYTES`` of maps, at least ``MIN_BLOCK_ROWS`` rows."""
+    by_time = BLOCK_SECONDS / max(cost_per_row, 1e-9)
+    by_balance = math.ceil(rows / (BLOCKS_PER_WORKER * max(1, workers)))
+    by_memory = _BLOCK_BYTES / max(1, row_bytes * max(1, n_methods))
+    return int(max(MIN_BLOCK_ROWS, min(by_time, by_balance, by_memory, max(rows, 1))))
+
+
+def _schedule_on(ray, actors, data: dict, params: dict, targets, block_rows: int, stats: dict):
+    """The scheduling hook of :func:`fill`: blocks to the actors (``IN_FLIGHT`` queued on each, the least
+    loaded first), results gathered back into chunks and handed on in chunk order."""
+
+    def schedule(work):
+        blocks = _cut(work, block_rows)
+        stats["blocks"] = len(blocks)
+        stats["block_rows"] = int(block_rows)
+        load = [0] * len(actors)
+        inflight: dict = {}
+        results: dict[int, dict] = {}
+        nxt = emit = wi = 0
+        buf: list = []  # (start, stop, {name: (maps, targets)}) in row order, not yet handed on
+        try:
+            while wi < len(work):
+                while nxt < len(blocks) and min(load) < IN_FLIGHT:
+                    i = load.index(min(load))
+                    a, b, names = blocks[nxt]
+                    t = targets if targets is None or np.ndim(targets) == 0 else np.asarray(targets[a:b])
+                    ref = actors[i].explain.remote(data, a, b, names, {k: params[k] for k in names if k in params}, t)
+                    inflight[ref] = (nxt, i)
+                    load[i] += 1
+                    nxt += 1
+                ready, _ = ray.wait(list(inflight), num_returns=1)
+                for ref in ready:
+                    j, i = inflight.pop(ref)
+                    load[i] -= 1
+                    with _worker_errors():
+                        results[j] = ray.get(ref)
+                while emit in results:
+                    a, b, _ = blocks[emit]
+                    buf.append((a, b, results.pop(emit)))
+                    emit += 1
+                while wi < len(work) and buf and buf[-1][1] >= work[wi][2]:
+                    c, ca, cb, names = work[wi]
+                    yield c, _take(buf, ca, cb)
+                    wi += 1
+        finally:
+            for ref in inflight:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref)
+
+    return schedule
+
+
+def _take(buf: list, ca: int, cb: int) -> dict[str, _Result]:
+    """Rows ``ca:cb`` out of the front of ``buf`` (removed from it), per method."""
+    parts: dict[str, list] = {}
+    while ca < cb:
+        a, b, res = buf[0]
+        if a != ca:
+            raise DataError("Ray blocks arrived out of order", parameter="chunk_rows", expected=f"row {ca}",
+                            got=f"row {a}", fix="report this as a bug")
+        e = min(b, cb)
+        for k, (mp, tg) in res.items():
+            parts.setdefault(k, []).append((mp[: e - a], tg[: e - a]))
+        if e == b:
+            buf.pop(0)
+        else:
+            buf[0] = (e, b, {k: (mp[e - a:], tg[e - a:]) for k, (mp, tg) in res.items()})
+        ca = e
+    return {k: _Result(np.concatenate([p[0] for p in v]), np.concatenate([p[1] for p in v]))
+            for k, v in parts.items()}
+
+
 def ray_explain(model, data, methods: str | Sequence[str], out_dir, *, target=None,
                 params: dict[str, dict[str, Any]] | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                 layout=None, label=None, key=None, labels=None, address: str | None = None, num_workers: int = 2,
                 num_gpus_per_worker: float = 0, num_cpus_per_worker: float = 1, overwrite: bool = False,
-                progress: bool = True, safe_mode: bool = True) -> dict[str, Any]:
+                resume: bool = True, progress: bool = True, safe_mode: bool = True, keep_pool: bool = True,
+                engine_choice: dict | None = None) -> dict[str, Any]:
     """Explain every sample of a data file with ``methods`` on a pool of Ray actors.
 
     Parameters
@@ -269,29 +626,38 @@ def ray_explain(model, data, methods: str | Sequence[str], out_dir, *, target=No
         A data file :func:`~trustmap.stream.open_source` streams (``.npy``, ``.parquet``, ``.h5``,
         ``.csv``) or an open :class:`~trustmap.stream.Source`; workers reopen it by its path.
     methods, target, params, chunk_rows, layout, label, key, labels
-        As for :func:`~trustmap.stream.stream_explain`; the same ``chunk_rows`` gives the same maps.
+        As for :func:`~trustmap.stream.stream_explain`; the maps equal its maps. ``chunk_rows`` is
+        the unit of the output's parts and of resuming; the workers' blocks are sized by cost.
     address
-        ``None``: start a local Ray with ``num_workers * num_cpus_per_worker`` CPUs and shut it down
-        afterwards. ``'auto'``, ``'host:port'`` or ``'ray://host:10001'``: connect to a running
-        cluster (left running). If Ray is already initialized in this process it is used as is.
+        ``None``: start a local Ray (as many CPUs as this machine, at least the pool's) kept for
+        later calls (see ``keep_pool``). ``'auto'``, ``'host:port'`` or ``'ray://host:10001'``:
+        connect to a running cluster. If Ray is already initialized in this process it is used as
+        is and left running.
     num_workers
         Actors in the pool, each holding one copy of the model.
     num_gpus_per_worker
         GPUs per actor (fractions share a GPU); > 0 runs the model on CUDA inside the actors.
     num_cpus_per_worker
         CPUs per actor (also its torch thread count, for CPU workers).
-    overwrite
-        Replace results of these methods already in ``out_dir``. Without it a finished result from
-        the same settings is kept (its method is skipped) and any other one is refused.
+    overwrite, resume
+        As for :func:`~trustmap.stream.stream_explain`: a finished result from the same settings is
+        kept (its method skipped), an unfinished one resumed, any other refused unless ``overwrite``.
     progress
-        Ray Data's progress bars on stderr.
+        A progress bar on stderr.
+    keep_pool
+        Keep the workers (and the local Ray started for them) for the next call with this model:
+        it then starts no process and loads nothing. :func:`shutdown_ray_pool` ends them (so does
+        the end of the process). ``False``: end them before returning (the CLI's choice).
+    engine_choice
+        What ``--engine auto`` decided (:func:`choose_engine`), recorded in ``run.json``.
 
     Returns
     -------
     dict
         ``files`` (method -> ``METHOD.parquet`` folder), ``computed``/``skipped`` (chunks per
         method), ``n``, ``seconds`` and ``samples_per_s`` (the Ray work, without starting Ray),
-        ``workers`` and ``model_loads`` (model loads on the workers: one per actor).
+        ``workers``, ``model_loads`` (models loaded on the workers by this call: one per new actor,
+        none with a warm pool), ``pool_reused``, ``blocks`` and ``block_rows``.
     """
     from ..jobs.params import make_explainers, method_names
     from ..models import load_model
@@ -317,131 +683,88 @@ def ray_explain(model, data, methods: str | Sequence[str], out_dir, *, target=No
                                expected="a torch or Keras model for GPU workers", got=m.framework,
                                fix="pass num_gpus_per_worker=0")
     src = open_source(data, layout=layout, label=label, key=key, labels=labels)
+    out = Path(out_dir)
+    stats: dict[str, Any] = {"blocks": 0, "block_rows": 0}
+    loads, devices, kind, pool_n, reused, seconds = 0, [], None, 0, False, 0.0
     try:
         if src.n == 0:
             raise DataError("the data file holds no samples", parameter="data", expected="at least one row",
                             got=str(src.path), fix="pass a file with samples")
         target = parse_target(target)
         check_target_range(target, src.y, src.n, m.n_classes)  # checked here rather than in every worker
-        if isinstance(target, str):  # 'label'
-            targets = np.asarray(src.y, dtype=np.int64)
-        else:
-            targets = target
-        data_desc, n, sample_shape, src_layout = src.describe(), src.n, src.sample_shape, src.layout
-        src_labeled, src_classes = src.y is not None, list(src.classes)
-        data_desc["fingerprint"] = src.fingerprint()
-        data_path = str(src.path.resolve())
-        base_run = {"model": m.fingerprint(), "data": src.fingerprint(), "layout": src_layout,
-                    "target": target_key(target)}
+        targets = np.asarray(src.y, dtype=np.int64) if isinstance(target, str) else target
+        n, sample_shape = src.n, src.sample_shape
+        data_desc = {**src.describe(), "fingerprint": src.fingerprint()}
+        base = {"model": m.fingerprint(), "data": src.fingerprint(), "layout": src.layout,
+                "target": target_key(target)}
+        sinks = {k: FileSink(open_sink("parquet", out, k, n, sample_shape, {**base, "method": k, "params": ex.params},
+                                       chunk_rows, resume=resume, overwrite=overwrite))
+                 for k, ex in explainers.items()}
+        todo = [k for k in names if len(sinks[k].done) < len(src.chunks(chunk_rows))]
+        rows_todo = sum(b - a for c, (a, b) in enumerate(src.chunks(chunk_rows))
+                        if any(c not in sinks[k].done for k in todo))
+        pool_n = min(num_workers, max(1, math.ceil(rows_todo / MIN_BLOCK_ROWS)))  # an actor without rows: only a load
+        if todo:
+            kind = _ensure_ray(ray, address, max(1, math.ceil(pool_n * cpus)))
+            _check_room(ray, kind, pool_n, cpus, gpus)
+            fp = base["model"]
+            had = _live_pool(ray)
+            reused = had is not None and had.key == (fp, bool(safe_mode), cpus, gpus) and len(had.actors) >= pool_n
+            pool, loads = _get_pool(ray, (fp, bool(safe_mode), cpus, gpus), pool_n, cpus, gpus,
+                                    lambda: _ship_model(ray, model, m))
+            # the actors start in the background; meanwhile the cost per row sizes the blocks
+            cost = measure_cost(m, src, {k: explainers[k] for k in todo}, targets)
+            row_bytes = 4 * int(np.prod(sample_shape))
+            brows = block_rows_for(sum(cost.values()), rows_todo, pool_n, row_bytes, len(todo), chunk_rows)
+            stats["cost_per_row_s"] = cost
+            devices = sorted({str(i.get("device")) for i in pool.ready(pool_n)})
+            data_arg = {"path": str(src.path.resolve()), "layout": src.layout, "label": label, "key": key,
+                        "fingerprint": src.fingerprint()}
+            t0 = time.perf_counter()
+            try:
+                st = fill(src, {k: None for k in todo}, {k: sinks[k] for k in todo}, chunk_rows,
+                          progress=progress, desc=f"explain (Ray, {pool_n} workers)",
+                          schedule=_schedule_on(ray, pool.actors[:pool_n], data_arg, params, targets, brows, stats))
+            except TrustmapError:
+                raise  # the user's error (bad data, a bad target): the pool is fine
+            except BaseException:
+                _drop_pool()  # a worker died, or an interrupt left tasks running: start afresh next time
+                raise
+            seconds = time.perf_counter() - t0
+        files = {}
+        desc = model_desc(model, m)
+        for k, ex in explainers.items():
+            files[k] = Path(sinks[k].finish({
+                "kind": "attribution", "method": k, "params": ex.params, "layout": src.layout, "model": desc,
+                "data": data_desc, "target": target_key(target), "chunk_rows": chunk_rows, "engine": "ray",
+                "workers": pool_n, "ray": ray.__version__}))
+        n_chunks = len(src.chunks(chunk_rows))
+        computed = {k: (st["computed"][k] if todo and k in todo else 0) for k in names}
+        skipped = {k: n_chunks - computed[k] for k in names}
+        rec = new_record("explain", model=model, m=m, src=src, engine="ray", methods=names,
+                         params={k: v.params for k, v in explainers.items()}, target=target_key(target),
+                         stream={"chunk_rows": chunk_rows, "format": "parquet", "computed": computed,
+                                 "skipped": skipped},
+                         ray={"address": address, "session": kind, "workers": pool_n, "cpus_per_worker": cpus,
+                              "gpus_per_worker": gpus, "model_loads": loads, "pool_reused": reused,
+                              "devices": devices, "seconds": seconds, "blocks": stats["blocks"],
+                              "block_rows": stats["block_rows"],
+                              "cost_per_row_s": stats.get("cost_per_row_s", {})},
+                         maps={k: Path(v).name for k, v in files.items()})
+        if engine_choice is not None:
+            rec["engine_choice"] = {k: v for k, v in engine_choice.items() if k != "line"}
+        rec["versions"]["ray"] = ray.__version__
+        write_record(out, rec)
     finally:
         if not isinstance(data, Source):
             src.close()
-    chunks = [(a, min(a + chunk_rows, n)) for a in range(0, n, chunk_rows)]
-    pool = min(num_workers, len(chunks))  # an actor without a chunk would only load the model
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
-    # what is already there: the same finished result is kept, anything else refused (or removed)
-    runs, todo, files = {}, [], {}
-    for name, ex in explainers.items():
-        runs[name] = _io.to_jsonable({**base_run, "method": name, "params": ex.params, "n": n,
-                                      "sample_shape": list(sample_shape), "chunk_rows": chunk_rows,
-                                      "format": "parquet"})  # what the streamed Parquet sink records
-        final, rec_path = out / f"{name}.parquet", out / f"{name}.json"
-        others = [out / f"{name}.parquet.partial", out / f"{name}.progress.json"]
-        if overwrite:
-            for p in (final, rec_path, *others):
-                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        rec = _read_record(rec_path)
-        if final.exists() and rec is not None and rec.get("run") == runs[name]:
-            files[name] = final
-            continue
-        clash = [p for p in (final, *others) if p.exists()]
-        if clash:
-            raise StreamConflictError("the output already holds a result of this method made differently, or an "
-                                      "unfinished streamed run", parameter="out",
-                                      expected=f"no {name}.parquet, or one from the same run", got=str(clash[0]),
-                                      fix="pass a new output folder, or overwrite=True (CLI: --overwrite)")
-        todo.append(name)
-
-    computed = {name: (len(chunks) if name in todo else 0) for name in names}
-    skipped = {name: (0 if name in todo else len(chunks)) for name in names}
-    seconds, loads, devices, kind = 0.0, 0, [], None
-    if todo:
-        tmp = out / f".ray-{uuid.uuid4().hex[:12]}.partial"
-        loads_dir = tmp / "_loads"
-        loads_dir.mkdir(parents=True)
-        try:
-            with _ray_session(ray, address, max(1, math.ceil(pool * cpus))) as kind:
-                _check_room(ray, kind, pool, cpus, gpus)
-                model_file, model_ref = _ship_model(ray, model, m)
-                targets_arg = [ray.put(targets)] if isinstance(targets, np.ndarray) else targets
-                t0 = time.perf_counter()
-                with _quiet_ray_data(ray, progress), _worker_errors():
-                    _run_dataset(ray, chunks, pool, cpus, gpus, str(tmp.resolve()), dict(
-                        model_file=model_file, model_ref=model_ref, safe_mode=safe_mode, data_path=data_path,
-                        layout=src_layout, label=label, key=key, methods=todo,
-                        params={k: params[k] for k in todo if k in params}, targets=targets_arg,
-                        device="cuda" if gpus else "cpu", threads=0 if gpus else max(1, int(cpus)),
-                        loads_dir=str(loads_dir.resolve())))
-                seconds = time.perf_counter() - t0
-            markers = [json.loads(f.read_text()) for f in loads_dir.glob("*.json")]
-            loads, devices = len(markers), sorted({str(mk.get("device")) for mk in markers})
-            for name in todo:
-                part = tmp / f"{_METHOD_COL}={name}"
-                if not part.is_dir():
-                    raise RunDirError("the Ray workers' Parquet parts are not in the output folder",
-                                      parameter="out_dir", expected=str(part), got="missing",
-                                      fix="out_dir must be on storage every Ray node sees at the same path")
-            for name in todo:  # every part is in: give each method's folder its final name
-                final = out / f"{name}.parquet"
-                os.replace(tmp / f"{_METHOD_COL}={name}", final)
-                files[name] = final
-            _fsync_dir(out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        desc = model_desc(model, m)
-        for name in todo:
-            ex = explainers[name]
-            _io.write_json(out / f"{name}.json", {
-                "format": _FORMAT, "storage": "parquet", "name": name, "file": f"{name}.parquet",
-                "shape": [n, *sample_shape], "run": runs[name], "kind": "attribution", "method": name,
-                "params": ex.params, "layout": src_layout, "model": desc, "data": data_desc,
-                "target": target_key(target), "chunk_rows": chunk_rows, "engine": "ray", "workers": pool,
-                "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "versions": {**_io.versions(), "ray": ray.__version__}})
-    files = {name: files[name] for name in names}
+        if not keep_pool:
+            shutdown_ray_pool()
     rows = n if todo else 0
-    rec = new_record("explain", model=model, m=m, engine="ray", methods=names,
-                     params={k: v.params for k, v in explainers.items()}, target=target_key(target),
-                     data=data_desc, n=n, labels={"source": "data" if labels is None and src_labeled else
-                                                  ("file" if labels is not None else "none")},
-                     classes=list(src_classes),
-                     stream={"chunk_rows": chunk_rows, "format": "parquet", "computed": computed, "skipped": skipped},
-                     ray={"address": address, "session": kind, "workers": pool, "cpus_per_worker": cpus,
-                          "gpus_per_worker": gpus, "model_loads": loads, "devices": devices, "seconds": seconds},
-                     maps={k: Path(v).name for k, v in files.items()})
-    rec["versions"]["ray"] = ray.__version__
-    write_record(out, rec)
     return {"files": files, "computed": computed, "skipped": skipped, "n": n, "seconds": seconds,
-            "samples_per_s": rows / seconds if seconds > 0 and rows else None, "workers": pool,
-            "model_loads": loads, "engine": "ray"}
-
-
-def _run_dataset(ray, chunks, num_workers: int, cpus: float, gpus: float, tmp: str, actor_kwargs: dict) -> None:
-    """One Ray Data pipeline: chunk descriptors -> actor pool -> Parquet parts partitioned by method."""
-    import inspect
-
-    items = [{"chunk": c, "start": a, "stop": b} for c, (a, b) in enumerate(chunks)]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))  # a block per chunk: any worker can take it
-    ds = ds.map_batches(_ExplainActor, batch_size=1, batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=num_workers), fn_constructor_kwargs=actor_kwargs,
-                        num_cpus=cpus, num_gpus=gpus or None)
-    # the writers take no CPU slot: with every CPU held by an actor, CPU-bound writers would wait for the
-    # pool to finish and every result would pile up in the object store until then
-    accepted = inspect.signature(ds.write_parquet).parameters
-    extra = {"concurrency": max(1, min(num_workers, 8))} if "concurrency" in accepted else {}
-    ds.write_parquet(tmp, partition_cols=[_METHOD_COL], ray_remote_args={"num_cpus": 0}, **extra)
+            "samples_per_s": rows / seconds if seconds > 0 and rows else None, "workers": pool_n,
+            "model_loads": loads, "pool_reused": reused, "blocks": stats["blocks"], "block_rows": stats["block_rows"],
+            "engine": "ray", "record": rec}
 
 
 @contextlib.contextmanager
@@ -456,18 +779,3 @@ def _worker_errors():
         raise err from None
 
 
-@contextlib.contextmanager
-def _quiet_ray_data(ray, progress: bool):
-    """Ray Data's progress bars and INFO logs only when progress is wanted; restored afterwards."""
-    ctx = ray.data.DataContext.get_current()
-    before = ctx.enable_progress_bars
-    logger = logging.getLogger("ray.data")
-    level = logger.level
-    ctx.enable_progress_bars = bool(progress)
-    if not progress:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        ctx.enable_progress_bars = before
-        logger.setLevel(level)
