@@ -137,8 +137,8 @@ if have_ray:
 # global batch is split between them and the gradients are averaged, so the result is the
 # single-process fit with the same batch size, up to the order of floating-point sums (in float32
 # the differences grow with the training steps; see :class:`trustmap.Localizer`). We fit both ways
-# on the same labelled file and compare. The few epochs keep this page fast; the R² they reach is
-# low and the command says so ("NOT reached"): for a real fit, leave ``--epochs`` at its default.
+# on the same labelled file and compare. Three epochs keep this page fast; for a real fit leave
+# ``--epochs`` at its default.
 np.savez(os.path.join(workdir, "fit.npz"), X=test.X, y=test.y)
 epochs = "3" if QUICK else "10"
 out1, _ = run(["locate", "--model", "model.safetensors", "--data", "fit.npz", "--epochs", epochs,
