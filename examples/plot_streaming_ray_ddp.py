@@ -21,8 +21,10 @@ commands are the same for a billion rows.
 # %%
 # A model and a big file, written in chunks
 # -----------------------------------------
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +39,7 @@ QUICK = os.environ.get("TRUSTMAP_DOCS_QUICK") == "1"
 torch.set_num_threads(1)
 torch.manual_seed(0)
 workdir = tempfile.mkdtemp(prefix="trustmap-scale-")
+atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # the big files go when Python exits
 SIZES = (10_000, 50_000) if QUICK else (20_000, 500_000)
 
 train = datasets.load("mnist1d", split="train")
