@@ -52,8 +52,8 @@ from .common import mix as _mix
 from .common import safe_fingerprint as _safe_fingerprint
 from .common import stratified_split as _stratified_split
 from .context import make_context
-from .model import (BACKBONES, DEFAULT_BACKBONE, KerasBackbone, MaskNet, check_sizes, default_backbone, is_keras_model,
-                    paper_backbone)
+from .model import (BACKBONES, KerasBackbone, MaskNet, check_sizes, default_backbone, default_backbone_kind,
+                    is_keras_model, paper_backbone)
 from .training import mask_logits
 
 __all__ = ["Localizer", "OptimisticFitWarning", "OBJECTIVES", "BASELINES", "MODES", "R_METRICS"]
@@ -170,17 +170,18 @@ class Localizer:
     sparsity : 'auto' | float >= 0
         Penalty on the fraction of τ the mask spends (ramped up over the first quarter of
         training). 'auto': 0.5 (paper mode: 0).
-    backbone : None | nn.Module | keras.Model | 'unet' | 'dilated' | 'paper'
+    backbone : None | nn.Module | keras.Model | 'strided' | 'unet' | 'dilated' | 'paper'
         ``g``: a module ``(N, C, *spatial) -> (N, M, *spatial)`` (M = C, or 1 with
         ``per_channel=False``), or a Keras 3 network (torch backend) mapping channels-last
-        ``(N, *spatial, C) -> (N, *spatial, M)`` (:class:`~trustmap.localizer.model.KerasBackbone`; pass the same
-        architecture to :meth:`load`). None: 'unet', a small conv encoder–decoder with coordinate channels
-        (paper mode: the dnn-locate ECG example's network, 'paper'). 'dilated': a light stack of
-        dilated convolutions (8x fewer parameters, ~5x faster ``locate``; as good as 'unet' on the
-        187-sample distractor task with the removal objective, worse with 'preserve' on short
-        signals; benchmarks/bench_locate.py).
+        ``(N, *spatial, C) -> (N, *spatial, M)`` (:class:`~trustmap.localizer.model.KerasBackbone`; pass the
+        same architecture to :meth:`load`). None: 'unet', a small full-resolution conv encoder–decoder with
+        coordinate channels (paper mode: the dnn-locate ECG example's network, 'paper'). 'strided': a light
+        encoder–decoder that convolves at 1/2 to 1/8 of the input's size (~12x fewer multiply-adds than
+        'unet', several times faster ``locate``; as good as 'unet' on the 187-sample distractor task with
+        the removal objective, worse with 'preserve' on short signals). 'dilated': a stack of dilated
+        convolutions at full resolution. benchmarks/bench_locate.py compares them (speed and masks).
     width : int
-        Base number of channels of the built-in backbones ('unet', 'dilated').
+        Base number of channels of the built-in backbones ('strided', 'unet', 'dilated').
     epochs, batch_size, lr, weight_decay : training (Adam, cosine-decayed learning rate).
     early_stopping : None | int
         Patience in epochs: stop when the validation loss (the training loss on the calibration
@@ -463,7 +464,7 @@ class Localizer:
             import copy
 
             return copy.deepcopy(b), "custom"
-        kind = b or ("paper" if self.mode == "paper" else DEFAULT_BACKBONE)
+        kind = b or default_backbone_kind(self.mode, self.settings_["objective"])
         if kind == "paper":
             return paper_backbone(rank, channels, mask_channels), "paper"
         return default_backbone(rank, channels, mask_channels, width=int(self.width), kind=kind), kind
