@@ -14,12 +14,13 @@ A peer that cannot run a case is listed as "fails" with its error.
 
 Floors (benchmarks/harness.py, batched passes over the same inputs): 1 fwd+bwd for
 input_x_gradient, deconvolution and LRP-ε; 2 forward passes and 1 backward for DeepLIFT (the
-reference's pass needs no gradient); 2M forward and M backward for DeepLIFT-SHAP over M references; n_samples fwd+bwd
+reference's pass needs no gradient); M fwd+bwd for DeepLIFT-SHAP over M references shared by the inputs (the references run once); n_samples fwd+bwd
 for GradientSHAP; F + 1 fwd for feature ablation over F features; P·F + 1 fwd for Shapley
 sampling with P permutations. LRP composites other than ε cost more than a gradient by their
-definition: the αβ rule needs the positive and negative parts of every layer (4 products forward,
-4 transposed products backward: floor 4 fwd+bwd), so does the generalized γ rule; z⁺ (after a flat first
-layer) needs 2 (floor 2 fwd+bwd).
+definition: the γ and αβ rules need a layer's positive and negative parts (on the non-negative
+inputs after a ReLU: two products forward and two transposed products backward besides the layer's
+own forward; floor 3 fwd + 2 bwd), z⁺ and the flat first layer one product and one transposed
+product (floor 2 fwd + 1 bwd).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ from trustmap.explain import explain  # noqa: E402
 
 EPS = 1e-6
 COMPOSITES = ("epsilon", "gamma", "alpha_beta", "epsilon_plus_flat")
-LRP_FLOOR = {"epsilon": 1, "gamma": 4, "alpha_beta": 4, "epsilon_plus_flat": 2}
+LRP_FLOOR = {"epsilon": ("fb1", "1 fwd+bwd"), "gamma": ("f1+fb2", "3 fwd + 2 bwd"),
+             "alpha_beta": ("f1+fb2", "3 fwd + 2 bwd"), "epsilon_plus_flat": ("f1+fb1", "2 fwd + 1 bwd")}
 
 
 def zennit_composite(name: str, eps: float = EPS):
@@ -228,7 +230,7 @@ def bench_model(name, n, rows, methods):
         "input_x_gradient": ({}, "fb1", "1 fwd+bwd"),
         "deconvolution": ({}, "fb1", "1 fwd+bwd"),
         "deeplift": ({"baseline": 0.0}, "f1+fb1", "2 fwd + 1 bwd"),
-        "deeplift_shap": ({"baselines": refs.numpy()}, f"f{m}+fb{m}", f"{2 * m} fwd + {m} bwd ({m} references)"),
+        "deeplift_shap": ({"baselines": refs.numpy()}, f"fb{m}", f"{m} fwd+bwd ({m} shared references, run once)"),
         "gradient_shap": ({"baselines": refs.numpy(), "n_samples": 25}, "fb25", "25 fwd+bwd"),
         "feature_ablation": ({"segmentation": "fixed", "segment_size": 8}, f"f{n_feat + 1}",
                              f"{n_feat + 1} fwd ({n_feat} features + input)"),
@@ -236,8 +238,7 @@ def bench_model(name, n, rows, methods):
                              f"f{2 * n_feat + 1}", f"{2 * n_feat + 1} fwd"),
     }
     for comp in COMPOSITES:
-        k = LRP_FLOOR[comp]
-        spec[f"lrp {comp}"] = ({"composite": comp, "epsilon": EPS}, f"fb{k}", f"{k} fwd+bwd")
+        spec[f"lrp {comp}"] = ({"composite": comp, "epsilon": EPS}, *LRP_FLOOR[comp])
     for method in methods:
         if method not in spec:
             continue

@@ -1,6 +1,7 @@
 """Ray engine (issue 18): throughput of `trustmap explain` over an .npy file of MNIST-1D-shaped samples,
 single-process streamed (`stream_explain`) against `ray_explain` on a warm pool of 1 and 2 workers
-(also 4 and 8 where the machine has the cores), with Ray's fixed cost measured apart.
+(also 4 and 8 where the machine has the cores, and 1 GPU worker where torch sees a GPU), with Ray's
+fixed cost measured apart.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ray.py --n 200000 --methods occlusion,lime
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ray.py --quick      # 20,000 samples
@@ -115,6 +116,7 @@ def run(quick: bool = False, n: int | None = None, methods=METHODS, workers=None
         local_tiny = time.perf_counter() - t0
         fixed_load = _load()
 
+        singles = {}
         for method in methods:
             cells = []
             out = tmp / f"stream-{method}"
@@ -123,6 +125,7 @@ def run(quick: bool = False, n: int | None = None, methods=METHODS, workers=None
                            format="parquet", progress=False)
             base = time.perf_counter() - t0
             base_cpu = time.process_time() - c0
+            singles[method] = base
             cells.append(("single process", base, _load(), "", None, base_cpu, base_cpu))
             shutil.rmtree(out)
             one = None
@@ -154,6 +157,18 @@ def run(quick: bool = False, n: int | None = None, methods=METHODS, workers=None
             rows.append(f"| {method} | `--engine auto` (cold) picks **{choice['engine']}** | | | | | | | | | | "
                         f"estimated {choice['work_s']:.1f} s of work; Ray saves ~{choice['ray_saving_s']:.1f} s vs "
                         f"{choice['ray_fixed_s']:.1f} s fixed (probe {probe:.1f} s) | |")
+        if torch.cuda.is_available():  # one GPU worker (another pool: warmed by a tiny call first)
+            ray_explain(model, tmp / "tiny.npy", "saliency", tmp / "tiny-gpu", num_workers=1, num_gpus_per_worker=1,
+                        progress=False)
+            for method in methods:
+                out = tmp / f"gpu-{method}"
+                t0 = time.perf_counter()
+                ray_explain(model, tmp / "X.npy", method, out, params=params_of(method), chunk_rows=CHUNK_ROWS,
+                            num_workers=1, num_gpus_per_worker=1, progress=False)
+                sec = time.perf_counter() - t0
+                rows.append(f"| {method} | Ray, 1 worker on the GPU | {sec:.1f} | {n / sec:,.0f} | "
+                            f"{singles[method] / sec:.2f} | | | | | | | | {_load():.1f} |")
+                shutil.rmtree(out)
     finally:
         shutdown_ray_pool()
         shutil.rmtree(tmp, ignore_errors=True)

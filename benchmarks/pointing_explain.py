@@ -29,7 +29,6 @@ from test_explain_synthetic import fit, flat_cnn, gap_fcn, pointing  # noqa: E40
 from trustmap.data import load, make_synthetic  # noqa: E402
 from trustmap.explain import explain  # noqa: E402
 
-SMALL = [0.005, 0.01, 0.025]  # areas for per-entry masks on 12 channels (the region is 0.5 % of the entries)
 VARIANTS = [
     ("saliency", {}), ("saliency", {"times_input": True, "absolute": False}),
     ("smoothgrad", {}), ("smoothgrad", {"times_input": True, "absolute": False}),
@@ -43,9 +42,8 @@ VARIANTS = [
     ("feature_ablation", {}), ("feature_ablation", {"per_channel": True}), ("shapley_sampling", {}),
     ("tsr", {}), ("tsr", {"base": "integrated_gradients", "base_params": {"n_steps": 8}}),
     ("feature_ablation", {"segmentation": "fixed", "segment_size": 4}),
-    ("extremal_mask", {}), ("extremal_mask", {"score": "log_prob"}), ("extremal_mask", {"per_channel": True}),
-    ("extremal_mask", {"per_channel": True, "area": SMALL}),
-    ("dynamask", {}), ("dynamask", {"score": "logit"}), ("dynamask", {"area": SMALL}),
+    ("extremal_mask", {}), ("extremal_mask", {"per_channel": False}), ("extremal_mask", {"score": "log_prob"}),
+    ("dynamask", {}), ("dynamask", {"optimizer": "adam"}), ("dynamask", {"area": [0.05, 0.1, 0.2]}),
 ]
 
 

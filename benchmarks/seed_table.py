@@ -1,6 +1,6 @@
 """Reproduce the seed report's Task 4 table (drop / increase on MNIST-1D) and write docs/seed_table.md.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/seed_table.py            # ~1-2 minutes on 2 cores
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/seed_table.py            # 3 training seeds: ~15 min (loaded 2 cores)
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/seed_table.py --seeds 0  # one training seed only
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/seed_table.py --quick    # seed 0, 2000 fitting signals
 

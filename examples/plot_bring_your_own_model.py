@@ -90,7 +90,7 @@ EPOCHS = 30 if QUICK else 60
 TAUS = "1,2,4,8,16,32,48"  # up to a quarter of the 187 samples: a wide QRS alone spans about 25
 trustmap_cli("explain", "--model", "beats_cnn.h5", "--data", "beats.npy", "--classes", CLASSES,
              "--method", "gradcam,lime", "--param", "gradcam.per_channel=true",
-             "--param", f"lime.n_samples={150 if QUICK else 1000}", "--quiet", "--out", "runs/ex")
+             "--param", f"lime.n_samples={100 if QUICK else 1000}", "--quiet", "--out", "runs/ex")
 trustmap_cli("locate", "--model", "beats_cnn.h5", "--data", "beats.npy", "--classes", CLASSES,
              "--tau", TAUS, "--epochs", str(EPOCHS), "--quiet", "--out", "runs/loc")
 trustmap_cli("evaluate", "--model", "beats_cnn.h5", "--data", "beats.npy", "--classes", CLASSES,

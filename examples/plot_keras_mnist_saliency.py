@@ -123,8 +123,10 @@ fig = plot.plot_class_average(sal_all, test.y, classes=[0, 1, 3, 8], class_names
 fig = plt.figure(fig)
 
 # %%
-# The same marginal (summed over rows) with ± 1 SEM bands, for two classes side by side: a 1 is
-# a vertical stroke in the middle columns, a 0 uses the outer columns.
+# The same marginal (summed over rows) with ± 1 SEM bands, for two classes side by side. Saliency
+# is where a change of the pixels would change the class score most, not where the ink is: for a 0
+# it peaks in the empty centre (ink there would make it another digit), for a 1 it is spread over
+# the middle columns around the stroke.
 fig, ax = plt.subplots(figsize=(5, 2.6), constrained_layout=True)
 for k in (0, 1):
     rows = sal_all.maps[(test.y == k)].sum(axis=1)  # (n, 8): each image's saliency per column

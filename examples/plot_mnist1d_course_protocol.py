@@ -111,10 +111,10 @@ fig = plt.figure(fig)
 # %%
 # Success and failure galleries
 # -----------------------------
-# :func:`~trustmap.plot.select_gallery` picks the most confident right predictions
-# ("success") and the most confident wrong ones ("failure"); the Grad-CAM band behind each
-# trace shows what the model used. Failures often highlight a stretch shared by the true and the
-# predicted template.
+# :func:`~trustmap.plot.select_gallery` picks four rows: the most and the least confident right
+# predictions ("success") and the most and the least confident wrong ones ("failure"); the
+# Grad-CAM band behind each trace shows what the model used. Confident successes have one sharp
+# peak on the template's defining stroke; failures spread the map over several places.
 probs = model.probs(X)
 pred = probs.argmax(1)
 conf = probs.max(1)
@@ -135,8 +135,9 @@ print(f"the mask covers {mask.mean():.1%} of each signal on average")
 fig, axes = plt.subplots(2, 4, figsize=(11, 4), sharex=True, constrained_layout=True)
 for ax, i in zip(axes.ravel(), range(8)):
     ax.plot(X[i], color="0.4", lw=1)
-    ax.fill_between(np.arange(X.shape[1]), X[i].min(), X[i].max(), where=mask[i], color="tab:red",
-                    alpha=0.25, step="mid")
+    lo, hi = X[i].min(), X[i].max()
+    ax.bar(np.arange(X.shape[1]), np.where(mask[i], hi - lo, 0.0), bottom=lo, width=1.0, color="tab:red",
+           alpha=0.25)
     ax.set_title(f"label {y[i]}, predicted {pred[i]}", fontsize=8)
 fig.suptitle("Grad-CAM >= 0.5 x max")
 

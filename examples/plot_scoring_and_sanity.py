@@ -87,7 +87,6 @@ fig = plt.figure(fig)
 #
 # Deletion and insertion curves
 # -----------------------------
-# -----------------------------
 # Deletion removes the highest-ranked entries first and follows the probability of the explained
 # class down (lower area is better); insertion starts from the baseline and adds them (higher is
 # better). The per-method mean curves, from the same computation as the table:

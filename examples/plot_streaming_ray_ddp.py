@@ -21,8 +21,10 @@ commands are the same for a billion rows.
 # %%
 # A model and a big file, written in chunks
 # -----------------------------------------
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +39,7 @@ QUICK = os.environ.get("TRUSTMAP_DOCS_QUICK") == "1"
 torch.set_num_threads(1)
 torch.manual_seed(0)
 workdir = tempfile.mkdtemp(prefix="trustmap-scale-")
+atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # the big files go when Python exits
 SIZES = (10_000, 50_000) if QUICK else (20_000, 500_000)
 
 train = datasets.load("mnist1d", split="train")
@@ -137,8 +140,8 @@ if have_ray:
 # global batch is split between them and the gradients are averaged, so the result is the
 # single-process fit with the same batch size, up to the order of floating-point sums (in float32
 # the differences grow with the training steps; see :class:`trustmap.Localizer`). We fit both ways
-# on the same labelled file and compare. The few epochs keep this page fast; the R² they reach is
-# low and the command says so ("NOT reached"): for a real fit, leave ``--epochs`` at its default.
+# on the same labelled file and compare. Three epochs keep this page fast; for a real fit leave
+# ``--epochs`` at its default.
 np.savez(os.path.join(workdir, "fit.npz"), X=test.X, y=test.y)
 epochs = "3" if QUICK else "10"
 out1, _ = run(["locate", "--model", "model.safetensors", "--data", "fit.npz", "--epochs", epochs,

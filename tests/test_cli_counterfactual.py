@@ -102,3 +102,8 @@ def test_cli_counterfactual_errors_exit_2_with_one_line(files, capsys, tmp_path)
     assert main(base + ["--reference", str(d / "ref.npy"), "--quiet", "--n", "3", "--plots", "1"]) == 0
     rec = json.loads((tmp_path / "o" / "run.json").read_text())
     assert any("reference data have no labels" in n for n in rec["notes"]) and rec["n"] == 3
+    # a corrupt counterfactuals file: the report names it, exit 2 and one line
+    (tmp_path / "o" / "counterfactuals.npz").write_bytes(b"not a zip")
+    assert main(["report", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "counterfactuals.npz" in err

@@ -48,19 +48,34 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def _serve(root: Path):
+    handler = functools.partial(_Quiet, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
 @pytest.fixture(scope="module")
 def server():
     if not (SITE / "index.html").is_file():
         _missing(f"no built site at {SITE} (run `make docs`)")
-    handler = functools.partial(_Quiet, directory=str(SITE))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+    httpd, url = _serve(SITE)
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        yield url
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not Path(CHROMIUM).is_file():
+        _missing(f"no Chromium at {CHROMIUM}")
+    b = Chromium(tmp_path / "profile")
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 class Chromium:
@@ -188,53 +203,86 @@ def _problems(events: list[dict]) -> tuple[list[str], list[str]]:
     return errors, outside
 
 
-def test_every_page_loads_clean_offline_with_decoded_images(server, tmp_path):
-    if not Path(CHROMIUM).is_file():
-        _missing(f"no Chromium at {CHROMIUM}")
-    browser = Chromium(tmp_path / "profile")
+def crawl(browser: "Chromium", server: str):
+    """Open every page reachable from ``server/index.html`` by same-origin links.
+
+    Returns ``(pages, problems, n_images, file_links)``: the page URLs, ``{url: [problem, ...]}``
+    (console errors, uncaught exceptions, failed loads, requests to other hosts, images that did not
+    decode), the number of images seen, and same-origin links to files other than pages."""
+    start = server + "/index.html"
+    queue, seen, pages, n_images = deque([start]), {start}, [], 0
+    report: dict[str, list[str]] = {}
+    file_links: set[str] = set()
+    while queue:
+        url = queue.popleft()
+        events = browser.open(url)
+        info = browser.evaluate(_PAGE_JS)
+        errors, outside = _problems(events)
+        bad_images = [i["src"] for i in info["images"] if not i["ok"]]
+        n_images += len(info["images"])
+        problems = errors + [f"outside request: {u}" for u in outside] + [f"image not decoded: {s}"
+                                                                           for s in bad_images]
+        if problems:
+            report[url] = problems
+        pages.append(url)
+        for link in info["links"]:
+            link = urldefrag(link)[0]
+            if not link.startswith(server + "/"):
+                continue  # other origins are never requested: only links, checked by no request above
+            path = urlparse(link).path
+            if path.endswith(".html") or path.endswith("/"):
+                if link not in seen:
+                    seen.add(link)
+                    queue.append(link)
+            else:
+                file_links.add(link)
+    return pages, report, n_images, file_links
+
+
+def test_every_page_loads_clean_offline_with_decoded_images(server, browser):
+    pages, report, n_images, other_links = crawl(browser, server)
+    assert not report, json.dumps(report, indent=1)[:5000]
+    # the site's shape: every guide, the API reference and the tutorials were reached
+    names = {urlparse(u).path for u in pages}
+    for page in ("/index.html", "/methods.html", "/cli.html", "/errors.html", "/formats.html",
+                 "/installation.html", "/api/index.html", "/api/trustmap.html", "/tutorials/index.html"):
+        assert page in names, f"{page} not reachable from the index"
+    assert sum(p.startswith("/api/") for p in names) >= 15
+    assert n_images > 0
+    # same-origin links to files (downloads, images) resolve too
+    for link in sorted(other_links):
+        if link.endswith(DOWNLOADS) or "/_" in link:
+            try:
+                with urllib.request.urlopen(link, timeout=30) as r:
+                    assert r.status == 200, link
+            except urllib.error.HTTPError as exc:
+                pytest.fail(f"broken link {link}: {exc.code}")
+
+
+def test_the_crawl_catches_errors_outside_requests_and_broken_images(browser, tmp_path):
+    """The checks can fail: a small site with each defect, on a page reached only by a link."""
+    site = tmp_path / "site"
+    site.mkdir()
+    icon = '<link rel="icon" href="data:,">'  # no /favicon.ico request
+    (site / "index.html").write_text(f'<html><head>{icon}</head><body><a href="sub/page.html#x">next</a></body></html>')
+    (site / "sub").mkdir()
+    (site / "sub" / "page.html").write_text(
+        f'<html><head>{icon}<script>console.error("boom")</script></head><body>'
+        '<img src="http://example.invalid/pixel.png" alt="outside">'
+        '<img src="missing.png" alt="missing"><img src="bad.png" alt="not an image">'
+        '<a href="../index.html">back</a></body></html>')
+    (site / "sub" / "bad.png").write_bytes(b"not a png")
+    httpd, url = _serve(site)
     try:
-        start = server + "/index.html"
-        queue, seen, pages, n_images = deque([start]), {start}, [], 0
-        report: dict[str, list[str]] = {}
-        other_links: set[str] = set()
-        while queue:
-            url = queue.popleft()
-            events = browser.open(url)
-            info = browser.evaluate(_PAGE_JS)
-            errors, outside = _problems(events)
-            bad_images = [i["src"] for i in info["images"] if not i["ok"]]
-            n_images += len(info["images"])
-            problems = errors + [f"outside request: {u}" for u in outside] + [f"image not decoded: {s}"
-                                                                               for s in bad_images]
-            if problems:
-                report[url] = problems
-            pages.append(url)
-            for link in info["links"]:
-                link = urldefrag(link)[0]
-                if not link.startswith(server + "/"):
-                    continue  # other origins are never requested: only links, checked by no request above
-                path = urlparse(link).path
-                if path.endswith(".html") or path.endswith("/"):
-                    if link not in seen:
-                        seen.add(link)
-                        queue.append(link)
-                else:
-                    other_links.add(link)
-        assert not report, json.dumps(report, indent=1)[:5000]
-        # the site's shape: every guide, the API reference and the tutorials were reached
-        names = {urlparse(u).path for u in pages}
-        for page in ("/index.html", "/methods.html", "/cli.html", "/errors.html", "/formats.html",
-                     "/installation.html", "/api/index.html", "/api/trustmap.html", "/tutorials/index.html"):
-            assert page in names, f"{page} not reachable from the index"
-        assert sum(p.startswith("/api/") for p in names) >= 15
-        assert n_images > 0
-        # same-origin links to files (downloads, images) resolve too
-        for link in sorted(other_links):
-            if link.endswith(DOWNLOADS) or "/_" in link:
-                try:
-                    with urllib.request.urlopen(link, timeout=30) as r:
-                        assert r.status == 200, link
-                except urllib.error.HTTPError as exc:
-                    pytest.fail(f"broken link {link}: {exc.code}")
+        pages, report, n_images, _ = crawl(browser, url)
     finally:
-        browser.close()
+        httpd.shutdown()
+        httpd.server_close()
+    assert [urlparse(p).path for p in pages] == ["/index.html", "/sub/page.html"]
+    assert f"{url}/index.html" not in report
+    problems = "\n".join(report[f"{url}/sub/page.html"])
+    assert "console.error: boom" in problems
+    assert "outside request: http://example.invalid/pixel.png" in problems
+    assert f"image not decoded: {url}/sub/missing.png" in problems
+    assert f"image not decoded: {url}/sub/bad.png" in problems
+    assert n_images == 3

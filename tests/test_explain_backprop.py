@@ -225,3 +225,33 @@ def test_inplace_activations_with_positional_flags():
     assert np.isfinite(b.maps).all()
     with torch.no_grad():
         assert torch.allclose(net(torch.as_tensor(x)), net(torch.as_tensor(x)))  # model still works
+
+
+class _Branchy(nn.Module):
+    """Data-dependent control flow: the reference (zeros) and the input take different activations."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.conv = nn.Conv1d(2, 4, 3, padding=1)
+        self.fc = nn.Linear(64, 3)
+
+    def forward(self, x):
+        h = self.conv(x)
+        h = torch.relu(h) if float(x.detach().abs().sum()) > 0 else torch.tanh(h) * 2
+        return self.fc(torch.sigmoid(h).flatten(1))
+
+
+def test_deeplift_falls_back_to_one_batch_when_the_two_passes_differ():
+    from trustmap.explain.backprop import deeplift_rules
+
+    net = _Branchy().eval()
+    x = torch.as_tensor(make_x(1))
+    a = explain(load_model(net, input_shape=(2, 16)), x.numpy(), "deeplift", target=1, baseline=0.0)
+    # the reference loop: one batch [x; 0] (Captum's way), where both rows see the same branch
+    both = torch.cat([x, torch.zeros_like(x)]).requires_grad_(True)
+    with deeplift_rules():
+        out = net(both)
+    (g,) = torch.autograd.grad(out[:4, 1].sum(), both)
+    np.testing.assert_allclose(a.maps, (g[:4] * x).numpy(), atol=1e-6)
+    assert np.abs(a.extras["delta"]).max() < 1e-5  # the batched run's reference shares the input's branch

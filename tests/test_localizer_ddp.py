@@ -31,7 +31,10 @@ import torch
 from torch import nn
 
 #: name -> (Localizer settings, float64?) — run alike by the single process and by the 2 ranks
-COMMON = dict(epochs=3, n_boot=300, batch_size=51, seed=0)  # 51: unequal shards (25 / 26) and a short last batch
+# 51: unequal shards (25 / 26) and a short last batch; tau: the 'auto' path of 96 samples, given explicitly (an
+# 'auto' path that misses its target in 3 epochs would be extended by further fits)
+AUTO96 = [0.5, 0.558, 0.7964, 1.1365, 1.6219, 2.3145, 3.3031, 4.7138, 6.727, 9.6]
+COMMON = dict(epochs=3, n_boot=300, batch_size=51, seed=0, tau=AUTO96)
 CONFIGS = {
     "f64": ({**COMMON}, True),
     "f32": ({**COMMON}, False),
@@ -171,7 +174,7 @@ def test_two_processes_give_the_single_process_localizer(setup, ddp_run, name):
 
         ones = task.y_clean == 1
         hit = window_mass(r0["masks"][ones], task.centers[ones], radius=8)["argmax"]
-        assert hit.mean() > 0.8 and float(r0["tau"]) > min(CONFIGS[name][0].get("tau", [1]))
+        assert hit.mean() > 0.8 and float(r0["tau"]) > 1
 
 
 def test_resume_save_and_errors(setup, ddp_run):
@@ -215,7 +218,7 @@ def test_cli_nproc_2_writes_what_one_process_writes(setup, tmp_path, capsys):
 
     task, out = setup
     args = ["locate", "--model", str(out / "model.safetensors"), "--data", str(out / "data.npz"), "--epochs", "10",
-            "--quiet", "--json"]
+            "--tau", ",".join(map(str, AUTO96)), "--quiet", "--json"]
     capsys.readouterr()
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     one = json.loads(capsys.readouterr().out)

@@ -22,7 +22,9 @@ def quiet():
         yield
 
 
-KW = dict(epochs=4, n_boot=200, batch_size=64, seed=5)
+# an explicit path: these tests are about files and checkpoints (an 'auto' path that misses its target
+# would be extended by further fits)
+KW = dict(epochs=4, n_boot=200, batch_size=64, seed=5, tau=[1.0, 2.0, 4.0, 8.0])
 
 
 @pytest.fixture(scope="module")

@@ -193,14 +193,41 @@ def evidence_fit(region: slice, shift: float, target="auto"):
 
 def test_auto_path_is_extended_until_the_target_is_reached():
     loc, caught = evidence_fit(slice(14, 34), 0.4)
-    assert loc.tau_grid_extended_ >= 1
-    assert loc.tau_grid_.max() > 0.1 * 48 and loc.tau_ > 0.1 * 48
-    if loc.target_reached_:
+    fits = len(loc.history_) // 8  # every fit trains 8 epochs
+    assert fits >= 2 and loc.history_[-1]["stage"] == fits - 1  # the path was extended, each a fresh fit
+    if loc.target_reached_:  # the extended path is kept
+        assert loc.tau_grid_extended_ == fits - 1 and loc.extension_tried_ is None
+        assert loc.tau_grid_.max() > 0.1 * 48 and loc.tau_ > 0.1 * 48
         assert not any("not reached" in w or "no tau on the path" in w for w in caught)
-    else:
-        assert any("still not reached" in w for w in caught)
-    assert loc.history_[-1]["stage"] == loc.tau_grid_extended_  # the last fit is the extended path's
-    assert len(loc.history_) == 8 * (loc.tau_grid_extended_ + 1)
+    else:  # no extension reached it: the original path's fit is kept, and the warning says what was tried
+        assert loc.tau_grid_extended_ == 0 and loc.extension_tried_["times"] == fits - 1
+        assert loc.tau_grid_.max() == pytest.approx(0.1 * 48) and loc.extension_tried_["largest_tau"] > 0.1 * 48
+        assert any("still not reached" in w and "original path is kept" in w for w in caught)
+
+
+def test_extension_that_misses_keeps_the_original_fit():
+    # a target no path can reach: the evidence needs 40 % of the signal, the extensions stop at 50 %,
+    # and a 0.9999 lower bound is out of reach with 300 calibration samples
+    import trustmap.localizer.estimator as E
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 1500)
+    X = (rng.normal(size=(1500, 48)) * 0.5).astype(np.float32)
+    X[:, 14:34] += np.where(y == 0, 0.4, -0.4)[:, None].astype(np.float32)
+    import trustmap
+    net = trustmap.load_model(Evidence(slice(14, 34)), input_shape=(1, 48))
+    kw = dict(baseline="zero", seed=0, epochs=3, n_boot=200, batch_size=32, target_r2=0.9999)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        once = E.Localizer(tau=list(auto_tau_grid(48, 0.1)), **kw).fit(net, X, y)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loc = E.Localizer(**kw).fit(net, X, y)
+    assert not loc.target_reached_ and loc.tau_grid_extended_ == 0 and loc.extension_tried_["times"] >= 1
+    assert any("original path is kept" in str(w.message) for w in caught)
+    # the kept result is the original path's fit, exactly
+    assert loc.tau_ == once.tau_ and loc.r2_ == once.r2_
+    np.testing.assert_array_equal(loc.masks(X[:20]), once.masks(X[:20]))
 
 
 def test_auto_path_not_extended_when_the_target_is_reached():

@@ -225,6 +225,8 @@ def test_cli_engine_auto_picks_in_process_for_a_small_job_and_says_why(files, tm
     assert res["record"]["engine"] == "stream" and res["record"]["engine_choice"]["reason"] == "it does not pay"
     assert "engine auto -> in-process (it does not pay)" in capsys.readouterr().err
     np.testing.assert_array_equal(read_maps(res["outputs"]["saliency"])[0], maps)  # the in-process maps
+    arr = explain(files["model"], np.load(files["X"])[:50], "saliency", tmp_path / "arr", engine="auto", plots=0)
+    assert arr["record"]["engine"] == "memory" and "data file" in arr["record"]["engine_choice"]["reason"]
     with pytest.raises(InputError) as e:  # Ray explains a whole file, not a built-in dataset
         explain(files["model"], None, "saliency", tmp_path / "x", dataset="mnist1d", engine="ray")
     assert e.value.parameter == "engine"
@@ -260,3 +262,20 @@ def test_the_rule_and_the_blocks():
         assert sorted(got) == sorted(names)
         assert all(np.array_equal(r.targets, np.arange(a, b)) for r in got.values())
     assert buf == []
+
+
+def test_cli_engine_auto_picks_ray_when_the_fixed_cost_is_paid_back(session, files, tmp_path, capsys, monkeypatch):
+    from trustmap.cli import main
+    from trustmap.stream import ray_engine
+
+    monkeypatch.setattr(ray_engine, "RAY_START_S", 0.0)  # a free start-up: any work split over 2 workers pays
+    monkeypatch.setattr(ray_engine, "WARM_START_S", 0.0)
+    out = tmp_path / "auto-ray"
+    assert main(["explain", "--model", str(files["model"]), "--data", str(files["X"]), "--method", "saliency",
+                 "--engine", "auto", "--workers", "2", "--chunk-rows", str(CHUNK), "--out", str(out), "--quiet"]) == 0
+    assert "engine auto -> Ray (it pays)" in capsys.readouterr().err
+    run = json.loads((out / "run.json").read_text())
+    assert run["engine"] == "ray" and run["engine_choice"]["engine"] == "ray" and run["engine_choice"]["workers"] == 2
+    ref = stream_explain(files["model"], files["X"], "saliency", tmp_path / "s", chunk_rows=CHUNK, progress=False)
+    _same(out / "saliency.parquet", read_maps(ref["files"]["saliency"])[:2])
+    assert ray.is_initialized() and ray_engine._STATE["pool"] is None  # the CLI ended its pool, not the user's Ray

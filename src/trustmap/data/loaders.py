@@ -69,6 +69,18 @@ class Dataset:
         labels before label noise (``y_true``), which labels were flipped (``flipped``), R-peak positions.
 
     ``X, y = dataset`` unpacks the inputs and labels.
+
+    Made by :func:`trustmap.datasets.load` (built-in sets), :func:`trustmap.datasets.read` (files)
+    and :func:`trustmap.datasets.from_arrays` (arrays; the place to name classes).
+
+    Examples
+    --------
+    >>> from trustmap import datasets
+    >>> ds = datasets.load("synthetic-1d", split="test")
+    >>> X, y = ds                                   # unpacks
+    >>> ds.classes[y[0]]                            # the name of sample 0's class
+    'bump@55'
+    >>> small = ds.subset(range(50))                # per-sample arrays stay aligned
     """
 
     X: np.ndarray

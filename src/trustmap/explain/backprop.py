@@ -198,7 +198,7 @@ class _RescaleMaxPool(torch.autograd.Function):
         small = dx.abs() < DEEPLIFT_EPS
         if bool(small.any()):
             plain = torch.zeros_like(dx).scatter_add_(2, ix, g)
-            m.div_(dx.masked_fill(small, 1.0))
+            m.div_(dx.masked_fill_(small, 1.0))  # dx is a fresh tensor
             torch.where(small, plain, m, out=m)
         else:
             m.div_(dx)
@@ -248,6 +248,19 @@ def deeplift_rules() -> Iterator[_DeepLiftMode]:
         yield mode
 
 
+def _tile(ref: torch.Tensor, rows: int) -> torch.Tensor:
+    """``ref`` repeated along the rows to ``rows`` (references shared by every input: recorded once)."""
+    return ref if ref.shape[0] == rows else ref.repeat(rows // ref.shape[0], *([1] * (ref.ndim - 1)))
+
+
+def _minus(a: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``a − ref`` row by row, ``ref`` repeating along the rows with its own length as the period (a
+    broadcast, no copy of the references)."""
+    if ref.shape[0] == a.shape[0]:
+        return a - ref
+    return (a.reshape(a.shape[0] // ref.shape[0], *ref.shape) - ref).view(a.shape)
+
+
 class _PairedRescale(torch.autograd.Function):
     """An elementwise nonlinearity on the input rows, paired with its reference call recorded in a first
     pass (``x_ref``, ``y_ref``): backward ``grad · (y − y_ref) / (x − x_ref)`` (the local derivative where
@@ -270,9 +283,9 @@ class _PairedRescale(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         xin, out, x_ref, y_ref = ctx.saved_tensors
-        dx = xin - x_ref
+        dx = _minus(xin, x_ref)
         small = dx.abs() < DEEPLIFT_EPS
-        m = out - y_ref
+        m = _minus(out, y_ref)
         if bool(small.any()):
             with torch.enable_grad():
                 xi = xin.detach().requires_grad_(True)
@@ -299,10 +312,10 @@ class _PairedMaxPool(torch.autograd.Function):
     def backward(ctx, grad):
         x, out, idx, x_ref, out_ref, idx_ref = ctx.saved_tensors
         b = x.shape[0]
-        dx = (x - x_ref).flatten(2)
-        o, oref = out.flatten(2), out_ref.flatten(2)
+        dx = _minus(x, x_ref).flatten(2)
+        o, oref = out.flatten(2), _tile(out_ref, b).flatten(2)
         g = grad.flatten(2)
-        ix, iref = idx.flatten(2), idx_ref.flatten(2)
+        ix, iref = idx.flatten(2), _tile(idx_ref, b).flatten(2)
         pos = torch.where(o >= oref, ix, iref)
         res = grad.new_zeros(x.shape)
         m = res.view(b, x.shape[1], -1)
@@ -310,7 +323,7 @@ class _PairedMaxPool(torch.autograd.Function):
         small = dx.abs() < DEEPLIFT_EPS
         if bool(small.any()):
             plain = torch.zeros_like(dx).scatter_add_(2, ix, g)
-            m.div_(dx.masked_fill(small, 1.0))
+            m.div_(dx.masked_fill_(small, 1.0))  # dx is a fresh tensor
             torch.where(small, plain, m, out=m)
         else:
             m.div_(dx)
@@ -334,7 +347,10 @@ class _PairedMode(TorchFunctionMode):
         self.k = 0
 
     def _next(self, kind, shape):
-        if self.k >= len(self.recorded) or self.recorded[self.k][0] != kind or self.recorded[self.k][1] != shape:
+        if self.k >= len(self.recorded) or self.recorded[self.k][0] != kind:
+            raise _PairMismatch(kind)
+        rec_shape = self.recorded[self.k][1]
+        if rec_shape[1:] != shape[1:] or shape[0] % rec_shape[0]:
             raise _PairMismatch(kind)
         rec = self.recorded[self.k]
         self.k += 1
@@ -345,13 +361,15 @@ class _PairedMode(TorchFunctionMode):
         if func in _ELEMENTWISE:
             x, fn, inplace = activation_call(func, args, kwargs)
             if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim >= 1:
-                inplace = inplace and (func in _RELU or func in _RELU_INPLACE)
+                relu = func in _RELU or func in _RELU_INPLACE
+                inplace = inplace and relu
+                kind = "relu" if relu else getattr(func, "__name__", repr(func))
                 if self.phase == "record":
                     xr = x.detach().clone()
                     out = func(*args, **kwargs)
-                    self.recorded.append(("act", tuple(x.shape), xr, out.detach().clone() if inplace else out.detach()))
+                    self.recorded.append((kind, tuple(x.shape), xr, out.detach().clone() if inplace else out.detach()))
                     return out
-                x_ref, y_ref = self._next("act", tuple(x.shape))
+                x_ref, y_ref = self._next(kind, tuple(x.shape))
                 self.count += 1
                 return _PairedRescale.apply(x, fn, inplace and not (x.is_leaf and x.requires_grad), x_ref, y_ref)
         for rank, funcs in _MAXPOOL.items():
@@ -376,24 +394,39 @@ class _PairedMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def deeplift_pairs(model: Model, x: torch.Tensor, ref: torch.Tensor, targets: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor, int]:
+def deeplift_pairs(model: Model, x: torch.Tensor, ref: torch.Tensor, targets: torch.Tensor, *,
+                   period: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """DeepLIFT attributions of rows ``x`` against rows ``ref`` (same shape) for ``targets``, in chunks;
     also ``f(x) − f(ref)`` per row and the nonlinearity calls replaced.
 
     The references run first without gradients (every nonlinearity's input and output kept), then the
     inputs with the Rescale multipliers against them, so the backward pass covers the inputs' rows only.
-    A model whose two passes do not make the same sequence of nonlinearity calls (data-dependent control
-    flow) runs as one batch ``[x; x_ref]`` instead (:func:`deeplift_rules`, as Captum does)."""
+    ``period``: the reference rows repeat with this period (``ref[i] == ref[i % period]``, references
+    shared by every input): they run once. A model whose two passes do not make the same sequence of
+    nonlinearity calls (data-dependent control flow) runs as one batch ``[x; x_ref]`` instead
+    (:func:`deeplift_rules`, as Captum does)."""
     maps = torch.empty_like(x)
     dscore = torch.empty(len(x), dtype=x.dtype, device=x.device)
     count = 0
-    for s in row_chunks(len(x), chunk_rows(model, x)):
+    rows = chunk_rows(model, x)
+    shared = None
+    if period:
+        rows = max(period, rows // period * period)
+        shared = _PairedMode()
+        with torch.no_grad(), shared:
+            shared_logits = model.logits_t(ref[:period])
+    for s in row_chunks(len(x), rows):
         tg = targets[s]
         try:
-            mode = _PairedMode()
-            with torch.no_grad(), mode:
-                ref_scores = pick_scores(model.logits_t(ref[s]), tg)[0]
+            if shared is not None:
+                mode = _PairedMode()
+                mode.recorded = shared.recorded
+                idx = torch.arange(s.start, s.stop, device=x.device) % period
+                ref_scores = shared_logits[idx].gather(1, tg.view(-1, 1).to(x.device)).view(-1)
+            else:
+                mode = _PairedMode()
+                with torch.no_grad(), mode:
+                    ref_scores = pick_scores(model.logits_t(ref[s]), tg)[0]
             mode.phase = "pair"
             xi = x[s].detach().requires_grad_(True)
             with torch.enable_grad():
@@ -612,7 +645,7 @@ class DeepLiftShap(_ShapBase):
         n, m = len(t), refs.shape[1]
         xi = t.repeat_interleave(m, 0)
         ri = refs.expand(n, *refs.shape[1:]).reshape(n * m, *t.shape[1:])
-        maps, dscore, count = deeplift_pairs(model, xi, ri, targets.repeat_interleave(m))
+        maps, dscore, count = deeplift_pairs(model, xi, ri, targets.repeat_interleave(m), period=m if shared else None)
         _warn_none(count, model, "deeplift_shap", "nonlinearity")
         maps = maps.view(n, m, *t.shape[1:]).mean(1)
         dscore = dscore.view(n, m).mean(1)

@@ -136,39 +136,58 @@ def relevance_in(rule: str, layer: AffineLayer, x: torch.Tensor, r: torch.Tensor
         z = op(x, w, b) if z is None else z
         d = stabilize(z, epsilon)
         return vjp(x, w, torch.div(r, d, out=d)).mul_(x)
-    n = len(x)
-    xp, xn = x.clamp(min=0), x.clamp(max=0)
-    x2 = torch.cat([xp, xn])  # the positive and negative inputs go through as one batch
+    if rule == "flat":
+        ones_x, ones_w = torch.ones_like(x), torch.ones_like(w)
+        return vjp(ones_x, ones_w, r / stabilize(op(ones_x, ones_w, None), 1e-6))
 
     def bias_map(bb):
         return op(torch.zeros_like(x[:1]), torch.zeros_like(w), bb)
 
+    # γ and αβ split the inputs by sign; after a ReLU there are no negative inputs and their terms
+    # (exact zeros) are skipped
+    n = len(x)
+    nonneg = bool((x >= 0).all())
+    xp = x if nonneg else x.clamp(min=0)
+    xn = None if nonneg else x.clamp(max=0)
     if rule == "gamma":  # Zennit 0.5's generalized γ (Andéol et al., 2021): the original γ on positive inputs
         z = op(x, w, b) if z is None else z
         wgp, wgn = w + gamma * w.clamp(min=0), w + gamma * w.clamp(max=0)
-        a, c = op(x2, wgp, None), op(x2, wgn, None)  # [xp·wgp; xn·wgp], [xp·wgn; xn·wgn]
-        z_pos, z_neg = a[:n] + c[n:], c[:n] + a[n:]
+        if nonneg:
+            z_pos, z_neg = op(xp, wgp, None), op(xp, wgn, None)
+        else:
+            x2 = torch.cat([xp, xn])  # the positive and negative inputs go through as one batch
+            a, c = op(x2, wgp, None), op(x2, wgn, None)  # [xp·wgp; xn·wgp], [xp·wgn; xn·wgn]
+            z_pos, z_neg = a[:n] + c[n:], c[:n] + a[n:]
         if b is not None:
             z_pos = z_pos + bias_map(b + gamma * b.clamp(min=0))
             z_neg = z_neg + bias_map(b + gamma * b.clamp(max=0))
-        s2 = torch.cat([(z > 0).to(r) * r / stabilize(z_pos, 1e-6), (z < 0).to(r) * r / stabilize(z_neg, 1e-6)])
+        s_pos = (z > 0).to(r) * r / stabilize(z_pos, 1e-6)
+        s_neg = (z < 0).to(r) * r / stabilize(z_neg, 1e-6)
+        if nonneg:
+            return xp * (vjp(x, wgp, s_pos) + vjp(x, wgn, s_neg))
+        s2 = torch.cat([s_pos, s_neg])
         gp, gn = vjp(x, wgp, s2), vjp(x, wgn, s2)
         return xp * gp[:n] + xn * gn[:n] + xp * gn[n:] + xn * gp[n:]
-    if rule == "flat":
-        ones_x, ones_w = torch.ones_like(x), torch.ones_like(w)
-        return vjp(ones_x, ones_w, r / stabilize(op(ones_x, ones_w, None), 1e-6))
     # alpha-beta (zplus: alpha=1, beta=0)
     wp, wn = w.clamp(min=0), w.clamp(max=0)
-    a = op(x2, wp, None)  # [xp·wp; xn·wp]
-    c = op(x2, wn, None)  # [xp·wn; xn·wn]
-    z_pos = a[:n] + c[n:]
+    if nonneg:
+        z_pos = op(xp, wp, None)
+    else:  # positive part xp·wp + xn·wn; negative part xp·wn + xn·wp
+        z_pos = op(xp, wp, None) + op(xn, wn, None)
     if b is not None:
         z_pos = z_pos + bias_map(b.clamp(min=0))
     s_pos = r / stabilize(z_pos, 1e-6)
+    if nonneg:
+        out = vjp(x, wp, s_pos).mul_(xp).mul_(alpha)
+        if beta:
+            z_neg = op(xp, wn, None)
+            if b is not None:
+                z_neg = z_neg + bias_map(b.clamp(max=0))
+            out = out - beta * xp * vjp(x, wn, r / stabilize(z_neg, 1e-6))
+        return out
     if not beta:
-        gp, gn = vjp(x, wp, s_pos), vjp(x, wn, s_pos)
-        return alpha * (xp * gp + xn * gn)
-    z_neg = c[:n] + a[n:]
+        return alpha * (xp * vjp(x, wp, s_pos) + xn * vjp(x, wn, s_pos))
+    z_neg = op(xp, wn, None) + op(xn, wp, None)
     if b is not None:
         z_neg = z_neg + bias_map(b.clamp(max=0))
     s2 = torch.cat([s_pos, r / stabilize(z_neg, 1e-6)])

@@ -113,7 +113,10 @@ def explain(model, data=None, methods: str | Sequence[str] = "gradcam", out_dir=
 
         from ..stream.ray_engine import choose_engine
 
-        one_file = dataset is None and n is None and isinstance(data, (str, os.PathLike))
+        from ..stream.sources import STREAM_FORMATS
+
+        one_file = dataset is None and n is None and isinstance(data, (str, os.PathLike)) \
+            and Path(data).suffix.lower() in STREAM_FORMATS
         engine_choice = choose_engine(model, data if one_file else None, names, target=target, params=params,
                                       layout=layout, label=label, key=key, labels=labels, safe_mode=safe_mode)
         sys.stderr.write(f"trustmap explain: {engine_choice['line']}\n")

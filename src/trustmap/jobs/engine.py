@@ -3,10 +3,12 @@
 A job's results are written per chunk of rows into a *sink*: :class:`MemorySink` keeps them (an
 in-memory run), the streamed sinks (:func:`trustmap.stream.open_sink`: ``.npy`` written in place or a
 Parquet folder) write them to disk as they come and remember which chunks are done, so an
-interrupted run resumes. :func:`fill` is the loop; the Ray engine hands the same chunks to workers.
+interrupted run resumes. :func:`fill` is the loop; the Ray engine plugs in through its ``schedule``
+hook (the chunks' rows are read and computed on workers, and the results come back here in order).
 
-The chunk is also the unit of randomness (methods that draw random numbers seed them per sample
-within a chunk), so the same ``chunk_rows`` gives the same maps in memory, streamed and on Ray.
+Methods that draw random numbers seed them per sample, from ``seed`` and the sample's own values
+(:func:`trustmap.baselines.sample_seeds`), so the maps do not depend on how the rows are cut: the same
+in memory, streamed and on Ray, whatever the chunks and the workers' blocks.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Format ``trustmap.run/2`` (a JSON object):
 
 ================  ===================================================================================
 ``format``        ``"trustmap.run/2"``
-``command``       ``train``, ``explain``, ``locate``, ``evaluate`` or ``demo``
+``command``       ``train``, ``explain``, ``locate``, ``evaluate``, ``counterfactual`` or ``demo``
 ``created``       UTC time
 ``engine``        ``memory``, ``stream`` or ``ray`` (how the chunks were scheduled)
 ``model``         name, framework, fingerprint (of the weights), file

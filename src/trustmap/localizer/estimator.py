@@ -52,8 +52,8 @@ from .common import mix as _mix
 from .common import safe_fingerprint as _safe_fingerprint
 from .common import stratified_split as _stratified_split
 from .context import make_context
-from .model import (BACKBONES, DEFAULT_BACKBONE, KerasBackbone, MaskNet, check_sizes, default_backbone, is_keras_model,
-                    paper_backbone)
+from .model import (BACKBONES, KerasBackbone, MaskNet, check_sizes, default_backbone, default_backbone_kind,
+                    is_keras_model, paper_backbone)
 from .training import mask_logits
 
 __all__ = ["Localizer", "OptimisticFitWarning", "OBJECTIVES", "BASELINES", "MODES", "R_METRICS"]
@@ -82,6 +82,11 @@ def auto_tau_grid(entries: int, top: float, extra: int = 0, cap: float = 1.0) ->
         fracs = np.concatenate([fracs, top * step ** np.arange(1, extra + 1)])
         fracs = np.unique(np.minimum(fracs, cap))
     return np.unique(np.maximum(0.5, fracs * entries))
+
+
+#: what ``fit_joint`` sets: restored when an extended 'auto' path is given up
+_FIT_RESULT = ("net_", "tau_", "tau_index_", "tau_grid_", "calibration_path_", "r2_path_", "r2_", "r2_ci_",
+               "target_reached_", "target_gap_", "best_epoch_")
 
 
 def _still_rising(path, steps: int = 2) -> bool:
@@ -113,8 +118,9 @@ class Localizer:
         target and the calibration R² still rises at the path's end, the path is continued (4 more
         values of the same ratio, a fresh fit) up to 3 times, at most to 50 % of the entries
         (removal objectives; not for 'preserve', whose target, the whole input's R², is always reached by
-        keeping every entry); ``tau_grid_extended_`` says how many times, and a warning says when the
-        target is still not reached. A single float fits that τ only.
+        keeping every entry); ``tau_grid_extended_`` says how many times. When even the longest path
+        misses the target, the fit over the original path is kept (``extension_tried_`` records what
+        was tried) and a warning says so. A single float fits that τ only.
     target_r2 : 'auto' | float in (0, 1]
         The R² the chosen τ must reach. 'auto' is the chance level (the R² when the masked
         predictions carry no information about the labels); it is reached when the calibration
@@ -164,17 +170,18 @@ class Localizer:
     sparsity : 'auto' | float >= 0
         Penalty on the fraction of τ the mask spends (ramped up over the first quarter of
         training). 'auto': 0.5 (paper mode: 0).
-    backbone : None | nn.Module | keras.Model | 'unet' | 'dilated' | 'paper'
+    backbone : None | nn.Module | keras.Model | 'strided' | 'unet' | 'dilated' | 'paper'
         ``g``: a module ``(N, C, *spatial) -> (N, M, *spatial)`` (M = C, or 1 with
         ``per_channel=False``), or a Keras 3 network (torch backend) mapping channels-last
-        ``(N, *spatial, C) -> (N, *spatial, M)`` (:class:`~trustmap.localizer.model.KerasBackbone`; pass the same
-        architecture to :meth:`load`). None: 'unet', a small conv encoder–decoder with coordinate channels
-        (paper mode: the dnn-locate ECG example's network, 'paper'). 'dilated': a light stack of
-        dilated convolutions (8x fewer parameters, ~5x faster ``locate``; as good as 'unet' on the
-        187-sample distractor task with the removal objective, worse with 'preserve' on short
-        signals; benchmarks/bench_locate.py).
+        ``(N, *spatial, C) -> (N, *spatial, M)`` (:class:`~trustmap.localizer.model.KerasBackbone`; pass the
+        same architecture to :meth:`load`). None: 'unet', a small full-resolution conv encoder–decoder with
+        coordinate channels (paper mode: the dnn-locate ECG example's network, 'paper'). 'strided': a light
+        encoder–decoder that convolves at 1/2 to 1/8 of the input's size (~12x fewer multiply-adds than
+        'unet', several times faster ``locate``; as good as 'unet' on the 187-sample distractor task with
+        the removal objective, worse with 'preserve' on short signals). 'dilated': a stack of dilated
+        convolutions at full resolution. benchmarks/bench_locate.py compares them (speed and masks).
     width : int
-        Base number of channels of the built-in backbones ('unet', 'dilated').
+        Base number of channels of the built-in backbones ('strided', 'unet', 'dilated').
     epochs, batch_size, lr, weight_decay : training (Adam, cosine-decayed learning rate).
     early_stopping : None | int
         Patience in epochs: stop when the validation loss (the training loss on the calibration
@@ -249,7 +256,8 @@ class Localizer:
     r2_ci_ : (low, high).  r2_path_ : R2Path — the held-out path (monotone).
     calibration_path_ : R2Path — the path τ was chosen on.  history_ : list of dicts per epoch.
     world_size_ : int — the number of processes that trained it (1 without ``torch.distributed``).
-    tau_grid_extended_ : int — how many times the 'auto' path was extended to reach the target.
+    tau_grid_extended_ : int — how many times the 'auto' path was extended to reach the target (0 when
+    no extension reached it: then ``extension_tried_`` holds the times, the largest τ and its R²).
     target_reached_ : bool — whether the chosen τ reaches the target on the calibration split.
     fs_ : float or None — the sampling rate (Hz) given to ``fit`` (plots then label time in seconds).
 
@@ -456,7 +464,7 @@ class Localizer:
             import copy
 
             return copy.deepcopy(b), "custom"
-        kind = b or ("paper" if self.mode == "paper" else DEFAULT_BACKBONE)
+        kind = b or default_backbone_kind(self.mode, self.settings_["objective"])
         if kind == "paper":
             return paper_backbone(rank, channels, mask_channels), "paper"
         return default_backbone(rank, channels, mask_channels, width=int(self.width), kind=kind), kind
@@ -638,6 +646,7 @@ class Localizer:
             grid = auto_tau_grid(entries, top)
         self.tau_grid_ = grid
         self.tau_grid_extended_ = 0
+        self.extension_tried_ = None
         self.mask_channels_ = mask_channels
         self.log_prior_ = torch.log(torch.bincount(y_tr.cpu(), minlength=self.n_classes_).to(torch.float64)
                                     .clamp_min(1) / len(y_tr)).to(t.dtype).to(t.device)
@@ -649,15 +658,17 @@ class Localizer:
             auto = self._tau_grid_param() is None and settings["objective"] != "preserve"
             cap = 0.5
             history: list[dict] = []
+            first = None  # the original path's result, kept when no extension reaches the target
             for stage in range(AUTO_TAU_EXTENSIONS + 1):
                 # an 'auto' path that misses the target is extended (a fresh fit over the longer path) while
-                # the calibration R² still rises at its end and the path is below its cap; the warnings of
-                # the last fit only are shown
+                # the calibration R² still rises at its end and the path is below its cap
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     fit_joint(self, ctx, model, x_tr, y_tr, x_cal, y_cal, x_ho, y_ho, risk_c, clean_ev, grid, state,
                               fp, callback, stage=stage)
                 history += self.history_
+                if stage == 0:
+                    first = ({k: getattr(self, k) for k in _FIT_RESULT if hasattr(self, k)}, list(caught))
                 more = (auto and not self.target_reached_ and stage < AUTO_TAU_EXTENSIONS
                         and grid[-1] < cap * entries * (1 - 1e-9) and _still_rising(self.calibration_path_))
                 if not more:
@@ -666,13 +677,24 @@ class Localizer:
                 self.tau_grid_ = grid
                 self.tau_grid_extended_ = stage + 1
             self.history_ = history
+            tried = self.tau_grid_extended_
+            if tried and not self.target_reached_:
+                # the longest path misses the target too: keep the original path's fit (its masks stay within
+                # the path's first 10 % instead of the largest tau tried), and say so
+                longest, r2_top = grid[-1], self.calibration_path_.estimate[-1]
+                for k, v in first[0].items():
+                    setattr(self, k, v)
+                self.history_ = history
+                self.tau_grid_extended_ = 0
+                caught = first[1]
+                self.extension_tried_ = {"times": tried, "largest_tau": float(longest),
+                                         "calibration_r2_there": float(r2_top)}
             for w in caught:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-            if self.tau_grid_extended_ and not self.target_reached_:
-                warnings.warn(f"the 'auto' tau path was extended {self.tau_grid_extended_} time(s), up to tau = "
-                              f"{grid[-1]:.3g}, and the target R² {self.target_r2_:.3f} is still not reached on the "
-                              f"calibration split ({self.calibration_path_.estimate[-1]:.3f} at the largest tau)",
-                              stacklevel=3)
+            if tried and not self.target_reached_:
+                warnings.warn(f"the 'auto' tau path was extended {tried} time(s), up to tau = {longest:.3g}, and the "
+                              f"target R² {self.target_r2_:.3f} was still not reached on the calibration split ({r2_top:.3f} "
+                              "at the largest tau): the fit over the original path is kept", stacklevel=3)
         self.train_size_ = int(len(x_tr))
 
     def _check_not_chance(self, clean_logits: np.ndarray, y: torch.Tensor) -> None:

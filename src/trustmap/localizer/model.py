@@ -26,8 +26,10 @@ from torch.nn import functional as F
 
 from ..errors import InputError
 
-__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "MaskNet", "DilatedBackbone", "UNetBackbone", "PaperBackbone",
-           "default_backbone", "paper_backbone", "masks_from_probs", "KerasBackbone", "is_keras_model",
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "MaskNet", "DilatedBackbone", "UNetBackbone", "StridedBackbone",
+           "PaperBackbone",
+           "default_backbone", "default_backbone_kind", "paper_backbone", "masks_from_probs", "KerasBackbone",
+           "is_keras_model",
            "apply_mask", "blur"]
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -44,7 +46,8 @@ def _coords(x: torch.Tensor) -> torch.Tensor:
 
 
 class UNetBackbone(nn.Module):
-    """The default ``g``: a small rank-generic conv encoder–decoder (two down/up levels with skips).
+    """The default ``g`` (``backbone='unet'``): a small rank-generic conv encoder–decoder (two down/up levels
+    with skips) at full resolution.
 
     Coordinate channels are appended to the input so the network can tell *where* a feature is
     (a bump shared by every sample at one place and a class bump elsewhere look alike locally).
@@ -112,6 +115,55 @@ class DilatedBackbone(nn.Module):
         return self.net(torch.cat([x, _coords(x)], 1) if self.coords else x)
 
 
+def _conv_with_coords(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``conv(cat([x, coords]))`` without building the concatenation: a convolution is linear in its
+    input channels, so the coordinate channels' part (the same for every sample) is computed once on a
+    batch of one and broadcast. Exact up to float rounding (zero padding pads each part alike)."""
+    c = x.shape[1]
+    w = conv.weight
+    kw = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation)
+    f = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[x.ndim - 2]
+    out = f(x, w[:, :c].contiguous(), conv.bias, **kw)
+    return out + f(_coords(x[:1]), w[:, c:].contiguous(), None, **kw)
+
+
+class StridedBackbone(nn.Module):
+    """The fast ``g`` (``backbone='strided'``): a rank-generic
+    encoder–decoder that never convolves at the input's full resolution. Two stride-2 convolutions
+    take the input (plus coordinate channels) to 1/4 of its size, one more level goes to 1/8 and
+    comes back with a skip; the mask logits are made at 1/4 resolution and interpolated (linear) to
+    the input's size. About 1/3 of the multiply-adds of :class:`DilatedBackbone` and 1/12 of
+    :class:`UNetBackbone` at the same width, with the U-Net's multi-scale view (its receptive field
+    covers ~90 samples per axis). The logits are smooth at the scale of 4 samples, finer than any
+    feature the localizer is asked to find on beats (a QRS is ~20 samples at 125 Hz). On short
+    signals with ``objective='preserve'`` it puts less of the mask on the region than the U-Net
+    (benchmarks/bench_locate.py)."""
+
+    def __init__(self, rank: int, in_channels: int, out_channels: int, width: int = 16, kernel: int = 5,
+                 coords: bool = True) -> None:
+        super().__init__()
+        if rank not in _CONV:
+            raise InputError("unsupported rank", parameter="rank", expected="1, 2 or 3", got=rank,
+                             fix="pass signals (N, C, L) or images (N, C, H, W)")
+        conv = _CONV[rank]
+        k, p, w = int(kernel), int(kernel) // 2, int(width)
+        self.coords = bool(coords)
+        self.stem = conv(in_channels + (rank if coords else 0), w, k, stride=2, padding=p)
+        self.enc = nn.Sequential(nn.ReLU(inplace=True), conv(w, w, k, stride=2, padding=p), nn.ReLU(inplace=True),
+                                 conv(w, w, k, padding=p), nn.ReLU(inplace=True))
+        self.deep = nn.Sequential(conv(w, w, k, stride=2, padding=p), nn.ReLU(inplace=True),
+                                  conv(w, w, k, padding=p), nn.ReLU(inplace=True))
+        self.head = nn.Sequential(conv(2 * w, w, 3, padding=1), nn.ReLU(inplace=True), conv(w, out_channels, 1))
+        self.mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[rank]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = _conv_with_coords(self.stem, x) if self.coords else self.stem(x)
+        e = self.enc(h)
+        d = F.interpolate(self.deep(e), size=e.shape[2:], mode=self.mode, align_corners=False)
+        z = self.head(torch.cat([d, e], 1))
+        return F.interpolate(z, size=x.shape[2:], mode=self.mode, align_corners=False)
+
+
 def is_keras_model(obj) -> bool:
     return type(obj).__module__.startswith("keras") and hasattr(obj, "get_weights") and hasattr(obj, "weights")
 
@@ -166,14 +218,25 @@ class PaperBackbone(nn.Sequential):
 
 
 #: the backbones known by name (``Localizer(backbone=...)``); 'paper' is dnn-locate's ECG network
-BACKBONES = ("dilated", "unet", "paper")
+BACKBONES = ("strided", "dilated", "unet", "paper")
+#: the default (``backbone=None``, trust mode). 'strided' is several times faster and localizes as well
+#: with the removal objective, but puts less of a preserve mask on the region on short signals and
+#: does not reproduce a single-process fit under DDP as closely (benchmarks/RESULTS.md, issue 14)
 DEFAULT_BACKBONE = "unet"
+
+
+def default_backbone_kind(mode: str, objective: str) -> str:
+    """The backbone ``Localizer(backbone=None)`` uses: 'paper' in paper mode, else :data:`DEFAULT_BACKBONE`
+    (for every objective)."""
+    return "paper" if mode == "paper" else DEFAULT_BACKBONE
 
 
 def default_backbone(rank: int, in_channels: int, out_channels: int, width: int = 16, kind: str = DEFAULT_BACKBONE
                      ) -> nn.Module:
     if kind == "unet":
         return UNetBackbone(rank, in_channels, out_channels, width=width)
+    if kind == "strided":
+        return StridedBackbone(rank, in_channels, out_channels, width=width)
     return DilatedBackbone(rank, in_channels, out_channels, width=width)
 
 

@@ -57,6 +57,7 @@ def save(loc, path) -> Path:
         "baseline_names": BASELINE_NAMES,
         "fs": getattr(loc, "fs_", None),
         "tau_grid_extended": int(getattr(loc, "tau_grid_extended_", 0)),
+        "extension_tried": getattr(loc, "extension_tried_", None),
         "versions": _io.versions(),
     }
     p = Path(path)
@@ -137,6 +138,7 @@ def load(cls, path, model=None, backbone: nn.Module | None = None):
     obj.world_size_ = int(record.get("world_size", 1))
     obj.fs_ = None if record.get("fs") is None else float(record["fs"])
     obj.tau_grid_extended_ = int(record.get("tau_grid_extended", 0))
+    obj.extension_tried_ = record.get("extension_tried")
     if model is not None:
         m = load_model(model)
         fp = safe_fingerprint(m)

@@ -203,6 +203,7 @@ def fit_localizer(m, X, y, out: Path, *, X_val=None, y_val=None, plots: bool = T
         "labels": getattr(loc, "labels_source_", "labels" if y is not None else "predictions"),
         "fs": getattr(loc, "fs_", None),
         "tau_grid_extended": getattr(loc, "tau_grid_extended_", 0),
+        "extension_tried": getattr(loc, "extension_tried_", None),
     }
     _io.write_json(out / "r2_path.json", summary)
     if plots and _has_matplotlib():

@@ -66,7 +66,16 @@ def save(module: nn.Module, path: str | os.PathLike, *, history: History | dict 
     meta : dict, optional
         Anything JSON-ready to keep with the model (data set, seed, test accuracy...).
 
-    Returns the path of the ``.safetensors`` file.
+    Returns
+    -------
+    Path
+        The ``.safetensors`` file written.
+
+    Examples
+    --------
+    >>> from trustmap import zoo
+    >>> path = zoo.save(net, "runs/model/model.safetensors", classes=[str(i) for i in range(10)])
+    >>> same = zoo.load(path)                  # eval mode, weights checked against their sha256
     """
     arch = getattr(module, "arch", None)
     config = getattr(module, "config", None)
@@ -130,6 +139,16 @@ def load(path: str | os.PathLike) -> ZooModel:
 
     ``path`` is the ``.safetensors`` file, its ``.json``, or the directory :func:`save` wrote.
     ``module.classes`` is set from the record; use :func:`read_info` for the history and meta.
+
+    Returns
+    -------
+    ZooModel
+
+    Raises
+    ------
+    ModelLoadError
+        A missing file, an unknown architecture or config, a record from a newer trustmap, or
+        weights that do not match their record.
     """
     from safetensors.torch import load as st_load
 

@@ -236,7 +236,32 @@ ARCHITECTURES: dict[str, Callable[..., ZooModel]] = {
 
 
 def build(name: str, **kwargs: Any) -> ZooModel:
-    """Build the architecture registered as ``name`` with ``kwargs`` (see :data:`ARCHITECTURES`)."""
+    """Build the architecture registered as ``name`` with ``kwargs`` (see :data:`ARCHITECTURES`).
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`ARCHITECTURES` (``'mnist1d_cnn'``, ``'ecg_fcn'``, ``'mnist2d_cnn'``, ...).
+    **kwargs
+        The builder's arguments (input channels and length, number of classes, ...).
+
+    Returns
+    -------
+    ZooModel
+        An untrained ``nn.Module`` carrying ``arch``, ``config`` and ``input_shape``.
+
+    Raises
+    ------
+    InputError
+        An unknown ``name`` or argument.
+
+    Examples
+    --------
+    >>> from trustmap import zoo
+    >>> net = zoo.build("mnist1d_cnn")
+    >>> zoo.n_parameters(net)
+    13960
+    """
     if name not in ARCHITECTURES:
         raise InputError("unknown architecture", parameter="name", expected="one of " + ", ".join(ARCHITECTURES),
                          got=name, fix="pick a name from trustmap.zoo.ARCHITECTURES")
