@@ -19,7 +19,8 @@ input like the map in ``extras['stderr']``): the jackknife over the random draws
 LIME, complementary pairs for KernelSHAP; :func:`trustmap.explain.shapley.lstsq_with_cov`), i.e.
 the spread of the coefficients over repeated runs with other seeds at the same ``n_samples``. For
 LIME with ``alpha > 0`` the ridge penalty's shrinkage changes with ``n_samples`` and is not part
-of it.
+of it. KernelSHAP on probabilities adds a control variate built from the same rows' logits (no extra
+model rows; ``control=``).
 """
 
 from __future__ import annotations
