@@ -71,8 +71,13 @@ for n in SIZES:
 
 def run(args, measure_memory=False):
     """Run ``trustmap ARGS`` in a child process; return its stdout (and peak resident MiB)."""
+    # VmHWM (Linux) is the child's own peak; ru_maxrss would also count a large parent on Linux,
+    # which keeps it across exec.
     code = ("import resource, sys\nfrom trustmap.cli import main\nrc = main(sys.argv[1:])\n"
-            "print('peak_rss_mib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\nsys.exit(rc)")
+            "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+            "try:\n    peak = [int(ln.split()[1]) / 1024 for ln in open('/proc/self/status')"
+            " if ln.startswith('VmHWM:')][0]\nexcept (OSError, IndexError):\n    pass\n"
+            "print('peak_rss_mib', peak)\nsys.exit(rc)")
     cmd = [sys.executable, "-c", code, *args] if measure_memory else [sys.executable, "-m", "trustmap.cli", *args]
     print("$ trustmap " + " ".join(args))
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
