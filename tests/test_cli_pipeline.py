@@ -64,3 +64,22 @@ def test_explain_unknown_method_is_exit_2(trained, capsys):
                  "--out", "/tmp/never"]) == 2
     err = capsys.readouterr().err
     assert "gradcam" in err and len(err.strip().splitlines()) == 1
+
+
+def test_locate_objective_and_backbone_from_the_cli(trained, tmp_path, capsys):
+    """`locate --objective preserve --backbone strided` reaches the Localizer (saved with the run) and the
+    fitted masks keep their meaning (entries in [0, 1), the data's shape)."""
+    from trustmap import Localizer
+
+    loc = tmp_path / "loc"
+    assert main(["locate", "--model", str(trained), "--dataset", "mnist1d", "--epochs", "2", "--tau", "4,12",
+                 "--objective", "preserve", "--backbone", "strided", "--out", str(loc), "--quiet", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    fitted = Localizer.load(loc / "localizer.safetensors")
+    assert fitted.objective == "preserve" and fitted.backbone_kind_ == "strided"
+    assert res["tau"] in (4.0, 12.0)
+    masks = Attribution.load(loc / "masks.npz")
+    assert np.all((masks.maps >= 0) & (masks.maps <= 1))
+    with pytest.raises(SystemExit) as err:
+        main(["locate", "--model", str(trained), "--dataset", "mnist1d", "--backbone", "resnet", "--quiet"])
+    assert err.value.code == 2

@@ -247,7 +247,8 @@ def _cmd_locate(a: argparse.Namespace) -> dict:
                  fit_samples=a.fit_samples, layout=a.layout, labels=a.labels, classes=a.classes, seed=a.seed,
                  progress=not a.quiet, overwrite=a.overwrite, safe_mode=not a.unsafe, fit_note=fit_on,
                  epochs=a.epochs, target_r2=_number(a.target_r2, "target_r2"), tau=_taus(a.tau),
-                 r_metric=a.r_metric, mode=a.mode, device=None if a.device == "cpu" else a.device)
+                 r_metric=a.r_metric, mode=a.mode, device=None if a.device == "cpu" else a.device,
+                 **{k: v for k, v in (("objective", a.objective), ("backbone", a.backbone)) if v is not None})
     if res["rank"] != 0:  # under torchrun only rank 0 prints
         raise SystemExit(0)
     out = {k: v for k, v in res.items() if k != "record"}
@@ -421,6 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="built-in dataset: 'auto' (the validation rows recorded by `trustmap train`, else the "
                         "test split), 'test' or 'train'")
     p.add_argument("--mode", default="trust", help="'trust' (default) or 'paper' (the original procedure)")
+    p.add_argument("--objective", default=None, choices=["remove", "preserve", "prior", "paper"],
+                   help="what the mask is trained for: 'remove' (necessity: removing the region spoils the "
+                        "prediction; the default) or 'preserve' (sufficiency: keeping the region alone keeps it; "
+                        "the drop/increase protocol's sense); default: the mode's")
+    p.add_argument("--backbone", default=None, choices=["unet", "strided", "dilated", "paper"],
+                   help="the mask network: 'unet' (default), 'strided' (about 6x faster masks, as good on the "
+                        "distractor task, weaker with --objective preserve on short signals), 'dilated', "
+                        "'paper'; default: the mode's")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--unsafe", action="store_true", help="allow Keras Lambda layers (runs code from the file)")
     p.add_argument("--fit-samples", type=int, default=20000,
