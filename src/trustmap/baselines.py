@@ -52,7 +52,23 @@ BASELINES = ("zero", "mean", "dataset_mean", "blur", "noise")
 
 
 def is_number(v: Any) -> bool:
-    """A real scalar (Python or NumPy number, not bool)."""
+    """A real scalar (Python or NumPy number, not bool).
+
+    Parameters
+    ----------
+    v : object
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.baselines import is_number
+    >>> is_number(3), is_number(np.float32(0.5)), is_number(True), is_number("3")
+    (True, True, False, False)
+    """
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
@@ -63,7 +79,37 @@ def _expected(names: Sequence[str]) -> str:
 def check_baseline(baseline, names: Sequence[str] = BASELINES, parameter: str = "baseline") -> None:
     """Validate a baseline specification before any work (a name among ``names``, a finite number,
     or a numeric, finite array or tensor); the shape is checked against the input by
-    :func:`resolve_baseline`."""
+    :func:`resolve_baseline`.
+
+    Parameters
+    ----------
+    baseline : str, number, array or tensor
+        The specification to check.
+    names : sequence of str, default BASELINES
+        The names the caller accepts.
+    parameter : str, default 'baseline'
+        Name used in error messages.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    InputError
+        An unknown name, a non-finite number, a non-numeric or non-finite array, or another type.
+    ShapeError
+        An empty array.
+
+    Examples
+    --------
+    >>> from trustmap.baselines import check_baseline
+    >>> check_baseline("mean")
+    >>> check_baseline("blurry")
+    Traceback (most recent call last):
+    ...
+    trustmap.errors.InputError: baseline: unknown baseline; ... fix: did you mean 'blur'?
+    """
     if isinstance(baseline, str):
         if baseline not in names:
             import difflib
@@ -160,9 +206,49 @@ def resolve_baseline(t: torch.Tensor, baseline, *, blur_sigma: float | Sequence[
     """The baseline for the internal batch ``t`` ``(N, C, *spatial)``, as a tensor of ``t``'s dtype and
     device that broadcasts to ``t`` (shape ``(N or 1, C or 1, *spatial or 1)``).
 
-    ``reference`` (``'dataset_mean'``): reference inputs, an internal tensor ``(M, C, *spatial)`` or
-    per-channel values ``(C,)``; ``None`` uses ``t``. ``layout``: the :class:`~trustmap.layout.Layout`
-    of the caller's array, so arrays in the caller's layout broadcast like the caller's data.
+    Parameters
+    ----------
+    t : torch.Tensor
+        The internal batch ``(N, C, *spatial)``.
+    baseline : str, number, array or tensor
+        A name among ``names`` (see the module docstring), a finite number, or an array that
+        broadcasts to the input.
+    blur_sigma : float or sequence of float, default 0.1
+        For ``'blur'``: the Gaussian's sigma as a fraction of each spatial axis' length.
+    seed : int, default 0
+        For ``'noise'``: mixed with each sample's bytes (see :func:`sample_seeds`).
+    reference : array or tensor, optional
+        For ``'dataset_mean'``: reference inputs, an internal tensor ``(M, C, *spatial)`` or
+        per-channel values ``(C,)``; ``None`` uses ``t``.
+    layout : Layout, optional
+        The :class:`~trustmap.layout.Layout` of the caller's array, so arrays in the caller's layout
+        broadcast like the caller's data.
+    names : sequence of str, default BASELINES
+        The names accepted.
+    parameter : str, default 'baseline'
+        Name used in error messages.
+
+    Returns
+    -------
+    torch.Tensor
+        The baseline, broadcastable to ``t``.
+
+    Raises
+    ------
+    InputError
+        An invalid specification (see :func:`check_baseline`) or ``blur_sigma`` not positive.
+    ShapeError
+        An array that does not broadcast to ``t``, or ``reference`` with another channel count.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from trustmap.baselines import resolve_baseline
+    >>> t = torch.arange(6.0).reshape(1, 1, 6)
+    >>> resolve_baseline(t, "mean")
+    tensor([[[2.5000]]])
+    >>> resolve_baseline(t, 0.0)
+    tensor([[[0.]]])
     """
     check_baseline(baseline, names, parameter)
     dims = tuple(range(2, t.ndim))
@@ -204,7 +290,27 @@ def resolve_baseline(t: torch.Tensor, baseline, *, blur_sigma: float | Sequence[
 
 
 def describe_baseline(baseline) -> Any:
-    """A JSON-ready record of a baseline specification (arrays: shape, fingerprint, small values)."""
+    """A JSON-ready record of a baseline specification (arrays: shape, fingerprint, small values).
+
+    Parameters
+    ----------
+    baseline : str, number, array, tensor or None
+
+    Returns
+    -------
+    str, float, dict or None
+        A name or ``None`` as is, a number as float, an array as ``{'array_shape', 'sha256',
+        'values'}`` (``values`` only up to 64 entries).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.baselines import describe_baseline
+    >>> describe_baseline("blur"), describe_baseline(1)
+    ('blur', 1.0)
+    >>> describe_baseline(np.zeros(2))["values"]
+    [0.0, 0.0]
+    """
     if isinstance(baseline, str) or baseline is None:
         return baseline
     if is_number(baseline):
@@ -223,6 +329,25 @@ def gaussian_blur(t: torch.Tensor, sigma: float | Sequence[float]) -> torch.Tens
     ``sigma`` is in positions: one number for every axis or one per spatial axis (0 skips an
     axis). The kernel has radius ``round(3 sigma)`` (at least 1), cut to the axis length - 1 and
     renormalized on short axes.
+
+    Parameters
+    ----------
+    t : torch.Tensor
+        Internal batch ``(N, C, *spatial)``.
+    sigma : float or sequence of float
+        Standard deviation in positions.
+
+    Returns
+    -------
+    torch.Tensor
+        The blurred batch, ``t``'s shape and dtype.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from trustmap.baselines import gaussian_blur
+    >>> gaussian_blur(torch.tensor([[[0.0, 0.0, 1.0, 0.0, 0.0]]]), 1.0)
+    tensor([[[0.1080, 0.2465, 0.3991, 0.2465, 0.1080]]])
     """
     nsp = t.ndim - 2
     sigmas = (float(sigma),) * nsp if is_number(sigma) else tuple(float(s) for s in sigma)
@@ -249,7 +374,27 @@ def gaussian_blur(t: torch.Tensor, sigma: float | Sequence[float]) -> torch.Tens
 # ---- per-sample random draws (batch invariant) -----------------------------------------------
 def sample_seeds(t: torch.Tensor, seed: int) -> list[int]:
     """One seed per sample, from ``seed`` and the sample's bytes: draws made from them are the same
-    whether a sample is processed alone or in a batch, and on every run."""
+    whether a sample is processed alone or in a batch, and on every run.
+
+    Parameters
+    ----------
+    t : torch.Tensor
+        The batch, sample axis first.
+    seed : int
+
+    Returns
+    -------
+    list of int
+        One non-negative 63-bit seed per sample.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from trustmap.baselines import sample_seeds
+    >>> a, b = sample_seeds(torch.zeros(2, 1, 3), 0)
+    >>> a == b  # equal samples, equal seeds
+    True
+    """
     import hashlib
 
     arr = t.detach().cpu().contiguous().numpy()
@@ -265,7 +410,36 @@ def sample_normal(seeds: list[int], idx: np.ndarray, shape: tuple[int, ...], dra
                   dtype, device) -> torch.Tensor:
     """Standard normal noise for rows (sample ``idx[r]``, draw ``draw_idx[r]``) of a plan where every
     sample has ``draws`` draws of ``shape``; each sample's draws come from its own seed (a private
-    generator: the global RNGs are untouched)."""
+    generator: the global RNGs are untouched).
+
+    Parameters
+    ----------
+    seeds : list of int
+        One seed per sample (from :func:`sample_seeds`).
+    idx : ndarray of int
+        The sample of each output row.
+    shape : tuple of int
+        Shape of one draw.
+    draws : int
+        Draws per sample.
+    draw_idx : ndarray of int
+        Which of the sample's draws each row takes.
+    dtype : torch.dtype
+    device : torch.device or str
+
+    Returns
+    -------
+    torch.Tensor
+        ``(len(idx), *shape)``.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from trustmap.baselines import sample_normal
+    >>> z = sample_normal([7], np.array([0, 0]), (3,), 2, np.array([1, 1]), torch.float32, "cpu")
+    >>> bool((z[0] == z[1]).all())  # the same draw of the same sample
+    True
+    """
     out = torch.empty((len(idx), *shape), dtype=dtype, device=device)
     gen = torch.Generator(device="cpu")
     for s in np.unique(idx):

@@ -59,6 +59,35 @@ def quantus_explain_func(method: str, layout: str | None = None, **params) -> Ca
     ``targets`` (an int or one per sample) and returns ``float32`` numpy maps with the shape
     of ``inputs``. ``kwargs`` that are parameters of the method override ``params``; Quantus'
     bookkeeping keywords (:data:`QUANTUS_IGNORED_KWARGS`) are ignored; anything else is an error.
+
+    Parameters
+    ----------
+    method : str
+        A registered method name (:func:`trustmap.explain.list_methods`).
+    layout : str, optional
+        Layout of the inputs when channels-first does not fit the model.
+    **params
+        The method's parameters.
+
+    Returns
+    -------
+    callable
+        ``explain_func(model, inputs, targets, **kwargs) -> ndarray``.
+
+    Raises
+    ------
+    InputError
+        An unknown method or parameter (when building it, or from ``kwargs`` when called).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from trustmap.interop import quantus_explain_func
+    >>> explain_func = quantus_explain_func("saliency")
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+    >>> a = explain_func(net, np.zeros((2, 1, 16), np.float32), np.array([0, 1]))
+    >>> a.shape, a.dtype
+    ((2, 1, 16), dtype('float32'))
     """
     from .explain import get_explainer
     from .models import load_model

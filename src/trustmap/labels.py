@@ -35,6 +35,31 @@ def check_labels(y, n: int | None = None, n_classes: int | None = None, *, param
         The name errors give (``'y'``, ``'y_val'``, ``'labels'``...).
     classes_desc : str, optional
         What has the K classes, for the out-of-range message (e.g. ``"a model with 3 outputs"``).
+
+    Returns
+    -------
+    ndarray (N,) of int64
+
+    Raises
+    ------
+    LabelError
+        Labels that are not numeric, NaN or Inf, fractional, negative or ``>= n_classes``, or 2-D
+        rows that are not one-hot (or not ``n_classes`` wide).
+    ShapeError
+        Ragged labels, more than two axes, or not ``n`` of them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.labels import check_labels
+    >>> check_labels([[0, 1], [1, 0]])
+    array([1, 0])
+    >>> check_labels(np.array([2.0, 0.0]), n_classes=3)
+    array([2, 0])
+    >>> check_labels([0.5])
+    Traceback (most recent call last):
+    ...
+    trustmap.errors.LabelError: y: labels must be whole numbers; ...
     """
     if hasattr(y, "detach"):
         y = y.detach().cpu().numpy()

@@ -42,7 +42,29 @@ LAYOUTS: dict[str, tuple[int, str | None]] = {
 
 @dataclass(frozen=True)
 class Layout:
-    """A named layout of the caller's arrays; converts to ``(N, C, *spatial)`` and back."""
+    """A named layout of the caller's arrays; converts to ``(N, C, *spatial)`` and back.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`LAYOUTS`: ``'NL'``, ``'NLC'``, ``'NCL'`` (signals), ``'NHW'``, ``'NHWC'``,
+        ``'NCHW'`` (images).
+
+    Raises
+    ------
+    LayoutError
+        ``name`` is not a known layout.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.layout import Layout
+    >>> lay = Layout("NLC")
+    >>> lay.to_internal(np.zeros((2, 100, 3))).shape
+    (2, 3, 100)
+    >>> lay.from_internal(np.zeros((2, 3, 100))).shape
+    (2, 100, 3)
+    """
 
     name: str
 
@@ -69,7 +91,13 @@ class Layout:
         return self.rank + (1 if self.channel_pos is None else 2)
 
     def to_internal(self, x):
-        """Caller layout -> ``(N, C, *spatial)``. Works on numpy arrays and torch tensors."""
+        """Caller layout -> ``(N, C, *spatial)``. Works on numpy arrays and torch tensors.
+
+        Raises
+        ------
+        ShapeError
+            ``x`` does not have the layout's number of axes.
+        """
         if x.ndim != self.ndim:
             raise ShapeError(
                 f"array does not have the rank of layout {self.name}",
@@ -85,7 +113,13 @@ class Layout:
         return _moveaxis(x, -1, 1)
 
     def from_internal(self, x):
-        """``(N, C, *spatial)`` -> caller layout (the inverse of :meth:`to_internal`)."""
+        """``(N, C, *spatial)`` -> caller layout (the inverse of :meth:`to_internal`).
+
+        Raises
+        ------
+        ShapeError
+            The layout has no channel axis but ``x`` has more than one channel.
+        """
         if self.channel_pos is None:
             if x.shape[1] != 1:
                 raise ShapeError(
@@ -111,6 +145,29 @@ def _moveaxis(x, src: int, dst: int):
 
 
 def as_layout(layout: "str | Layout | None") -> Layout | None:
+    """A :class:`Layout` from a name (any case), a Layout (returned as is) or ``None`` (returned as is).
+
+    Parameters
+    ----------
+    layout : str, Layout or None
+
+    Returns
+    -------
+    Layout or None
+
+    Raises
+    ------
+    LayoutError
+        ``layout`` is neither a string nor a Layout, or names an unknown layout.
+
+    Examples
+    --------
+    >>> from trustmap.layout import as_layout
+    >>> as_layout("nchw")
+    Layout(name='NCHW')
+    >>> as_layout(None) is None
+    True
+    """
     if layout is None or isinstance(layout, Layout):
         return layout
     if isinstance(layout, str):
@@ -140,8 +197,39 @@ def resolve_layout(
     """Find the layout of an array of ``shape`` for a model taking ``channels`` and ``spatial``.
 
     ``spatial`` may be ``None`` (or contain ``None``) when the model accepts any size.
-    Raises :class:`LayoutError` when the shape fits no layout, or fits two and
-    ``layout`` was not given.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The caller's array shape, batch axis first.
+    rank : int
+        The model's spatial rank (1 for signals, 2 for images).
+    channels : int
+        The model's input channels.
+    spatial : sequence of int or None, optional
+        The model's spatial size (``None`` entries: any size).
+    layout : str or Layout, optional
+        The caller's layout, when known; it is then only checked.
+    parameter : str, default 'x'
+        Name of the array in error messages.
+
+    Returns
+    -------
+    Layout
+
+    Raises
+    ------
+    ShapeError
+        The shape has the wrong rank, or the channel count or spatial size of ``layout`` does not
+        match the model's.
+    LayoutError
+        The shape fits no layout, or fits two and ``layout`` was not given.
+
+    Examples
+    --------
+    >>> from trustmap.layout import resolve_layout
+    >>> resolve_layout((8, 100, 3), rank=1, channels=3)
+    Layout(name='NLC')
     """
     shape = tuple(int(s) for s in shape)
     explicit = as_layout(layout)
@@ -224,12 +312,50 @@ def _describe(rank: int, channels: int, spatial) -> str:
 
 
 def spatial_dims(t) -> tuple[int, ...]:
-    """The spatial axes of an internal ``(N, C, *spatial)`` array."""
+    """The spatial axes of an internal ``(N, C, *spatial)`` array.
+
+    Parameters
+    ----------
+    t : array or tensor
+        Any object with ``ndim``.
+
+    Returns
+    -------
+    tuple of int
+        ``(2, ..., t.ndim - 1)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.layout import spatial_dims
+    >>> spatial_dims(np.zeros((2, 3, 4, 5)))
+    (2, 3)
+    """
     return tuple(range(2, t.ndim))
 
 
 def resize_to(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Resize ``(N, K, *s)`` maps to ``size`` along the spatial axes (linear in 1D, bilinear in 2D)."""
+    """Resize ``(N, K, *s)`` maps to ``size`` along the spatial axes (linear in 1D, bilinear in 2D).
+
+    Parameters
+    ----------
+    maps : torch.Tensor
+        Internal maps ``(N, K, *s)``.
+    size : sequence of int
+        Target spatial size, one entry per spatial axis.
+
+    Returns
+    -------
+    torch.Tensor
+        ``maps`` itself when it already has ``size``, else a resized copy (``align_corners=False``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from trustmap.layout import resize_to
+    >>> resize_to(torch.ones(1, 1, 4), (8,)).shape
+    torch.Size([1, 1, 8])
+    """
     size = tuple(int(s) for s in size)
     if tuple(maps.shape[2:]) == size:
         return maps

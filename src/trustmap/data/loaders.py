@@ -197,7 +197,33 @@ class Dataset:
 
 
 def concat(parts: Sequence[Dataset], *, name: str | None = None, meta: dict | None = None) -> Dataset:
-    """Join datasets that share layout, sample shape and classes (train + test, say)."""
+    """Join datasets that share layout, sample shape and classes (train + test, say).
+
+    Parameters
+    ----------
+    parts : sequence of Dataset
+    name : str, optional
+    meta : dict, optional
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    ShapeError
+        The parts differ in layout, sample shape or classes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap import datasets
+    >>> a = datasets.from_arrays(np.zeros((3, 8)), [0, 1, 0])
+    >>> b = datasets.from_arrays(np.ones((2, 8)), [1, 1])
+    >>> both = datasets.concat([a, b])
+    >>> both.X.shape, both.y.tolist()
+    ((5, 8), [0, 1, 0, 1, 1])
+    """
     first = parts[0]
     for p in parts[1:]:
         if p.layout != first.layout or p.X.shape[1:] != first.X.shape[1:] or p.classes != first.classes:
@@ -260,6 +286,34 @@ def encode_labels(values, *, parameter: str = "y") -> tuple[np.ndarray, list[str
 
     Strings become indices in sorted order; whole numbers >= 0 stay as they are (names "0".."K-1");
     whole numbers with negatives (e.g. -1/1) are mapped to 0..K-1 in sorted order.
+
+    Parameters
+    ----------
+    values : array-like
+        Labels of any kind (strings, ints, floats holding whole numbers).
+    parameter : str, default 'y'
+
+    Returns
+    -------
+    y : ndarray (N,) of int64
+    classes : list of str
+    note : dict
+        ``{'label_map': ...}``, how the labels were mapped.
+
+    Raises
+    ------
+    DataError
+        No labels, missing values (None, NaN, empty strings), fractional numbers, or values
+        that are neither numbers nor names.
+
+    Examples
+    --------
+    >>> from trustmap import datasets
+    >>> y, classes, note = datasets.encode_labels(["b", "a", "b"])
+    >>> y.tolist(), classes
+    ([1, 0, 1], ['a', 'b'])
+    >>> datasets.encode_labels([-1, 1, 1])[:2]
+    (array([0, 1, 1]), ['-1', '1'])
     """
     arr = np.asarray(values)
     if arr.dtype.kind in "OUS":
@@ -311,6 +365,27 @@ def guess_layout(shape: Sequence[int]) -> Layout:
     2 axes: ``NL``. 3 axes: a square pair is ``NHW``; a small axis (<= 16) beside a >= 4 times
     longer one holds channels (``NCL`` or ``NLC``). 4 axes: the same rule picks the end axis
     that holds channels (``NCHW`` or ``NHWC``).
+
+    Parameters
+    ----------
+    shape : sequence of int
+
+    Returns
+    -------
+    Layout
+
+    Raises
+    ------
+    ShapeError
+        Fewer than 2 or more than 4 axes.
+    LayoutError
+        The shape fits more than one layout (pass ``layout=``).
+
+    Examples
+    --------
+    >>> from trustmap import datasets
+    >>> datasets.guess_layout((8, 100, 3)), datasets.guess_layout((8, 28, 28))
+    (Layout(name='NLC'), Layout(name='NHW'))
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) == 2:

@@ -30,7 +30,24 @@ __all__ = ["ArraySource", "open_data", "read_labels", "parse_classes"]
 
 
 class ArraySource(Source):
-    """Samples held in memory, read in chunks like a file (an in-memory run is a one-file source)."""
+    """Samples held in memory, read in chunks like a file (an in-memory run is a one-file source).
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The samples (and labels, class names).
+    name : str, optional
+        How the source describes itself in run records.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap import datasets
+    >>> from trustmap.jobs import ArraySource
+    >>> src = ArraySource(datasets.from_arrays(np.zeros((3, 8)), [0, 1, 0]))
+    >>> src.n, src.layout, src.chunks(2)
+    (3, 'NL', [(0, 2), (2, 3)])
+    """
 
     format = "memory"
 
@@ -72,7 +89,31 @@ class ArraySource(Source):
 
 
 def read_labels(labels, parameter: str = "labels") -> np.ndarray | None:
-    """Labels given beside the data: an array, or a ``.npy`` / ``.csv`` / ``.txt`` file of one label per line."""
+    """Labels given beside the data: an array, or a ``.npy`` / ``.csv`` / ``.txt`` file of one label per line.
+
+    Parameters
+    ----------
+    labels : array, str, Path or None
+    parameter : str, default 'labels'
+        Name used in error messages.
+
+    Returns
+    -------
+    ndarray or None
+
+    Raises
+    ------
+    MissingFileError
+        No file at the path.
+    DataError
+        An unreadable labels file.
+
+    Examples
+    --------
+    >>> from trustmap.jobs import read_labels
+    >>> read_labels([0, 1, 1])
+    array([0, 1, 1])
+    """
     if labels is None:
         return None
     if isinstance(labels, (str, os.PathLike)):
@@ -92,7 +133,27 @@ def read_labels(labels, parameter: str = "labels") -> np.ndarray | None:
 
 
 def parse_classes(classes) -> list[str] | None:
-    """Class names from ``'N,S,V'`` (the CLI's ``--classes``), a list, or ``None``."""
+    """Class names from ``'N,S,V'`` (the CLI's ``--classes``), a list, or ``None``.
+
+    Parameters
+    ----------
+    classes : str, sequence of str or None
+
+    Returns
+    -------
+    list of str or None
+
+    Raises
+    ------
+    InputError
+        Empty or repeated names.
+
+    Examples
+    --------
+    >>> from trustmap.jobs import parse_classes
+    >>> parse_classes("N,S,V")
+    ['N', 'S', 'V']
+    """
     if classes is None:
         return None
     if isinstance(classes, str):
@@ -143,6 +204,31 @@ def open_data(data=None, *, dataset: str | None = None, split: str = "test", see
         Read a file a block of rows at a time instead of loading it (``.npy``, ``.parquet``, ``.h5``, ``.csv``).
     n
         In memory: keep the first ``n`` samples only.
+
+    Returns
+    -------
+    Source
+        A :class:`~trustmap.stream.Source` (an :class:`ArraySource` in memory).
+
+    Raises
+    ------
+    InputError
+        Neither or both of ``data`` and ``dataset``, an unknown dataset name, ``stream`` for a file
+        that cannot stream, or an ``n`` that is not a positive int.
+    DataError
+        Labels that do not match the samples.
+    MissingFileError
+        A data or labels file that does not exist.
+    ShapeError, LayoutError
+        Samples of an ambiguous or wrong shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.jobs import open_data
+    >>> src = open_data((np.zeros((6, 1, 8), np.float32), np.arange(6) % 2))
+    >>> src.n, src.layout, src.has_labels
+    (6, 'NCL', True)
     """
     from .. import datasets
 

@@ -38,7 +38,26 @@ def check_chunk_rows(chunk_rows) -> int:
 
 
 def progress_bar(total: int, desc: str, enabled: bool, initial: int = 0, unit: str = "sample"):
-    """A tqdm bar on stderr (None when disabled)."""
+    """A tqdm bar on stderr (None when disabled).
+
+    Parameters
+    ----------
+    total : int
+    desc : str
+    enabled : bool
+    initial : int, default 0
+    unit : str, default 'sample'
+
+    Returns
+    -------
+    tqdm.tqdm or None
+
+    Examples
+    --------
+    >>> from trustmap.jobs import progress_bar
+    >>> progress_bar(10, "explain", enabled=False) is None
+    True
+    """
     if not enabled:
         return None
     from tqdm.auto import tqdm
@@ -68,7 +87,20 @@ def concat_attributions(parts: list) -> Any:
 
 
 class MemorySink:
-    """Keeps each chunk's Attribution; :meth:`result` joins them."""
+    """Keeps each chunk's Attribution; :meth:`result` joins them.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.jobs import MemorySink, fill, open_data
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+    >>> src = open_data(np.random.default_rng(0).normal(size=(5, 1, 16)).astype(np.float32))
+    >>> sink = MemorySink()
+    >>> stats = fill(src, {"saliency": lambda x, t: trustmap.explain(net, x, method="saliency", target=t)},
+    ...              {"saliency": sink}, chunk_rows=2)
+    >>> stats["computed"], sink.result().maps.shape
+    ({'saliency': 3}, (5, 1, 16))
+    """
 
     def __init__(self) -> None:
         self.done: set[int] = set()
@@ -125,6 +157,36 @@ def fill(src, producers: dict[str, Callable], sinks: dict[str, Any], chunk_rows:
 
     Returns ``computed`` (chunks per name), ``skipped`` (chunks already done), ``rows`` (rows read)
     and ``seconds``.
+
+    Parameters
+    ----------
+    src : Source
+    producers : dict of str to callable
+        ``name -> f(x, target_rows)`` returning an Attribution of the chunk ``x``.
+    sinks : dict of str to sink
+        ``name -> sink`` (a :class:`MemorySink` or a file sink of :func:`trustmap.stream.open_sink`).
+    chunk_rows : int
+    target : None, int, 'label' or int array, optional
+        As :func:`targets_for`.
+    progress : bool, default False
+    desc : str
+        The progress bar's label.
+    schedule : callable, optional
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    InputError
+        ``chunk_rows`` is not a positive int.
+    TargetError
+        ``target`` does not fit the rows.
+
+    Examples
+    --------
+    See :class:`MemorySink`.
     """
     if schedule is not None:
         return _fill_scheduled(src, list(producers), sinks, check_chunk_rows(chunk_rows), schedule, progress, desc)
@@ -186,7 +248,30 @@ def _fill_scheduled(src, names: list[str], sinks: dict[str, Any], chunk_rows: in
 
 
 def gather(src, idx: np.ndarray, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray | None]:
-    """Rows ``idx`` (sorted) of ``src``, read chunk by chunk."""
+    """Rows ``idx`` (sorted) of ``src``, read chunk by chunk.
+
+    Parameters
+    ----------
+    src : Source
+    idx : ndarray of int
+        Sorted row indices.
+    chunk_rows : int, default 4096
+
+    Returns
+    -------
+    X : ndarray
+    y : ndarray or None
+        The labels of the rows, when the source has labels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.jobs import gather, open_data
+    >>> src = open_data((np.zeros((6, 1, 8), np.float32), np.arange(6) % 2))
+    >>> X, y = gather(src, np.array([1, 4]), chunk_rows=2)
+    >>> X.shape, y.tolist()
+    ((2, 1, 8), [1, 0])
+    """
     idx = np.asarray(idx, dtype=np.int64)
     if hasattr(src, "X"):  # in memory
         return np.ascontiguousarray(src.X[idx]), (None if src.y is None else np.asarray(src.y)[idx])

@@ -15,7 +15,27 @@ __all__ = ["parse_params", "method_names", "make_explainers", "parse_value"]
 
 
 def method_names(methods) -> list[str]:
-    """Method names from a list or one comma-separated string (each checked to be registered)."""
+    """Method names from a list or one comma-separated string (each checked to be registered).
+
+    Parameters
+    ----------
+    methods : str or sequence of str
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    InputError
+        No method, or a name that is not registered.
+
+    Examples
+    --------
+    >>> from trustmap.jobs import method_names
+    >>> method_names("saliency, gradcam")
+    ['saliency', 'gradcam']
+    """
     from ..explain.registry import list_methods
 
     if isinstance(methods, str):
@@ -69,6 +89,36 @@ def parse_params(items: Iterable[str] | None = None, file: str | os.PathLike | N
 
     Every method must be registered (or one of ``extra``, e.g. ``'trust'``), and every key one of its
     ``__init__`` parameters; ``methods`` (when given) must include every method that gets options.
+
+    Parameters
+    ----------
+    items : iterable of str, optional
+        ``METHOD.KEY=VALUE`` strings (values parsed as JSON when they can be).
+    file : str or Path, optional
+        A JSON file ``{method: {key: value}}``.
+    params : dict, optional
+        Options to start from.
+    methods : sequence of str, optional
+    extra : sequence of str
+        Names accepted besides the registered methods.
+
+    Returns
+    -------
+    dict of str to dict
+
+    Raises
+    ------
+    InputError
+        A malformed item, an unknown method or option, a method not in ``methods``, or a file
+        that is not a JSON object of objects.
+    MissingFileError
+        ``file`` does not exist.
+
+    Examples
+    --------
+    >>> from trustmap.jobs import parse_params
+    >>> parse_params(["lime.n_samples=500", "smoothgrad.n_samples=8"])
+    {'lime': {'n_samples': 500}, 'smoothgrad': {'n_samples': 8}}
     """
     from ..explain.registry import list_methods
 
@@ -118,7 +168,29 @@ def parse_params(items: Iterable[str] | None = None, file: str | os.PathLike | N
 
 def make_explainers(methods, params: dict[str, dict[str, Any]] | None = None) -> dict:
     """``{name: explainer}`` for method names and their options ``{name: {...}}``; every name and
-    option is checked (and every explainer built, which checks the values) before any work."""
+    option is checked (and every explainer built, which checks the values) before any work.
+
+    Parameters
+    ----------
+    methods : str or sequence of str
+    params : dict, optional
+        ``{method: {option: value}}``.
+
+    Returns
+    -------
+    dict of str to Explainer
+
+    Raises
+    ------
+    InputError
+        An unknown method or option, or an option value the explainer refuses.
+
+    Examples
+    --------
+    >>> from trustmap.jobs import make_explainers
+    >>> make_explainers(["saliency"], {"saliency": {"absolute": False}})
+    {'saliency': Saliency(absolute=False, times_input=False)}
+    """
     from ..explain.registry import get_explainer
 
     names = method_names(methods)

@@ -46,7 +46,27 @@ RUN_FORMATS = ("trustmap.run/1", RUN_FORMAT)
 
 
 def model_desc(model, m) -> dict[str, Any]:
-    """The model's name, framework, fingerprint and file (or the object's type)."""
+    """The model's name, framework, fingerprint and file (or the object's type).
+
+    Parameters
+    ----------
+    model : object or path
+        What the user passed.
+    m : Model
+        The loaded model.
+
+    Returns
+    -------
+    dict
+
+    Examples
+    --------
+    >>> import torch, trustmap
+    >>> from trustmap.jobs import model_desc
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+    >>> model_desc(net, trustmap.load_model(net, input_shape=(1, 16)))["framework"]
+    'torch'
+    """
     desc = {"name": m.name, "framework": m.framework, "fingerprint": m.fingerprint(),
             "file": str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__,
             "n_classes": int(m.n_classes)}
@@ -70,7 +90,32 @@ def labels_record(src, used_predictions: bool = False) -> dict[str, Any]:
 
 def new_record(command: str, *, model=None, m=None, src=None, engine: str = "memory",
                used_predictions: bool = False, **fields) -> dict[str, Any]:
-    """A ``trustmap.run/2`` record with the common fields filled from the model and the source."""
+    """A ``trustmap.run/2`` record with the common fields filled from the model and the source.
+
+    Parameters
+    ----------
+    command : str
+        The job (``'explain'``, ``'locate'``...).
+    model : object or path, optional
+    m : Model, optional
+    src : Source, optional
+    engine : str, default 'memory'
+    used_predictions : bool, default False
+        Targets came from the model's predictions (no labels).
+    **fields
+        Further top-level fields.
+
+    Returns
+    -------
+    dict
+
+    Examples
+    --------
+    >>> from trustmap.jobs import RUN_FORMAT, new_record
+    >>> rec = new_record("explain", engine="stream")
+    >>> rec["format"] == RUN_FORMAT, rec["command"]
+    (True, 'explain')
+    """
     rec: dict[str, Any] = {
         "format": RUN_FORMAT, "command": command, "engine": engine,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -98,7 +143,34 @@ def write_record(out_dir, rec: dict[str, Any]) -> Path:
 
 def write_samples(path, m, X: np.ndarray, layout: str, *, y=None, index=None) -> dict[str, Any]:
     """``samples.npz`` for the report: ``X``, ``pred``, ``probs``, ``index`` (rows of the data) and ``y``
-    (when labeled). Returns ``{"samples_layout", "samples_sha256"}`` for the run record."""
+    (when labeled). Returns ``{"samples_layout", "samples_sha256"}`` for the run record.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``samples.npz`` to write (atomically).
+    m : Model
+    X : ndarray
+        The samples, in ``layout``.
+    layout : str
+    y : ndarray, optional
+    index : ndarray, optional
+        Their rows in the data (default ``0..N-1``).
+
+    Returns
+    -------
+    dict
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, torch, trustmap
+    >>> from trustmap.jobs import write_samples
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+    >>> path = os.path.join(tempfile.mkdtemp(), "samples.npz")
+    >>> info = write_samples(path, trustmap.load_model(net), np.zeros((3, 1, 16), np.float32), "NCL")
+    >>> info["samples_layout"], sorted(np.load(path).files)
+    ('NCL', ['X', 'index', 'pred', 'probs'])
+    """
     X = np.ascontiguousarray(X)
     probs = m.probs(X, layout=layout)
     arrays = {"X": X, "pred": probs.argmax(axis=1), "probs": probs,

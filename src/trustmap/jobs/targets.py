@@ -22,7 +22,27 @@ _PRED = ("pred", "predicted", "prediction", "none")
 
 
 def parse_target(value) -> Any:
-    """``None`` | ``'label'`` | int | int array, from whatever the user gave (a CLI string included)."""
+    """``None`` | ``'label'`` | int | int array, from whatever the user gave (a CLI string included).
+
+    Parameters
+    ----------
+    value : None, str, int or sequence of int
+
+    Returns
+    -------
+    None, 'label', int or ndarray of int
+
+    Raises
+    ------
+    TargetError
+        A string that is not ``'label'`` or an int, a negative class, or a non-integer array.
+
+    Examples
+    --------
+    >>> from trustmap.jobs import parse_target
+    >>> parse_target("3"), parse_target("label"), parse_target(None)
+    (3, 'label', None)
+    """
     if value is None:
         return None
     if isinstance(value, str):
@@ -71,7 +91,36 @@ def _as_ints(values) -> np.ndarray:
 
 
 def targets_for(target, y: np.ndarray | None, a: int, b: int, n: int):
-    """Rows ``a:b`` of ``target`` (``n`` samples in all): None, an int, or one int per row."""
+    """Rows ``a:b`` of ``target`` (``n`` samples in all): None, an int, or one int per row.
+
+    Parameters
+    ----------
+    target : None, 'label', int or ndarray (n,) of int
+    y : ndarray or None
+        The labels, for ``'label'``.
+    a, b : int
+        The rows.
+    n : int
+        Samples in all.
+
+    Returns
+    -------
+    None, int or ndarray of int
+
+    Raises
+    ------
+    TargetError
+        ``'label'`` without labels, or a target array not of length ``n``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.jobs import targets_for
+    >>> targets_for(np.array([0, 1, 2, 3]), None, 1, 3, 4)
+    array([1, 2])
+    >>> targets_for("label", np.array([1, 0, 1]), 0, 2, 3)
+    array([1, 0])
+    """
     if target is None:
         return None
     if isinstance(target, str):
@@ -103,7 +152,22 @@ def check_target_range(target, y, n: int, n_classes: int) -> None:
 
 
 def target_key(target) -> Any:
-    """A JSON-able description of ``target`` (an array by its fingerprint)."""
+    """A JSON-able description of ``target`` (an array by its fingerprint).
+
+    Parameters
+    ----------
+    target : None, str, int or ndarray
+
+    Returns
+    -------
+    None, str or int
+
+    Examples
+    --------
+    >>> from trustmap.jobs import target_key
+    >>> target_key(2)
+    2
+    """
     if target is None or isinstance(target, (str, int, np.integer)):
         return target if not isinstance(target, np.integer) else int(target)
     return "array:" + _io.fingerprint_array(np.ascontiguousarray(np.asarray(target, dtype=np.int64)))

@@ -55,7 +55,56 @@ def _setup(model, X, maps, target, layout, masking, reference):
 def completeness(model, X, maps, *, output: str = "logit", target=None, layout=None, masking: Masking | None = None,
                  reference=None, seed: int = 0, **_: Any) -> MetricResult:
     """Completeness gap ``|sum(a) - (f(x) - f(b))|`` (lower is better; 0 for integrated gradients
-    with enough steps, or for gradient x input on a linear model with a zero baseline)."""
+    with enough steps, or for gradient x input on a linear model with a zero baseline).
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array
+        One map per input, with the input's shape.
+    output : {'logit', 'prob'}, default 'logit'
+    target : int or array of int, optional
+        Class per sample; default: the Attribution's targets, else the predicted class.
+    layout : str, optional
+        Layout of ``X`` when its shape is ambiguous.
+    masking : Masking, optional
+        The masking convention (baseline, tie order) of :mod:`trustmap.metrics.masking`.
+    reference : array, optional
+        Reference inputs for a ``'dataset_mean'`` baseline.
+    seed : int, default 0
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the mean gap.
+
+    Raises
+    ------
+    InputError
+        Unknown ``output`` or masking setting.
+    ShapeError, LayoutError
+        ``X`` does not fit the model, or ``maps`` do not have ``X``'s shape.
+    TargetError
+        ``target`` is not a class of the model.
+    ModelLoadError
+        ``model`` cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import completeness
+    >>> lin = torch.nn.Linear(6, 2, bias=False)  # class 1 reads positions 2 and 3
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> oracle, bad = np.array([[[0.0, 0, 5, 5, 0, 0]]]), np.array([[[3.0, 2, 0, 0, 0, 1]]])
+    >>> completeness(model, X, oracle).value, completeness(model, X, bad).value  # f(x) - f(0) = 10
+    (0.0, 4.0)
+    """
     output = check_output(output)
     p, mk, base, base_vals = _setup(model, X, maps, target, layout, masking, reference)
     y = target_scores(p.model, p.x, p.targets, output)
@@ -84,6 +133,57 @@ def monotonicity_correlation(model, X, maps, *, features_in_step: int = 1, eps: 
     constant baseline one replacement per step is exact (Quantus draws ``nr_samples`` uniform
     replacements). ``f(x)² < eps`` is not divided by. NaN for a sample whose map sums or score
     changes do not vary.
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array
+        One map per input, with the input's shape.
+    features_in_step : int, default 1
+        Entries per step; must divide the entries of a sample.
+    eps : float, default 1e-5
+    output : {'prob', 'logit'}, default 'prob'
+    target : int or array of int, optional
+        Class per sample; default: the Attribution's targets, else the predicted class.
+    layout : str, optional
+        Layout of ``X`` when its shape is ambiguous.
+    masking : Masking, optional
+        The masking convention (baseline, tie order) of :mod:`trustmap.metrics.masking`.
+    reference : array, optional
+        Reference inputs for a ``'dataset_mean'`` baseline.
+    seed : int, default 0
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the mean Spearman correlation over samples where it is defined.
+
+    Raises
+    ------
+    InputError
+        ``features_in_step`` does not divide the entries, or ``eps`` / ``output`` is invalid.
+    ShapeError, LayoutError
+        ``X`` does not fit the model, or ``maps`` do not have ``X``'s shape.
+    TargetError
+        ``target`` is not a class of the model.
+    ModelLoadError
+        ``model`` cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import monotonicity_correlation
+    >>> lin = torch.nn.Linear(6, 2, bias=False)  # class 1 reads positions 2 and 3
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> oracle, bad = np.array([[[0.0, 0, 5, 5, 0, 0]]]), np.array([[[3.0, 2, 0, 0, 0, 1]]])
+    >>> round(monotonicity_correlation(model, X, oracle).value, 3)
+    1.0
     """
     fis = check_int(features_in_step, "features_in_step")
     output = check_output(output)
@@ -123,6 +223,58 @@ def non_sensitivity(model, X, maps, *, features_in_step: int = 1, n_samples: int
     a "non-feature" of the map when all its ``|a| / max|a|`` are below ``eps``, and of the model
     when the variance of its scores is below ``eps``; the value counts the features on which
     the two disagree.
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array
+        One map per input, with the input's shape.
+    features_in_step : int, default 1
+    n_samples : int, default 10
+    eps : float, default 1e-5
+    output : {'prob', 'logit'}, default 'prob'
+    target : int or array of int, optional
+        Class per sample; default: the Attribution's targets, else the predicted class.
+    layout : str, optional
+        Layout of ``X`` when its shape is ambiguous.
+    masking : Masking, optional
+        The masking convention (baseline, tie order) of :mod:`trustmap.metrics.masking`.
+    reference : array, optional
+        Reference inputs for a ``'dataset_mean'`` baseline.
+    seed : int, default 0
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the mean count of disagreeing features.
+
+    Raises
+    ------
+    InputError
+        ``features_in_step`` does not divide the entries, or a count / ``eps`` / ``output`` is invalid.
+    ShapeError, LayoutError
+        ``X`` does not fit the model, or ``maps`` do not have ``X``'s shape.
+    TargetError
+        ``target`` is not a class of the model.
+    ModelLoadError
+        ``model`` cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import non_sensitivity
+    >>> lin = torch.nn.Linear(6, 2, bias=False)  # class 1 reads positions 2 and 3
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> oracle, bad = np.array([[[0.0, 0, 5, 5, 0, 0]]]), np.array([[[3.0, 2, 0, 0, 0, 1]]])
+    >>> X = np.array([[[0.0, 1, 2, 3, 4, 5]]], np.float32)  # a constant X could not vary
+    >>> non_sensitivity(model, X, oracle, output="logit").value
+    0.0
     """
     fis = check_int(features_in_step, "features_in_step")
     ns = check_int(n_samples, "n_samples", 2)
@@ -163,7 +315,61 @@ def infidelity(model, X, maps, *, n_samples: int = 10, std: float = 0.1, normali
     the mean over ``n_samples`` draws ``I ~ N(0, std²)`` of ``(I·a - (f(x) - f(x - I)))²``; with
     ``normalize=True`` ``I·a`` is first scaled by ``β = E[I·a · Δf] / E[(I·a)²]`` (Captum's
     ``normalize``). Lower is better. Draws come from ``seed`` (NumPy, sample by sample); the
-    model's float32 inputs are used for ``I`` exactly as the model saw them."""
+    model's float32 inputs are used for ``I`` exactly as the model saw them.
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array
+        One map per input, with the input's shape.
+    n_samples : int, default 10
+    std : float, default 0.1
+    normalize : bool, default False
+    output : {'logit', 'prob'}, default 'logit'
+    target : int or array of int, optional
+        Class per sample; default: the Attribution's targets, else the predicted class.
+    layout : str, optional
+        Layout of ``X`` when its shape is ambiguous.
+    masking : Masking, optional
+        The masking convention (baseline, tie order) of :mod:`trustmap.metrics.masking`.
+    reference : array, optional
+        Reference inputs for a ``'dataset_mean'`` baseline.
+    seed : int, default 0
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the mean infidelity.
+
+    Raises
+    ------
+    InputError
+        ``n_samples`` or ``std`` not positive, or an unknown ``output``.
+    ShapeError, LayoutError
+        ``X`` does not fit the model, or ``maps`` do not have ``X``'s shape.
+    TargetError
+        ``target`` is not a class of the model.
+    ModelLoadError
+        ``model`` cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import infidelity
+    >>> lin = torch.nn.Linear(6, 2, bias=False)  # class 1 reads positions 2 and 3
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> oracle, bad = np.array([[[0.0, 0, 5, 5, 0, 0]]]), np.array([[[3.0, 2, 0, 0, 0, 1]]])
+    >>> infidelity(model, X, oracle).value < 1e-9  # a linear model's weights are exact
+    True
+    >>> round(infidelity(model, X, bad).value, 3)
+    0.886
+    """
     ns = check_int(n_samples, "n_samples")
     std = check_positive(std, "std")
     output = check_output(output)

@@ -687,7 +687,18 @@ def _metric_params(metric_params, chosen: list[str]) -> dict[str, dict[str, Any]
 
 
 def metrics_table() -> str:
-    """The metrics table as markdown: name, family, direction, needs, cost, reference."""
+    """The metrics table as markdown: name, family, direction, needs, cost, reference.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> from trustmap.metrics import metrics_table
+    >>> print(metrics_table().splitlines()[0])
+    | metric | family | better | needs | cost per sample | reference |
+    """
     lines = ["| metric | family | better | needs | cost per sample | reference |", "|---|---|---|---|---|---|"]
     for name, s in METRICS.items():
         lines.append(f"| `{name}` | {s.family} | {'higher' if s.higher_is_better else 'lower'} | "

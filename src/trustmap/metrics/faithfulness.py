@@ -74,6 +74,60 @@ def drop_increase(model, X, maps, *, frac: float = 0.3, target=None, layout=None
     Scores are computed in float64 from the model's logits; an increase smaller than 4 ulps of
     the model's dtype (e.g. ``1 - 1e-9`` against ``1 - 1e-8`` for a saturated float32 softmax)
     is rounding and does not count; ``tolerance`` sets that number of ulps (0: any increase).
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array
+        One map per input, with the input's shape.
+    frac : float, default 0.3
+        Share of each map's entries kept, in (0, 1].
+    target : int or array of int, optional
+        Class per sample; default: the Attribution's targets, else the predicted class.
+    layout : str, optional
+        Layout of ``X`` (and of an array ``maps``) when the shape is ambiguous.
+    output : {'prob', 'logit'}, default 'prob'
+    relative : bool, default True
+    tolerance : float, optional
+        Ulps of the model's dtype below which an increase does not count (default 4).
+    masking : Masking, optional
+        The whole masking convention; wins over the keywords below.
+    baseline, normalize, budget, channels, seed, blur_sigma, reference
+        The masking convention of :mod:`trustmap.metrics.masking` (``baseline='zero'``,
+        ``normalize=None``, ``budget='total'``, ``channels='each'``, ``seed=0``).
+
+    Returns
+    -------
+    (MetricResult, MetricResult)
+        Average drop (lower is better) and increase in confidence (higher is better); ``extras``
+        hold ``clean_score``, ``masked_score`` and ``targets``.
+
+    Raises
+    ------
+    InputError
+        ``frac``, ``output``, ``tolerance`` or a masking keyword out of range.
+    ShapeError, LayoutError
+        ``X`` does not fit the model or ``maps`` do not have ``X``'s shape.
+    TargetError
+        ``target`` is not a class of the model.
+    ModelLoadError
+        ``model`` cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import drop_increase
+    >>> lin = torch.nn.Linear(6, 2, bias=False)  # class 1 reads positions 2 and 3
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> drop, inc = drop_increase(model, X, np.array([[[0.0, 0, 3, 2, 0, 0]]]), frac=1 / 3)
+    >>> drop.value, inc.value  # keeping positions 2 and 3 keeps the score
+    (0.0, 0.0)
     """
     frac = check_frac(frac)
     output = check_output(output)
@@ -103,12 +157,60 @@ def drop_increase(model, X, maps, *, frac: float = 0.3, target=None, layout=None
 
 
 def average_drop(model, X, maps, *, frac: float = 0.3, **kw) -> MetricResult:
-    """Average drop in % (lower is better); see :func:`drop_increase` for the parameters."""
+    """Average drop in % (lower is better); see :func:`drop_increase` for the parameters.
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the mean of ``100 * max(0, Y - O) / Y`` over samples.
+
+    Raises
+    ------
+    InputError, ShapeError, LayoutError, TargetError, ModelLoadError
+        As :func:`drop_increase`.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import average_drop
+    >>> lin = torch.nn.Linear(6, 2, bias=False)  # class 1 reads positions 2 and 3
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> average_drop(model, X, np.array([[[0.0, 0, 3, 2, 0, 0]]]), frac=1 / 3).value
+    0.0
+    >>> round(average_drop(model, X, np.array([[[3.0, 2, 0, 0, 0, 1]]]), frac=1 / 3).value)  # p: 1 -> 0.5
+    50
+    """
     return drop_increase(model, X, maps, frac=frac, **kw)[0]
 
 
 def increase_in_confidence(model, X, maps, *, frac: float = 0.3, **kw) -> MetricResult:
-    """Increase in confidence in % of samples (higher is better); see :func:`drop_increase`."""
+    """Increase in confidence in % of samples (higher is better); see :func:`drop_increase`.
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the share (in %) of samples whose kept-top-``frac`` score beats the clean one.
+
+    Raises
+    ------
+    InputError, ShapeError, LayoutError, TargetError, ModelLoadError
+        As :func:`drop_increase`.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import increase_in_confidence
+    >>> lin = torch.nn.Linear(6, 2, bias=False)
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> increase_in_confidence(model, X, np.array([[[0.0, 0, 3, 2, 0, 0]]]), frac=1 / 3).value
+    0.0
+    """
     return drop_increase(model, X, maps, frac=frac, **kw)[1]
 
 
@@ -153,6 +255,39 @@ def deletion(model, X, maps, *, steps: int | str = "auto", target=None, layout=N
     target's score after each step, from the intact input (fraction 0) to the all-baseline
     input (fraction 1). ``extras``: ``fractions``, per-sample ``curves`` ``(N, steps + 1)``,
     ``mean_curve``.
+
+    Parameters
+    ----------
+    model, X, maps
+        As :func:`drop_increase`.
+    steps : int or 'auto', default 'auto'
+    target, layout, output, masking, baseline, normalize, budget, channels, seed, blur_sigma, reference
+        As :func:`drop_increase`.
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the mean area under the curve, in the score's range.
+
+    Raises
+    ------
+    InputError
+        ``steps`` is not ``'auto'`` or an int >= 1, or ``output`` / a masking keyword is unknown.
+    ShapeError, LayoutError, TargetError, ModelLoadError
+        As :func:`drop_increase`.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import deletion
+    >>> lin = torch.nn.Linear(6, 2, bias=False)  # class 1 reads positions 2 and 3
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> good, bad = np.array([[[0.0, 0, 3, 2, 0, 0]]]), np.array([[[3.0, 2, 0, 0, 0, 1]]])
+    >>> round(deletion(model, X, good).value, 3), round(deletion(model, X, bad).value, 3)
+    (0.624, 0.874)
     """
     return _curve("deletion", model, X, maps, steps=steps, target=target, layout=layout, output=output,
                   masking=masking, baseline=baseline, normalize=normalize, budget=budget, channels=channels,
@@ -164,7 +299,30 @@ def insertion(model, X, maps, *, steps: int | str = "auto", target=None, layout=
               budget: str = "total", channels: str = "each", seed: int = 0, blur_sigma: float | None = None,
               reference=None) -> MetricResult:
     """Insertion curve and its AUC (higher is better): from the all-baseline input, the entries
-    are put back in map order, most important first. Same parameters as :func:`deletion`."""
+    are put back in map order, most important first. Same parameters as :func:`deletion`.
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the mean area under the curve; ``extras`` as :func:`deletion`'s.
+
+    Raises
+    ------
+    InputError, ShapeError, LayoutError, TargetError, ModelLoadError
+        As :func:`deletion`.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import insertion
+    >>> lin = torch.nn.Linear(6, 2, bias=False)
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> round(insertion(model, X, np.array([[[0.0, 0, 3, 2, 0, 0]]])).value, 3)
+    0.957
+    """
     return _curve("insertion", model, X, maps, steps=steps, target=target, layout=layout, output=output,
                   masking=masking, baseline=baseline, normalize=normalize, budget=budget, channels=channels,
                   seed=seed, blur_sigma=blur_sigma, reference=reference)
@@ -193,6 +351,44 @@ def faithfulness_correlation(model, X, maps, *, n_runs: int = 100, subset: float
     method: common random numbers make comparisons paired). Per sample: the Pearson
     correlation between the map's sum over each subset and the score's drop when the subset is
     set to the baseline. NaN for a sample whose map sums do not vary.
+
+    Parameters
+    ----------
+    model, X, maps
+        As :func:`drop_increase`.
+    n_runs : int, default 100
+        Random subsets per sample.
+    subset : float, default 0.1
+        Share of the entries in each subset, in (0, 1].
+    output : {'logit', 'prob'}, default 'logit'
+    target, layout, masking, baseline, normalize, channels, seed, blur_sigma, reference
+        As :func:`drop_increase`.
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the mean correlation over samples where it is defined; ``extras`` hold the
+        ``subsets``, ``map_sums`` and ``score_drops``.
+
+    Raises
+    ------
+    InputError
+        ``n_runs`` or ``subset`` out of range, or an unknown ``output`` / masking keyword.
+    ShapeError, LayoutError, TargetError, ModelLoadError
+        As :func:`drop_increase`.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import faithfulness_correlation
+    >>> lin = torch.nn.Linear(6, 2, bias=False)
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> oracle = np.array([[[0.0, 0, 5, 5, 0, 0]]])  # the linear model's own contributions
+    >>> round(faithfulness_correlation(model, X, oracle, n_runs=20, subset=0.5).value, 6)
+    1.0
     """
     n_runs = _check_int(n_runs, "n_runs", 2)
     subset = check_frac(subset, "subset")
@@ -243,6 +439,52 @@ def r2_at_budget(model, X, y, maps, *, tau: float | None = None, frac: float | N
     map itself as the mask δ (values in [0, 1], e.g. a localizer's), ``x + δ (baseline - x)``.
     The interval is the localizer's paired percentile bootstrap (``n_boot`` resamples, ``level``).
     Computed with :mod:`trustmap.localizer.r2`.
+
+    Parameters
+    ----------
+    model, X, maps
+        As :func:`drop_increase`.
+    y : array (N,) of class indices
+        The true labels.
+    tau : float, optional
+        Mask mass (entries removed per sample), e.g. a localizer's ``tau_``.
+    frac : float, optional
+        Share of the entries removed instead of ``tau``.
+    soft : bool, default False
+        Use the map (values in [0, 1]) as the mask itself; no budget then.
+    r_metric : {'prob', 'acc', 'loss'}, default 'prob'
+    level : float, default 0.95
+    n_boot : int, default 2000
+    layout, masking, baseline, normalize, budget, channels, seed, blur_sigma, reference
+        As :func:`drop_increase`.
+
+    Returns
+    -------
+    MetricResult
+        ``value``: R²; ``extras`` hold the interval and the per-sample clean and masked risks.
+
+    Raises
+    ------
+    InputError
+        Unknown ``r_metric``, ``level`` outside (0, 1), no ``y``, not exactly one of ``tau`` /
+        ``frac``, ``tau`` not positive, or a soft map outside [0, 1].
+    TargetError, LabelError
+        ``y`` is not class indices of the model.
+    ShapeError, LayoutError, ModelLoadError
+        As :func:`drop_increase`.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import r2_at_budget
+    >>> lin = torch.nn.Linear(6, 2, bias=False)
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((2, 1, 6), np.float32)
+    >>> maps = np.array([[[0.0, 0, 3, 2, 0, 0]]] * 2)
+    >>> round(r2_at_budget(model, X, [1, 1], maps, frac=1 / 3).value, 3)  # removing 2 and 3 explains it all
+    1.0
     """
     from ..localizer import r2 as _r2
 

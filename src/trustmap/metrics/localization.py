@@ -128,7 +128,50 @@ def _dilate(region: np.ndarray, tolerance: int) -> np.ndarray:
 
 def pointing_game(maps, mask, *, tolerance: int = 0, layout=None, masking: Masking | None = None,
                   normalize: str | None = None, channels: str = "each", seed: int = 0) -> MetricResult:
-    """Hit rate of the map's top entry in the region (1 per hit); see the module docstring."""
+    """Hit rate of the map's top entry in the region (1 per hit); see the module docstring.
+
+    Parameters
+    ----------
+    maps : Attribution or array
+        One map per sample; an array is read in ``layout`` (guessed from its shape when ``None``).
+    mask : bool or 0/1 array
+        The known region: the maps' shape, or their shape without the channel axis (one region
+        for every channel), e.g. ``dataset.mask``.
+    tolerance : int, default 0
+        Dilate the region by this many positions along each spatial axis before testing the hit.
+    layout : str or Layout, optional
+        Layout of an array ``maps`` and of ``mask``.
+    masking : Masking, optional
+        The whole ranking convention; wins over ``normalize``, ``channels`` and ``seed``.
+    normalize : {None, 'abs', 'minmax', ...}, optional
+        How map values become importance (``None``: the signed value).
+    channels : {'each', 'mean'}, default 'each'
+        ``'mean'`` ranks the channel-mean map; a position is in the region when any channel's is.
+    seed : int, default 0
+        Seed of the random tie-break.
+
+    Returns
+    -------
+    MetricResult
+        ``value`` is the mean hit rate in [0, 1] over samples with a non-empty region; ``per_sample``
+        holds 1, 0 or NaN (empty region).
+
+    Raises
+    ------
+    InputError
+        ``tolerance`` is not an int >= 0, ``mask`` is missing or not boolean / 0-1.
+    ShapeError
+        ``mask`` does not match the maps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.metrics import pointing_game
+    >>> maps = np.array([[0.0, 0.0, 3.0, 2.0, 0.0, 0.0]])
+    >>> mask = np.array([[0, 0, 1, 1, 0, 0]], dtype=bool)
+    >>> pointing_game(maps, mask).value
+    1.0
+    """
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, np.integer)) or tolerance < 0:
         raise InputError("tolerance must be an int >= 0", parameter="tolerance", expected="an int >= 0",
                          got=tolerance, fix="e.g. tolerance=2 (positions)")
@@ -142,7 +185,44 @@ def pointing_game(maps, mask, *, tolerance: int = 0, layout=None, masking: Maski
 
 def mass_inside(maps, mask, *, layout=None, masking: Masking | None = None, normalize: str | None = None,
                 channels: str = "each") -> MetricResult:
-    """Share of the map's positive mass inside the region; see the module docstring."""
+    """Share of the map's positive mass inside the region; see the module docstring.
+
+    Parameters
+    ----------
+    maps : Attribution or array
+        One map per sample; an array is read in ``layout`` (guessed from its shape when ``None``).
+    mask : bool or 0/1 array
+        The known region, in the maps' shape or without their channel axis.
+    layout : str or Layout, optional
+        Layout of an array ``maps`` and of ``mask``.
+    masking : Masking, optional
+        The whole convention; wins over ``normalize`` and ``channels``.
+    normalize : {None, 'abs', 'minmax', ...}, optional
+        How map values become importance; use ``'abs'`` or ``'minmax'`` for signed maps.
+    channels : {'each', 'mean'}, default 'each'
+        ``'mean'`` scores the channel-mean map against the any-channel region.
+
+    Returns
+    -------
+    MetricResult
+        ``value`` is the mean share in [0, 1]; a sample without positive mass or with an empty
+        region is NaN and left out (``extras['n_no_positive_mass']`` counts the former).
+
+    Raises
+    ------
+    InputError
+        ``mask`` is missing or not boolean / 0-1.
+    ShapeError
+        ``mask`` does not match the maps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.metrics import mass_inside
+    >>> maps = np.array([[0.0, 1.0, 3.0, 0.0]])
+    >>> mass_inside(maps, np.array([[0, 0, 1, 1]], dtype=bool)).value
+    0.75
+    """
     mk = make_masking(masking, normalize=normalize, channels=channels)
     m, g, method = prepare_region(maps, mask, layout)
     m, g = _collapse(m, g, mk)
@@ -159,7 +239,45 @@ def topk_iou(maps, mask, *, k: int | None = None, frac: float | None = None, lay
              masking: Masking | None = None, normalize: str | None = None, channels: str = "each",
              seed: int = 0) -> MetricResult:
     """IoU of the top ``k`` entries with the region (``k``: the region's size per sample unless
-    ``k`` or ``frac`` is given); see the module docstring."""
+    ``k`` or ``frac`` is given); see the module docstring.
+
+    Parameters
+    ----------
+    maps : Attribution or array
+        One map per sample; an array is read in ``layout`` (guessed from its shape when ``None``).
+    mask : bool or 0/1 array
+        The known region, in the maps' shape or without their channel axis.
+    k : int, optional
+        Number of top entries, in ``[1, entries per sample]``.
+    frac : float, optional
+        Share of the entries instead of ``k`` (give at most one of the two).
+    layout, masking, normalize, channels, seed
+        As in :func:`pointing_game`.
+
+    Returns
+    -------
+    MetricResult
+        ``value`` is the mean IoU in [0, 1] over samples with a non-empty region.
+
+    Raises
+    ------
+    InputError
+        Both ``k`` and ``frac`` are given, ``k`` is out of range, ``frac`` is not in (0, 1], or
+        ``mask`` is missing or not boolean / 0-1.
+    ShapeError
+        ``mask`` does not match the maps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.metrics import topk_iou
+    >>> maps = np.array([[0.0, 0.0, 3.0, 2.0, 0.0, 0.0]])
+    >>> mask = np.array([[0, 0, 1, 1, 0, 0]], dtype=bool)
+    >>> topk_iou(maps, mask).value
+    1.0
+    >>> topk_iou(maps, mask, k=1).value
+    0.5
+    """
     if k is not None and frac is not None:
         raise InputError("give k or frac, not both", parameter="k/frac", expected="one of them (or neither)",
                          got=f"k={k!r}, frac={frac!r}", fix="drop one")
@@ -218,7 +336,38 @@ def average_precision_rows(scores: np.ndarray, labels: np.ndarray) -> np.ndarray
 
 def auprc(maps, mask, *, layout=None, masking: Masking | None = None, normalize: str | None = None,
           channels: str = "each") -> MetricResult:
-    """Average precision of the map as a detector of the region; see the module docstring."""
+    """Average precision of the map as a detector of the region; see the module docstring.
+
+    Parameters
+    ----------
+    maps : Attribution or array
+        One map per sample; an array is read in ``layout`` (guessed from its shape when ``None``).
+    mask : bool or 0/1 array
+        The known region, in the maps' shape or without their channel axis.
+    layout, masking, normalize, channels
+        As in :func:`mass_inside`.
+
+    Returns
+    -------
+    MetricResult
+        ``value`` is the mean average precision in [0, 1]; ``extras['chance']`` is the mean region
+        share (the score of a random map).
+
+    Raises
+    ------
+    InputError
+        ``mask`` is missing or not boolean / 0-1.
+    ShapeError
+        ``mask`` does not match the maps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.metrics import auprc
+    >>> maps = np.array([[0.0, 0.0, 3.0, 2.0, 0.0, 0.0]])
+    >>> auprc(maps, np.array([[0, 0, 1, 1, 0, 0]], dtype=bool)).value
+    1.0
+    """
     mk = make_masking(masking, normalize=normalize, channels=channels)
     m, g, method = prepare_region(maps, mask, layout)
     m, g = _collapse(m, g, mk)

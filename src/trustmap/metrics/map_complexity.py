@@ -78,7 +78,42 @@ def _result(name: str, v: np.ndarray, higher: bool, params: dict) -> MetricResul
 def sparseness(maps, *, X=None, model=None, layout=None, abs: bool = True, normalise: bool = True) -> MetricResult:
     """Gini index of each map (Chalasani et al. 2020, *Concise explanations of neural networks using
     adversarial training*), Quantus' ``Sparseness``; in [0, 1), higher is better (fewer entries
-    carry the mass). Cost: a sort of each map."""
+    carry the mass). Cost: a sort of each map.
+
+    Parameters
+    ----------
+    maps : Attribution or array
+        One map per sample; an array without ``X`` is taken as ``(N, ...)`` as it is.
+    X : array, optional
+        The inputs; when given, an array ``maps`` must have its shape.
+    model : Model or model-like, optional
+        Resolves the layout of an array ``maps`` given with ``X``.
+    layout : str or Layout, optional
+        Layout of an array ``maps`` (with ``X`` and ``model``).
+    abs : bool, default True
+        Take ``|map|`` first.
+    normalise : bool, default True
+        Divide each map by its largest magnitude.
+
+    Returns
+    -------
+    MetricResult
+        ``value`` is the mean Gini index; ``higher_is_better`` is True.
+
+    Raises
+    ------
+    ShapeError
+        ``maps`` do not have ``X``'s shape, or contain NaN or Inf.
+    InputError
+        ``maps`` is not an array-like.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.metrics import sparseness
+    >>> round(sparseness(np.array([[0.0, 0.0, 3.0, 2.0, 0.0, 0.0]])).value, 3)
+    0.7
+    """
     a = np.sort(_prep(maps, X, model, layout, abs, normalise) + 1e-7, axis=1)
     n = a.shape[1]
     k = np.arange(1, n + 1, dtype=np.float64)
@@ -89,7 +124,32 @@ def sparseness(maps, *, X=None, model=None, layout=None, abs: bool = True, norma
 def complexity(maps, *, X=None, model=None, layout=None, abs: bool = True, normalise: bool = True) -> MetricResult:
     """Entropy (natural log) of each map's share of its total (Bhatt et al. 2020, *Evaluating and
     aggregating feature-based model explanations*), Quantus' ``Complexity``; lower is better.
-    Cost: one pass over the maps."""
+    Cost: one pass over the maps.
+
+    Parameters
+    ----------
+    maps, X, model, layout, abs, normalise
+        As in :func:`sparseness`.
+
+    Returns
+    -------
+    MetricResult
+        ``value`` is the mean entropy in nats; an all-zero map is NaN and left out.
+
+    Raises
+    ------
+    InputError
+        ``abs=False`` with negative map entries.
+    ShapeError
+        ``maps`` do not have ``X``'s shape, or contain NaN or Inf.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.metrics import complexity
+    >>> round(complexity(np.array([[0.0, 1.0, 1.0, 0.0]])).value, 4)  # ln 2
+    0.6931
+    """
     a = _prep(maps, X, model, layout, abs, normalise)
     if (a < 0).any():
         raise InputError("complexity needs non-negative maps", parameter="abs", expected="abs=True or maps >= 0",
@@ -105,7 +165,34 @@ def complexity(maps, *, X=None, model=None, layout=None, abs: bool = True, norma
 def effective_complexity(maps, *, X=None, model=None, layout=None, eps: float = 1e-5, abs: bool = True,
                          normalise: bool = True) -> MetricResult:
     """Number of entries above ``eps`` (Nguyen & Martinez 2020, *On quantitative aspects of model
-    interpretability*), Quantus' ``EffectiveComplexity``; lower is better. Cost: one pass."""
+    interpretability*), Quantus' ``EffectiveComplexity``; lower is better. Cost: one pass.
+
+    Parameters
+    ----------
+    maps, X, model, layout, abs, normalise
+        As in :func:`sparseness`.
+    eps : float, default 1e-5
+        Threshold on the normalised map.
+
+    Returns
+    -------
+    MetricResult
+        ``value`` is the mean count of entries above ``eps``.
+
+    Raises
+    ------
+    InputError
+        ``eps`` is not a number >= 0.
+    ShapeError
+        ``maps`` do not have ``X``'s shape, or contain NaN or Inf.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.metrics import effective_complexity
+    >>> effective_complexity(np.array([[0.0, 0.0, 3.0, 2.0, 0.0, 0.0]])).value
+    2.0
+    """
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
         raise InputError("eps must be >= 0", parameter="eps", expected="a number >= 0", got=eps, fix="eps=1e-5")
     a = _prep(maps, X, model, layout, abs, normalise)

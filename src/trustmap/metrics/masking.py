@@ -72,7 +72,38 @@ def _is_number(v: Any) -> bool:
 
 @dataclass(frozen=True)
 class Masking:
-    """How maps become masks (see the module docstring). Validated on construction."""
+    """How maps become masks (see the module docstring). Validated on construction.
+
+    Parameters
+    ----------
+    baseline : str, number or array, default 'zero'
+        What a removed entry becomes (see :mod:`trustmap.baselines`).
+    normalize : {None, 'abs', 'positive', 'minmax'}, optional
+        How map values become importance (``None``: the signed value).
+    budget : {'total', 'per_channel'}, default 'total'
+        Rank entries over the whole sample or within each channel.
+    channels : {'each', 'mean'}, default 'each'
+        ``'mean'`` ranks positions by the channel-mean map and removes all channels together.
+    seed : int, default 0
+        Seed of the fixed random tie-break order.
+    blur_sigma : float, optional
+        For ``baseline='blur'``.
+
+    Raises
+    ------
+    InputError
+        An unknown ``normalize``, ``budget`` or ``channels``, or an invalid baseline or seed.
+
+    Examples
+    --------
+    >>> from trustmap.metrics import Masking
+    >>> Masking(normalize="abs")
+    Masking(baseline='zero', normalize='abs', budget='total', channels='each', seed=0, blur_sigma=None)
+    >>> Masking(budget="whole")
+    Traceback (most recent call last):
+    ...
+    trustmap.errors.InputError: budget: unknown budget; ...
+    """
 
     baseline: Any = "zero"
     normalize: str | None = None
@@ -123,6 +154,28 @@ class MetricResult:
 
     ``float(result)`` is the value. ``per_sample`` may hold NaN for samples where the metric is
     undefined (e.g. an empty ground-truth region); ``value`` ignores them.
+
+    Parameters
+    ----------
+    name : str
+    value : float
+        The mean of the finite ``per_sample`` values.
+    per_sample : ndarray (N,)
+    higher_is_better : bool
+    params : dict
+        The metric's settings.
+    masking : dict
+        The masking convention's record (baseline values included).
+    extras : dict
+        Metric-specific arrays (curves, clean and masked scores, targets...).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.metrics import MetricResult
+    >>> r = MetricResult("deletion", 0.5, np.array([0.4, 0.6]), False)
+    >>> float(r), r
+    (0.5, MetricResult(deletion=0.5, n=2))
     """
 
     name: str

@@ -31,6 +31,23 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
 
     Tied scores get their average rank, so a tie between a positive and a negative counts
     one half (the Mann-Whitney U). NaN when only one of the two classes is present.
+
+    Parameters
+    ----------
+    y_true : array (N,) of bool or 0/1
+    score : array (N,)
+        Larger means "more positive".
+
+    Returns
+    -------
+    float
+        The AUC in [0, 1], or NaN.
+
+    Examples
+    --------
+    >>> from trustmap.metrics import roc_auc
+    >>> roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    0.75
     """
     y = np.asarray(y_true).astype(bool).reshape(-1)
     s = np.asarray(score, dtype=np.float64).reshape(-1)
@@ -64,6 +81,24 @@ def roc_curve(y_true: np.ndarray, score: np.ndarray, drop_intermediate: bool = T
     Thresholds decrease; the first is ``inf`` (nothing predicted positive). With
     ``drop_intermediate`` points on a straight segment are dropped (they do not change the
     curve or its area). A rate is NaN when its class has no samples.
+
+    Parameters
+    ----------
+    y_true : array (N,) of bool or 0/1
+    score : array (N,)
+    drop_intermediate : bool, default True
+
+    Returns
+    -------
+    fpr, tpr, thresholds : ndarray
+        False and true positive rates at each threshold, and the thresholds.
+
+    Examples
+    --------
+    >>> from trustmap.metrics import roc_curve
+    >>> fpr, tpr, thr = roc_curve([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    >>> fpr.tolist(), tpr.tolist()
+    ([0.0, 0.0, 0.5, 0.5, 1.0], [0.0, 0.5, 0.5, 1.0, 1.0])
     """
     y = np.asarray(y_true).astype(bool).reshape(-1)
     s = np.asarray(score, dtype=np.float64).reshape(-1)
@@ -101,7 +136,35 @@ class ModelReport:
 
     Per-class arrays have length ``n_classes`` and follow ``class_names``. ``confusion`` has
     the true class in rows and the predicted class in columns. ``roc_curves[k]`` is a dict
-    with ``fpr``, ``tpr``, ``thresholds`` (one-vs-rest for class ``k``).
+    with ``fpr``, ``tpr``, ``thresholds`` (one-vs-rest for class ``k``). Build one with
+    :func:`model_report` or :func:`report_from_scores`; :meth:`save` / :meth:`load` keep it as JSON.
+
+    Parameters
+    ----------
+    n, n_classes : int
+        Samples and classes.
+    class_names : list of str
+    accuracy, macro_roc_auc, weighted_roc_auc : float
+    class_accuracy, roc_auc, precision, recall, f1, support : ndarray (n_classes,)
+    roc_curves : list of dict
+    confusion, confusion_normalized : ndarray (n_classes, n_classes)
+        Counts, and counts divided by each true class's support.
+    macro, weighted : dict of str to float
+        Averages of precision, recall and F1.
+
+    Raises
+    ------
+    RunDirError
+        From :meth:`load`: the file is missing, corrupt or not a model report.
+
+    Examples
+    --------
+    >>> from trustmap.metrics import report_from_scores
+    >>> r = report_from_scores([0, 1, 1], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], ["a", "b"])
+    >>> r.confusion.tolist()
+    [[1, 0], [1, 1]]
+    >>> r.recall.tolist()
+    [1.0, 0.5]
     """
 
     n: int
@@ -184,7 +247,13 @@ class ModelReport:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ModelReport":
-        """Read a report written by :meth:`save`."""
+        """Read a report written by :meth:`save`.
+
+        Raises
+        ------
+        RunDirError
+            The file is missing, corrupt or not a model report.
+        """
         path = Path(path)
         if not path.exists():
             raise RunDirError("model report file is missing", parameter="path", got=str(path),
@@ -245,6 +314,27 @@ def report_from_scores(y_true, probs, class_names: Sequence[str] | None = None) 
         prediction is the argmax. A 1-D array is read as the probability of class 1 of a
         two-class problem.
     class_names : K names, optional
+
+    Returns
+    -------
+    ModelReport
+
+    Raises
+    ------
+    ShapeError
+        ``probs`` is not one row per sample and one column per class, labels of another length,
+        or not one class name per class.
+    DataError
+        ``probs`` is ragged, not numeric, or has NaN or Inf.
+    LabelError
+        ``y_true`` is not class indices in ``0..K-1`` (or one-hot rows).
+
+    Examples
+    --------
+    >>> from trustmap.metrics import report_from_scores
+    >>> r = report_from_scores([0, 1, 1], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    >>> round(r.accuracy, 3), r.class_names
+    (0.667, ['0', '1'])
     """
     return _build(y_true, probs, class_names, stacklevel=3)
 
@@ -306,6 +396,43 @@ def model_report(model, X, y, *, layout=None, class_names: Sequence[str] | None 
 
     ``model`` is anything :func:`trustmap.load_model` accepts; ``X`` is in the caller's layout
     (pass ``layout=`` when it is ambiguous); ``y`` holds class indices or one-hot rows.
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+    X : array
+        Inputs in the caller's layout.
+    y : array (N,) of class indices, or (N, K) one-hot
+    layout : str, optional
+    class_names : K names, optional
+    batch_size : int, optional
+        Forward-pass batch size (default: the model's memory budget).
+
+    Returns
+    -------
+    ModelReport
+
+    Raises
+    ------
+    ModelLoadError
+        ``model`` cannot be loaded.
+    ShapeError, LayoutError
+        ``X`` does not fit the model.
+    LabelError
+        ``y`` is not class indices of the model's classes.
+    NonFiniteError
+        The model's scores are NaN or Inf.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from trustmap.metrics import model_report
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3, padding=1), torch.nn.AdaptiveAvgPool1d(1),
+    ...                           torch.nn.Flatten())
+    >>> X = np.random.default_rng(0).normal(size=(6, 1, 16)).astype(np.float32)
+    >>> r = model_report(net, X, [0, 1, 0, 1, 0, 1])
+    >>> r.n, r.n_classes, int(r.confusion.sum())
+    (6, 2, 6)
     """
     from ..models import load_model
 

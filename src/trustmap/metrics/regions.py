@@ -99,7 +99,60 @@ def selectivity(model, X, maps, *, patch_size=8, target=None, layout=None, maski
     """Selectivity (Montavon, Samek & Müller 2018), Quantus' ``Selectivity``: remove patches in
     decreasing order of the map's sum over them; the area under the target's probability curve
     (``dx = 1`` per patch, the intact input not included). Lower is better. Cost: one forward pass
-    per patch per sample."""
+    per patch per sample.
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array
+        One map per input, with the input's shape.
+    patch_size : int or tuple of int, default 8
+        Patch side, one for every spatial axis or one per axis.
+    output : {'prob', 'logit'}, default 'prob'
+    target : int or array of int, optional
+        Class per sample; default: the Attribution's targets, else the predicted class.
+    layout : str, optional
+        Layout of ``X`` when its shape is ambiguous.
+    masking : Masking, optional
+        The masking convention (baseline, tie order) of :mod:`trustmap.metrics.masking`.
+    reference : array, optional
+        Reference inputs for a ``'dataset_mean'`` baseline.
+    seed : int, default 0
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the mean area; ``extras`` hold the curves.
+
+    Raises
+    ------
+    InputError
+        ``patch_size`` is not a positive int (or one per spatial axis).
+    ShapeError, LayoutError
+        ``X`` does not fit the model, or ``maps`` do not have ``X``'s shape.
+    TargetError
+        ``target`` is not a class of the model.
+    ModelLoadError
+        ``model`` cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import selectivity
+    >>> lin = torch.nn.Linear(6, 2, bias=False)  # class 1 reads positions 2 and 3
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> oracle, bad = np.array([[[0.0, 0, 5, 5, 0, 0]]]), np.array([[[3.0, 2, 0, 0, 0, 1]]])
+    >>> round(selectivity(model, X, oracle, patch_size=2).value, 3)  # patch (2, 3) goes first
+    1.0
+    >>> round(selectivity(model, X, bad, patch_size=2).value, 3)
+    1.75
+    """
     _pos_int(patch_size, "patch_size")
     p, y, curves, nreg, rec = region_curves(model, X, maps, labels=_grid(patch_size), target=target, layout=layout,
                                             masking=masking, output=output, reference=reference)
@@ -116,7 +169,61 @@ def region_perturbation(model, X, maps, *, patch_size=8, regions: int = 100, tar
     what a deep neural network has learned*): AOPC ``sum_{k=0..L} (y - y_k) / (L + 1)`` over the first
     ``L = min(regions, patches)`` patches of the grid. Higher is better. Quantus' ``RegionPerturbation``
     pads the input and picks overlapping candidate patches greedily; this uses the fixed grid.
-    Cost: ``L`` forward passes per sample."""
+    Cost: ``L`` forward passes per sample.
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array
+        One map per input, with the input's shape.
+    patch_size : int or tuple of int, default 8
+    regions : int, default 100
+        Patches removed at most.
+    output : {'prob', 'logit'}, default 'prob'
+    target : int or array of int, optional
+        Class per sample; default: the Attribution's targets, else the predicted class.
+    layout : str, optional
+        Layout of ``X`` when its shape is ambiguous.
+    masking : Masking, optional
+        The masking convention (baseline, tie order) of :mod:`trustmap.metrics.masking`.
+    reference : array, optional
+        Reference inputs for a ``'dataset_mean'`` baseline.
+    seed : int, default 0
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the mean AOPC.
+
+    Raises
+    ------
+    InputError
+        ``patch_size`` or ``regions`` is not a positive int.
+    ShapeError, LayoutError
+        ``X`` does not fit the model, or ``maps`` do not have ``X``'s shape.
+    TargetError
+        ``target`` is not a class of the model.
+    ModelLoadError
+        ``model`` cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import region_perturbation
+    >>> lin = torch.nn.Linear(6, 2, bias=False)  # class 1 reads positions 2 and 3
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> oracle, bad = np.array([[[0.0, 0, 5, 5, 0, 0]]]), np.array([[[3.0, 2, 0, 0, 0, 1]]])
+    >>> round(region_perturbation(model, X, oracle, patch_size=2, regions=2).value, 3)
+    0.333
+    >>> region_perturbation(model, X, bad, patch_size=2, regions=2).value
+    0.0
+    """
     _pos_int(patch_size, "patch_size")
     _pos_int(regions, "regions")
     p, y, curves, nreg, rec = region_curves(model, X, maps, labels=_grid(patch_size), max_steps=regions,
@@ -140,6 +247,60 @@ def irof(model, X, maps, *, segmentation="auto", segment_size=None, segment_para
     positions, default ``max(1, L // 16)``), ``'fixed'``, ``'slic'``, ``'quickshift'`` or an integer
     label array shaped like one sample or like ``X``. Cost: one forward pass per segment per sample
     (plus the superpixels).
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array
+        One map per input, with the input's shape.
+    segmentation : str or int array, default 'auto'
+    segment_size : int, optional
+    segment_params : dict, optional
+        Keywords of the superpixel algorithm.
+    output : {'prob', 'logit'}, default 'prob'
+    target : int or array of int, optional
+        Class per sample; default: the Attribution's targets, else the predicted class.
+    layout : str, optional
+        Layout of ``X`` when its shape is ambiguous.
+    masking : Masking, optional
+        The masking convention (baseline, tie order) of :mod:`trustmap.metrics.masking`.
+    reference : array, optional
+        Reference inputs for a ``'dataset_mean'`` baseline.
+    seed : int, default 0
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the mean area over the curve.
+
+    Raises
+    ------
+    InputError
+        An unknown ``segmentation`` or a bad ``segment_size``.
+    DependencyError
+        SLIC or quickshift without scikit-image.
+    ShapeError, LayoutError
+        ``X`` does not fit the model, or ``maps`` do not have ``X``'s shape.
+    TargetError
+        ``target`` is not a class of the model.
+    ModelLoadError
+        ``model`` cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import irof
+    >>> lin = torch.nn.Linear(6, 2, bias=False)  # class 1 reads positions 2 and 3
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> oracle, bad = np.array([[[0.0, 0, 5, 5, 0, 0]]]), np.array([[[3.0, 2, 0, 0, 0, 1]]])
+    >>> round(irof(model, X, oracle, segment_size=2).value, 3), round(irof(model, X, bad, segment_size=2).value, 3)
+    (2.0, 1.25)
     """
     def labels(x: torch.Tensor):
         kind = segmentation

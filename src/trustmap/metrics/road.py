@@ -189,7 +189,57 @@ def road(model, X, maps, *, order: str = "morf", percentages=None, noise: float 
          target=None, layout=None, masking: Masking | None = None, normalize: str | None = None,
          channels: str = "each", seed: int = 0, **_: Any) -> MetricResult:
     """ROAD with noisy linear imputation (see the module docstring); ``order='morf'`` (lower is
-    better) or ``'lerf'`` (higher is better)."""
+    better) or ``'lerf'`` (higher is better).
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array
+        One map per input, with the input's shape.
+    order : {'morf', 'lerf'}, default 'morf'
+        Most or least relevant entries removed first.
+    percentages : sequence of float, optional
+        Removed shares in percent, in [0, 100] (default: the module's grid).
+    noise : float, default 0.01
+        Standard deviation of the imputation noise.
+    output : {'acc', 'prob', 'logit'}, default 'acc'
+    target, layout, seed
+        As :func:`trustmap.metrics.deletion`.
+    masking, normalize, channels
+        The ranking convention of :mod:`trustmap.metrics.masking`.
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the mean score over the percentages.
+
+    Raises
+    ------
+    InputError
+        Unknown ``order`` or ``output``, ``noise`` < 0, or ``percentages`` outside [0, 100].
+    ShapeError, LayoutError
+        ``X`` does not fit the model, or ``maps`` do not have ``X``'s shape.
+    TargetError
+        ``target`` is not a class of the model.
+    ModelLoadError
+        ``model`` cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import road
+    >>> lin = torch.nn.Linear(6, 2, bias=False)  # class 1 reads positions 2 and 3
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> oracle = np.array([[[0.0, 0, 5, 5, 0, 0]]])
+    >>> road(model, X, oracle, percentages=[50]).value  # imputed from neighbours, class 1 still wins
+    1.0
+    """
     if order not in ("morf", "lerf"):
         raise InputError("unknown order", parameter="order", expected="'morf' or 'lerf'", got=order,
                          fix="order='morf' (most relevant first)")
@@ -224,10 +274,90 @@ def road(model, X, maps, *, order: str = "morf", percentages=None, noise: float 
 
 
 def road_morf(model, X, maps, **kw) -> MetricResult:
-    """ROAD, most relevant first removed (lower is better); see :func:`road`."""
+    """ROAD, most relevant first removed (lower is better); see :func:`road`.
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array
+        One map per input, with the input's shape.
+    **kw
+        The other keywords of :func:`road`.
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the mean score over the percentages.
+
+    Raises
+    ------
+    InputError
+        As :func:`road`.
+    ShapeError, LayoutError
+        ``X`` does not fit the model, or ``maps`` do not have ``X``'s shape.
+    TargetError
+        ``target`` is not a class of the model.
+    ModelLoadError
+        ``model`` cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import road_morf
+    >>> lin = torch.nn.Linear(6, 2, bias=False)  # class 1 reads positions 2 and 3
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> road_morf(model, X, np.array([[[0.0, 0, 5, 5, 0, 0]]])).value
+    1.0
+    """
     return road(model, X, maps, order="morf", **kw)
 
 
 def road_lerf(model, X, maps, **kw) -> MetricResult:
-    """ROAD, least relevant first removed (higher is better); see :func:`road`."""
+    """ROAD, least relevant first removed (higher is better); see :func:`road`.
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array
+        One map per input, with the input's shape.
+    **kw
+        The other keywords of :func:`road`.
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the mean score over the percentages.
+
+    Raises
+    ------
+    InputError
+        As :func:`road`.
+    ShapeError, LayoutError
+        ``X`` does not fit the model, or ``maps`` do not have ``X``'s shape.
+    TargetError
+        ``target`` is not a class of the model.
+    ModelLoadError
+        ``model`` cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import road_lerf
+    >>> lin = torch.nn.Linear(6, 2, bias=False)  # class 1 reads positions 2 and 3
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> road_lerf(model, X, np.array([[[0.0, 0, 5, 5, 0, 0]]])).value
+    1.0
+    """
     return road(model, X, maps, order="lerf", **kw)

@@ -121,6 +121,62 @@ def sensitivity(model, X, maps=None, *, explainer=None, params: dict | None = No
     ``sensitivity_max``; a zero map divides by 1), by ``||x||`` (``'input'``, Quantus) or by
     nothing (``None``, the paper). ``maps`` are the maps being scored (default: the explainer's
     maps of ``X``). Cost: ``n_samples`` explanations per sample.
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array, optional
+        The maps scored (default: the explainer's maps of ``X``).
+    explainer : str, Explainer or callable, optional
+        What re-explains the perturbed inputs: a method name, an explainer, or
+        ``f(model, X, target, layout)``; may be omitted when ``maps`` is an Attribution of a
+        registered method.
+    params : dict, optional
+        The method's parameters.
+    n_samples : int, default 10
+    radius : float, default 0.02
+    normalize : {'explanation', 'input', None}, default 'explanation'
+    target : int or array of int, optional
+        Class per sample; default: the Attribution's targets, else the predicted class.
+    layout : str, optional
+        Layout of ``X`` when its shape is ambiguous.
+    seed : int, default 0
+    max_rows : int, default 4096
+        Rows re-explained per block.
+    masking : Masking, optional
+        Unused (accepted so every metric takes it).
+
+    Returns
+    -------
+    (MetricResult, MetricResult)
+        Max-sensitivity and average sensitivity.
+
+    Raises
+    ------
+    InputError
+        No ``explainer`` (and ``maps`` not an Attribution), or a count / scale / choice out of range.
+    ShapeError, LayoutError
+        ``X`` does not fit the model, or ``maps`` do not have ``X``'s shape.
+    TargetError
+        ``target`` is not a class of the model.
+    ModelLoadError
+        ``model`` cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import sensitivity
+    >>> lin = torch.nn.Linear(6, 2, bias=False)  # class 1 reads positions 2 and 3
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> mx, av = sensitivity(model, X, explainer="saliency")  # a linear model's gradient is constant
+    >>> mx.value, av.value
+    (0.0, 0.0)
     """
     n_samples = check_int(n_samples, "n_samples", 1)
     radius = check_positive(radius, "radius")
@@ -162,12 +218,104 @@ def _default_maps(model, X, maps, explainer, params, target, layout):
 
 
 def max_sensitivity(model, X, maps=None, **kw) -> MetricResult:
-    """Max-sensitivity (lower is better); see :func:`sensitivity`."""
+    """Max-sensitivity (lower is better); see :func:`sensitivity`.
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array, optional
+        The maps scored (default: the explainer's maps of ``X``).
+    explainer : str, Explainer or callable, optional
+        What re-explains the perturbed inputs: a method name, an explainer, or
+        ``f(model, X, target, layout)``; may be omitted when ``maps`` is an Attribution of a
+        registered method.
+    params : dict, optional
+        The method's parameters.
+    **kw
+        The other keywords of :func:`sensitivity`.
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the mean over samples of the largest normalised change.
+
+    Raises
+    ------
+    InputError
+        No ``explainer`` (and ``maps`` not an Attribution), or a count / scale / choice out of range.
+    ShapeError, LayoutError
+        ``X`` does not fit the model, or ``maps`` do not have ``X``'s shape.
+    TargetError
+        ``target`` is not a class of the model.
+    ModelLoadError
+        ``model`` cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import max_sensitivity
+    >>> lin = torch.nn.Linear(6, 2, bias=False)  # class 1 reads positions 2 and 3
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> max_sensitivity(model, X, explainer="saliency").value
+    0.0
+    """
     return sensitivity(model, X, maps, **kw)[0]
 
 
 def avg_sensitivity(model, X, maps=None, **kw) -> MetricResult:
-    """Average sensitivity (lower is better); see :func:`sensitivity`."""
+    """Average sensitivity (lower is better); see :func:`sensitivity`.
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array, optional
+        The maps scored (default: the explainer's maps of ``X``).
+    explainer : str, Explainer or callable, optional
+        What re-explains the perturbed inputs: a method name, an explainer, or
+        ``f(model, X, target, layout)``; may be omitted when ``maps`` is an Attribution of a
+        registered method.
+    params : dict, optional
+        The method's parameters.
+    **kw
+        The other keywords of :func:`sensitivity`.
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the mean over samples of the mean normalised change.
+
+    Raises
+    ------
+    InputError
+        No ``explainer`` (and ``maps`` not an Attribution), or a count / scale / choice out of range.
+    ShapeError, LayoutError
+        ``X`` does not fit the model, or ``maps`` do not have ``X``'s shape.
+    TargetError
+        ``target`` is not a class of the model.
+    ModelLoadError
+        ``model`` cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import avg_sensitivity
+    >>> lin = torch.nn.Linear(6, 2, bias=False)  # class 1 reads positions 2 and 3
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> avg_sensitivity(model, X, explainer="saliency").value
+    0.0
+    """
     return sensitivity(model, X, maps, **kw)[1]
 
 
@@ -177,7 +325,61 @@ def local_lipschitz(model, X, maps=None, *, explainer=None, params: dict | None 
     """Local Lipschitz estimate (Alvarez-Melis & Jaakkola 2018, *On the robustness of
     interpretability methods*), Quantus' ``LocalLipschitzEstimate`` without its map normalisation:
     ``max_j ||Φ(x + ε_j) − a||₂ / ||ε_j||₂``, ``ε_j ~ N(0, std²)`` entrywise; lower is better.
-    Cost: ``n_samples`` explanations per sample (Quantus' default is 200)."""
+    Cost: ``n_samples`` explanations per sample (Quantus' default is 200).
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array, optional
+        The maps scored (default: the explainer's maps of ``X``).
+    explainer : str, Explainer or callable, optional
+        What re-explains the perturbed inputs: a method name, an explainer, or
+        ``f(model, X, target, layout)``; may be omitted when ``maps`` is an Attribution of a
+        registered method.
+    params : dict, optional
+        The method's parameters.
+    n_samples : int, default 20
+    std : float, default 0.1
+    target : int or array of int, optional
+        Class per sample; default: the Attribution's targets, else the predicted class.
+    layout : str, optional
+        Layout of ``X`` when its shape is ambiguous.
+    seed : int, default 0
+    max_rows : int, default 4096
+    masking : Masking, optional
+        Unused.
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the mean estimate.
+
+    Raises
+    ------
+    InputError
+        No ``explainer`` (and ``maps`` not an Attribution), or a count / scale / choice out of range.
+    ShapeError, LayoutError
+        ``X`` does not fit the model, or ``maps`` do not have ``X``'s shape.
+    TargetError
+        ``target`` is not a class of the model.
+    ModelLoadError
+        ``model`` cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import local_lipschitz
+    >>> lin = torch.nn.Linear(6, 2, bias=False)  # class 1 reads positions 2 and 3
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.ones((1, 1, 6), np.float32)
+    >>> local_lipschitz(model, X, explainer="saliency").value
+    0.0
+    """
     n_samples = check_int(n_samples, "n_samples", 1)
     std = check_positive(std, "std")
     maps = _default_maps(model, X, maps, explainer, params, target, layout)
@@ -197,7 +399,48 @@ def random_logit(model, X, maps=None, *, explainer=None, params: dict | None = N
     the similarity of the map of the target class and the map of a class drawn uniformly from the
     other classes (one draw per sample from ``seed``); lower is better (a class-sensitive method).
     ``similarity``: ``'ssim'`` (:func:`~trustmap.metrics.ssim_rows`, maps rescaled to [0, 1]) or
-    ``'spearman'``. Cost: one explanation per sample."""
+    ``'spearman'``. Cost: one explanation per sample.
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array, optional
+        The maps scored (default: the explainer's maps of ``X``).
+    explainer : str, Explainer or callable, optional
+        What re-explains the perturbed inputs: a method name, an explainer, or
+        ``f(model, X, target, layout)``; may be omitted when ``maps`` is an Attribution of a
+        registered method.
+    params : dict, optional
+        The method's parameters.
+    similarity : {'ssim', 'spearman'}, default 'ssim'
+    target : int or array of int, optional
+        Class per sample; default: the Attribution's targets, else the predicted class.
+    layout : str, optional
+        Layout of ``X`` when its shape is ambiguous.
+    seed : int, default 0
+    max_rows : int, default 4096
+    masking : Masking, optional
+        Unused.
+
+    Returns
+    -------
+    MetricResult
+        ``value``: the mean similarity (NaN where a map is constant).
+
+    Raises
+    ------
+    InputError
+        No ``explainer`` (and ``maps`` not an Attribution), or a count / scale / choice out of range.
+    ShapeError, LayoutError
+        ``X`` does not fit the model, or ``maps`` do not have ``X``'s shape.
+    TargetError
+        ``target`` is not a class of the model.
+    ModelLoadError
+        ``model`` cannot be loaded.
+    """
     from .sanity import spearman_rows, ssim_rows
 
     if similarity not in ("ssim", "spearman"):

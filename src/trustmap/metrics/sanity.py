@@ -67,6 +67,22 @@ def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman rank correlation of each pair of rows (flattened maps), ``(N,)``.
 
     Equals ``scipy.stats.spearmanr`` per row; NaN when a row is constant.
+
+    Parameters
+    ----------
+    a, b : ndarray (N, ...)
+        Maps; each row is flattened.
+
+    Returns
+    -------
+    ndarray (N,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.metrics import spearman_rows
+    >>> spearman_rows(np.array([[1.0, 2, 3], [1, 2, 3]]), np.array([[2.0, 4, 9], [3, 2, 1]]))
+    array([ 1., -1.])
     """
     a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
     b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
@@ -106,6 +122,24 @@ def ssim_rows(a: np.ndarray, b: np.ndarray, *, win_size: int = 7, normalize: boo
     (uniform window, ``K1=0.01``, ``K2=0.03``, sample covariance, data range 1, the border where
     the window does not fit left out) for each channel and averaged. The window shrinks to the
     largest odd size that fits a short axis.
+
+    Parameters
+    ----------
+    a, b : ndarray (N, C, *spatial)
+    win_size : int, default 7
+    normalize : bool, default True
+
+    Returns
+    -------
+    ndarray (N,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.metrics import ssim_rows
+    >>> a = np.random.default_rng(0).random((2, 1, 16))
+    >>> ssim_rows(a, a)
+    array([1., 1.])
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -133,7 +167,41 @@ def ssim_rows(a: np.ndarray, b: np.ndarray, *, win_size: int = 7, normalize: boo
 # ---- a deliberately model-independent "explainer" ---------------------------------------------------
 def edge_detector(model, X, target=None, layout=None) -> Attribution:
     """``|∇x|``: the magnitude of the input's finite-difference gradient along the spatial axes,
-    per channel. It ignores the model entirely — the control a sanity check must flag."""
+    per channel. It ignores the model entirely — the control a sanity check must flag.
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Used only to read ``X``'s layout and to resolve the targets recorded with the maps.
+    X : array
+        Inputs in the caller's layout.
+    target : int or array of int, optional
+        Recorded targets (default: the predicted class); the maps do not depend on them.
+    layout : str, optional
+
+    Returns
+    -------
+    Attribution
+        Method ``'edge_detector'``, maps with ``X``'s shape.
+
+    Raises
+    ------
+    ModelLoadError
+        ``model`` cannot be loaded.
+    ShapeError, LayoutError
+        ``X`` does not fit the model.
+    TargetError
+        ``target`` is not a class of the model.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.metrics import edge_detector
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+    >>> edge_detector(net, np.array([[[0.0, 0, 1, 1, 1, 0]]], np.float32)).maps
+    array([[[0. , 0.5, 0.5, 0. , 0.5, 1. ]]], dtype=float32)
+    """
     m = load_model(model)
     t, lay = m.to_internal(X, layout)
     x = t.detach().cpu().to(torch.float64).numpy()

@@ -53,6 +53,32 @@ def select_gallery(y_true, y_pred, confidence, n: int = 4) -> dict[str, np.ndarr
 
     A sample appears in at most one group of its kind (a small group is not padded with the
     other end). Groups with no sample are returned empty.
+
+    Parameters
+    ----------
+    y_true, y_pred : array (N,) of int
+    confidence : array (N,)
+    n : int, default 4
+
+    Returns
+    -------
+    dict of str to ndarray
+        Sample indices under ``'correct, most confident'``, ``'correct, least confident'``,
+        ``'wrong, most confident'`` and ``'wrong, least confident'``.
+
+    Raises
+    ------
+    ShapeError
+        The three arrays do not have one entry per sample each.
+    InputError
+        ``n`` is not a positive int.
+
+    Examples
+    --------
+    >>> from trustmap.plot import select_gallery
+    >>> groups = select_gallery([0, 1, 1, 0], [0, 1, 0, 0], [0.9, 0.6, 0.8, 0.7], n=1)
+    >>> groups["correct, most confident"].tolist(), groups["wrong, most confident"].tolist()
+    ([0], [2])
     """
     y = np.asarray(y_true).reshape(-1)
     p = np.asarray(y_pred).reshape(-1)
@@ -115,6 +141,28 @@ def plot_gallery(x, maps, indices: Sequence[int] | Mapping[str, Sequence[int]], 
     summed over channels). Each sample's map is scaled to its own largest ``|value|`` (maps
     of different samples are not comparable in absolute units); each row of panels has a
     colorbar showing that relative scale.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ShapeError
+        ``maps`` do not have ``x``'s shape.
+    InputError
+        An index out of range, or no sample to draw.
+    DependencyError
+        matplotlib is not installed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.plot import plot_gallery
+    >>> x = np.random.default_rng(0).normal(size=(4, 1, 40))
+    >>> fig = plot_gallery(x, np.abs(x), [0, 2], layout="NCL", y_true=[0, 1, 1, 0])
+    >>> type(fig).__name__
+    'Figure'
     """
     m, lay, _ = _maps_and_layout(maps, layout)
     xs = _internal(x, lay, "x")
@@ -233,6 +281,44 @@ def plot_class_average(maps, labels=None, *, layout: str | None = None, classes:
     1D signals: a column per class, one row per channel, the mean as a line with its band.
     2D: a column per class with the mean map (and its colorbar) and, as marginal plots, the
     mean map summed over rows (top) and over columns (right), each with its bootstrap band.
+
+    Parameters
+    ----------
+    maps : Attribution or array
+    labels : array (N,) of int, optional
+        Default: the Attribution's targets.
+    layout : str, optional
+    classes : sequence of int, optional
+        Classes to draw (default: all present).
+    class_names, channel_names : sequence of str, optional
+    n_boot : int, default 1000
+    level : float, default 0.95
+    seed : int, default 0
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    InputError
+        No ``labels`` for an array, a bad ``n_boot`` / ``level``, or a class without samples.
+    ShapeError
+        ``labels`` not one per map.
+    DataError
+        Maps with NaN or Inf.
+    DependencyError
+        matplotlib is not installed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.plot import plot_class_average
+    >>> maps = np.random.default_rng(0).random((6, 1, 30))
+    >>> fig = plot_class_average(maps, [0, 1, 0, 1, 0, 1], layout="NCL", n_boot=50)
+    >>> type(fig).__name__
+    'Figure'
     """
     m, lay, targets = _maps_and_layout(maps, layout)
     lab = targets if labels is None else np.asarray(labels).reshape(-1)
@@ -326,7 +412,37 @@ def plot_class_average(maps, labels=None, *, layout: str | None = None, classes:
 
 def plot_metric_comparison(scores, metrics: Sequence[str] | None = None, title: str | None = None):
     """One panel per metric: every method's value with its confidence interval (error bars),
-    the best method highlighted. ``scores``: an ``ExplanationScores`` or its ``to_dict()``."""
+    the best method highlighted. ``scores``: an ``ExplanationScores`` or its ``to_dict()``.
+
+    Parameters
+    ----------
+    scores : ExplanationScores or dict
+    metrics : sequence of str, optional
+        Metrics to draw (default: all in ``scores``).
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    InputError
+        ``scores`` is not an ExplanationScores (or its dict), or an unknown metric.
+    DependencyError
+        matplotlib is not installed.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.plot import plot_metric_comparison
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+    >>> X = np.random.default_rng(0).normal(size=(4, 1, 16)).astype(np.float32)
+    >>> maps = {"saliency": trustmap.explain(net, X, method="saliency"), "random": np.random.rand(4, 1, 16)}
+    >>> scores = trustmap.evaluate(net, X, attributions=maps, metrics=["deletion"], n_boot=200, n_perm=200)
+    >>> type(plot_metric_comparison(scores)).__name__
+    'Figure'
+    """
     d = scores.to_dict() if hasattr(scores, "to_dict") else dict(scores)
     try:
         methods, cells = list(d["methods"]), d["cells"]
@@ -393,6 +509,39 @@ def plot_method_grid(x, maps: Mapping[str, Any], *, index: int = 0, layout: str 
     largest ``|value|`` so methods with different units share a colour scale: non-negative maps
     on a sequential scale 0..1, signed maps on a diverging scale -1..1 (a colorbar for each
     kind drawn). ``ncols``: panels per row (default 3 for signals, 5 for images).
+
+    Parameters
+    ----------
+    x : array
+        The input batch in ``layout``.
+    maps : dict name -> Attribution or array
+    index : int, default 0
+    layout : str, optional
+    ncols : int, optional
+    channel_names : sequence of str, optional
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    InputError
+        ``maps`` empty or ``index`` out of range.
+    ShapeError
+        A map's shape is not ``x``'s.
+    DependencyError
+        matplotlib is not installed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.plot import plot_method_grid
+    >>> x = np.random.default_rng(0).normal(size=(2, 1, 40))
+    >>> fig = plot_method_grid(x, {"a": x, "b": np.abs(x), "c": -x}, layout="NCL")
+    >>> type(fig).__name__
+    'Figure'
     """
     from matplotlib.colors import Normalize
 

@@ -53,6 +53,44 @@ def plot_image_attribution(maps: np.ndarray, x: np.ndarray | None = None, *, cha
 
     A map that is the same for every channel is drawn once over the channel mean of ``x``;
     otherwise one panel per (selected) channel.
+
+    Parameters
+    ----------
+    maps : array (C, H, W) or (1, H, W)
+        One sample's map.
+    x : array (C, H, W), optional
+        The sample's image, drawn in grey under the map.
+    channels : int or sequence of int, optional
+    channel_names : sequence of str, optional
+    cmap : str, optional
+    vmax : float, optional
+        End of the colour scale (default: the map's largest magnitude).
+    alpha : float, default 0.85
+        Opacity of the map at the end of the scale.
+    title : str, optional
+    ax : Axes or list of Axes, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ShapeError
+        ``maps`` or ``x`` is not ``(C, H, W)``, or their shapes disagree.
+    InputError
+        A channel out of range, ``alpha`` outside [0, 1], or the wrong number of axes in ``ax``.
+    DependencyError
+        matplotlib is not installed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.plot import plot_image_attribution
+    >>> img = np.random.default_rng(0).random((1, 8, 8))
+    >>> fig = plot_image_attribution(img - 0.5, img)
+    >>> type(fig).__name__
+    'Figure'
     """
     maps = as_numpy(maps, "maps")
     if maps.ndim == 2:
@@ -110,6 +148,41 @@ def plot_image_maps(x, maps: Mapping[str, Any], *, layout: str | None = None, in
 
     ``maps`` values are batches in ``layout`` or :class:`~trustmap.Attribution` objects; the
     default layout is that of the first Attribution, else ``'NCHW'`` (4-D) or ``'NHW'`` (3-D).
+
+    Parameters
+    ----------
+    x : array or None
+        The image batch in ``layout``.
+    maps : dict name -> array or Attribution
+    layout : str, optional
+    index : int, default 0
+        Which sample to draw.
+    cmap : str, optional
+    alpha : float, default 0.85
+    shared_scale : bool, default False
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ShapeError
+        A map's shape is not ``x``'s.
+    InputError
+        ``index`` out of range or ``maps`` empty.
+    DependencyError
+        matplotlib is not installed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.plot import plot_image_maps
+    >>> x = np.random.default_rng(0).random((2, 1, 8, 8))
+    >>> fig = plot_image_maps(x, {"a": x, "b": -x})
+    >>> type(fig).__name__
+    'Figure'
     """
     from ..attribution import Attribution
 

@@ -151,6 +151,29 @@ def plot_training_curves(history):
     ``history``: an object with lists ``train_loss``, ``val_loss``, ``train_acc``, ``val_acc``
     (missing or all-NaN ones are skipped), or a dict of them (e.g. ``History.to_dict()``);
     a ``best_epoch`` (0-based, ``-1`` for none) is marked.
+
+    Parameters
+    ----------
+    history : History or dict
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    InputError
+        ``history`` has none of the four lists.
+    DependencyError
+        matplotlib is not installed.
+
+    Examples
+    --------
+    >>> from trustmap.plot import plot_training_curves
+    >>> fig = plot_training_curves({"train_loss": [1.0, 0.6, 0.4], "val_loss": [1.1, 0.7, 0.6],
+    ...                             "train_acc": [0.5, 0.7, 0.8], "val_acc": [0.5, 0.6, 0.7], "best_epoch": 2})
+    >>> type(fig).__name__
+    'Figure'
     """
     h = _history(history)
     fig = new_figure((10.0, 3.8))
@@ -161,7 +184,31 @@ def plot_training_curves(history):
 
 
 def plot_roc(report):
-    """One ROC curve per class (one-vs-rest) with its AUC in the legend; returns a Figure."""
+    """One ROC curve per class (one-vs-rest) with its AUC in the legend; returns a Figure.
+
+    Parameters
+    ----------
+    report : ModelReport or its ``to_dict()``
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    InputError
+        ``report`` is not a model report.
+    DependencyError
+        matplotlib is not installed.
+
+    Examples
+    --------
+    >>> from trustmap.metrics import report_from_scores
+    >>> from trustmap.plot import plot_roc
+    >>> r = report_from_scores([0, 1, 1, 0], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    >>> type(plot_roc(r)).__name__
+    'Figure'
+    """
     report = _check_report(report)
     fig = new_figure((5.6, 5.2))
     _draw_roc(fig.subplots(), report)
@@ -169,7 +216,33 @@ def plot_roc(report):
 
 
 def plot_confusion(report, normalized: bool = True):
-    """Confusion matrix (rows: true class) with annotated cells and a colorbar; returns a Figure."""
+    """Confusion matrix (rows: true class) with annotated cells and a colorbar; returns a Figure.
+
+    Parameters
+    ----------
+    report : ModelReport or its ``to_dict()``
+    normalized : bool, default True
+        Colour by each true class's share (counts are still written in the cells).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    InputError
+        ``report`` is not a model report.
+    DependencyError
+        matplotlib is not installed.
+
+    Examples
+    --------
+    >>> from trustmap.metrics import report_from_scores
+    >>> from trustmap.plot import plot_confusion
+    >>> r = report_from_scores([0, 1, 1], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], ["cat", "dog"])
+    >>> type(plot_confusion(r, normalized=False)).__name__
+    'Figure'
+    """
     report = _check_report(report)
     k = report.n_classes
     side = min(12.0, 3.5 + 0.55 * k)
@@ -181,7 +254,31 @@ def plot_confusion(report, normalized: bool = True):
 
 
 def plot_class_accuracy(report):
-    """Accuracy (recall) of each class as bars, with the overall accuracy; returns a Figure."""
+    """Accuracy (recall) of each class as bars, with the overall accuracy; returns a Figure.
+
+    Parameters
+    ----------
+    report : ModelReport or its ``to_dict()``
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    InputError
+        ``report`` is not a model report.
+    DependencyError
+        matplotlib is not installed.
+
+    Examples
+    --------
+    >>> from trustmap.metrics import report_from_scores
+    >>> from trustmap.plot import plot_class_accuracy
+    >>> r = report_from_scores([0, 1, 1], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    >>> type(plot_class_accuracy(r)).__name__
+    'Figure'
+    """
     report = _check_report(report)
     fig = new_figure((max(5.0, 1.2 + 0.55 * report.n_classes), 4.0))
     _draw_class_accuracy(fig.subplots(), report)
@@ -190,7 +287,33 @@ def plot_class_accuracy(report):
 
 def plot_model_report(report, history=None):
     """A grid: training curves (when ``history`` is given) above ROC, confusion matrix and
-    per-class accuracy; returns a Figure."""
+    per-class accuracy; returns a Figure.
+
+    Parameters
+    ----------
+    report : ModelReport or its ``to_dict()``
+    history : History or dict, optional
+        As :func:`plot_training_curves`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    InputError
+        ``report`` is not a model report, or ``history`` has none of its lists.
+    DependencyError
+        matplotlib is not installed.
+
+    Examples
+    --------
+    >>> from trustmap.metrics import report_from_scores
+    >>> from trustmap.plot import plot_model_report
+    >>> r = report_from_scores([0, 1, 1], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    >>> type(plot_model_report(r)).__name__
+    'Figure'
+    """
     report = _check_report(report)
     h = _history(history) if history is not None else None
     k = report.n_classes

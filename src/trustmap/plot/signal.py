@@ -43,6 +43,45 @@ def plot_signal_attribution(maps: np.ndarray, x: np.ndarray | None = None, *, ch
 
     A map with one channel is drawn behind every channel of ``x``. The colour scale is shared
     by all rows and shown by one colorbar.
+
+    Parameters
+    ----------
+    maps : array (C, L) or (1, L)
+        One sample's map.
+    x : array (C, L), optional
+        The sample's input, drawn as a trace over each band.
+    channels : int or sequence of int, optional
+        Channels to draw (all by default).
+    channel_names : sequence of str, optional
+    cmap : str, optional
+        Colormap (default: diverging for signed maps, sequential otherwise).
+    vmax : float, optional
+        End of the colour scale (default: the map's largest magnitude).
+    title : str, optional
+    ax : Axes or list of Axes, optional
+        Draw into these (one per channel) instead of a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ShapeError
+        ``maps`` or ``x`` is not ``(C, L)``, or their shapes disagree.
+    InputError
+        A channel index out of range, or the wrong number of axes in ``ax``.
+    DependencyError
+        matplotlib is not installed (the ``plot`` extra).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.plot import plot_signal_attribution
+    >>> x = np.sin(np.linspace(0, 6, 50))[None]
+    >>> fig = plot_signal_attribution(np.abs(x), x, title="one channel")
+    >>> type(fig).__name__
+    'Figure'
     """
     maps = as_numpy(maps, "maps")
     if maps.ndim == 1:
@@ -105,6 +144,28 @@ def plot_signal_maps(x, maps: Mapping[str, Any], *, layout: str | None = None, i
     shared_scale : bool
         One colour scale for all methods (only meaningful when their units agree); by default
         every column has its own scale and colorbar.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ShapeError
+        ``x`` or a map has the wrong number of axes, or a map's shape is not ``x``'s.
+    InputError
+        ``index`` or a channel out of range, or ``maps`` empty.
+    DependencyError
+        matplotlib is not installed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.plot import plot_signal_maps
+    >>> x = np.random.default_rng(0).normal(size=(2, 1, 40))
+    >>> fig = plot_signal_maps(x, {"saliency": np.abs(x), "input": x}, index=1)
+    >>> len(fig.axes) >= 2
+    True
     """
     from ..attribution import Attribution
 

@@ -32,7 +32,35 @@ _DPI = 90
 # ---- loading ------------------------------------------------------------------------------------
 @dataclass
 class Run:
-    """A run directory's contents, read and checked."""
+    """A run directory's contents, read and checked (by :func:`load_run`).
+
+    Parameters
+    ----------
+    root : Path
+        The run directory.
+    manifest : dict
+        Its ``run.json``.
+    data, model_report, history, samples, attributions, scores, localizer
+        What the run wrote, each ``None`` (or empty) when absent: the data description, the
+        :class:`~trustmap.metrics.ModelReport`, the training history, ``samples.npz``, the
+        Attributions by method, the scores and the localizer summary.
+    images : dict of str to bytes
+        PNG figures of the run.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, torch, trustmap
+    >>> from trustmap.stream import stream_explain
+    >>> from trustmap.report import load_run
+    >>> d = tempfile.mkdtemp()
+    >>> np.save(os.path.join(d, "x.npy"), np.random.default_rng(0).normal(size=(10, 1, 16)).astype(np.float32))
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+    >>> model = trustmap.load_model(net, input_shape=(1, 16))
+    >>> _ = stream_explain(model, os.path.join(d, "x.npy"), "saliency", os.path.join(d, "run"), progress=False)
+    >>> run = load_run(os.path.join(d, "run"))
+    >>> run.root.name, run.model_report is None
+    ('run', True)
+    """
 
     root: Path
     manifest: dict[str, Any]
@@ -95,7 +123,34 @@ def _png(path: Path, what: str) -> bytes:
 def load_run(run_dir: str | os.PathLike) -> Run:
     """Read and check every file of a run directory that its ``run.json`` names.
 
-    Raises :class:`~trustmap.errors.RunDirError` naming the file when one is missing or corrupt.
+    Parameters
+    ----------
+    run_dir : str or Path
+        A folder written by ``trustmap demo``, ``explain``, ``locate``, ``evaluate`` or ``score``.
+
+    Returns
+    -------
+    Run
+
+    Raises
+    ------
+    RunDirError
+        The folder or its ``run.json`` is missing, or a file it names is missing or corrupt (the
+        message names the file).
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, torch, trustmap
+    >>> from trustmap.stream import stream_explain
+    >>> from trustmap.report import load_run
+    >>> d = tempfile.mkdtemp()
+    >>> np.save(os.path.join(d, "x.npy"), np.random.default_rng(0).normal(size=(10, 1, 16)).astype(np.float32))
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+    >>> model = trustmap.load_model(net, input_shape=(1, 16))
+    >>> _ = stream_explain(model, os.path.join(d, "x.npy"), "saliency", os.path.join(d, "run"), progress=False)
+    >>> run = load_run(os.path.join(d, "run"))
+    >>> run.manifest["command"]
+    'explain'
     """
     from ..attribution import Attribution
 
@@ -993,7 +1048,37 @@ def _template(name: str) -> str:
 
 
 def render(run: Run) -> str:
-    """The report's HTML text."""
+    """The report's HTML text.
+
+    Parameters
+    ----------
+    run : Run
+        From :func:`load_run`.
+
+    Returns
+    -------
+    str
+        A self-contained HTML page (figures embedded; no outside requests).
+
+    Raises
+    ------
+    ModuleNotFoundError
+        matplotlib is not installed (the ``plot`` extra); a plain ImportError, not a typed one.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, torch, trustmap
+    >>> from trustmap.stream import stream_explain
+    >>> from trustmap.report import load_run, render
+    >>> d = tempfile.mkdtemp()
+    >>> np.save(os.path.join(d, "x.npy"), np.random.default_rng(0).normal(size=(10, 1, 16)).astype(np.float32))
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+    >>> model = trustmap.load_model(net, input_shape=(1, 16))
+    >>> _ = stream_explain(model, os.path.join(d, "x.npy"), "saliency", os.path.join(d, "run"), progress=False)
+    >>> html = render(load_run(os.path.join(d, "run")))
+    >>> html.startswith("<!DOCTYPE html>")
+    True
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)

@@ -37,7 +37,27 @@ _FORMAT = "trustmap-stream/1"
 
 
 class StreamConflictError(InputError):
-    """An output folder holds an unfinished or finished run made with other settings."""
+    """An output folder holds an unfinished or finished run made with other settings.
+
+    Raised by :func:`stream_explain`, :func:`stream_locate` and :func:`stream_evaluate` (an
+    :class:`~trustmap.errors.InputError`); pass a new folder or ``overwrite=True``.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, torch, trustmap
+    >>> from trustmap.stream import stream_explain
+    >>> d = tempfile.mkdtemp()
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+    >>> model = trustmap.load_model(net, input_shape=(1, 16))
+    >>> np.save(os.path.join(d, "x.npy"), np.random.default_rng(0).normal(size=(10, 1, 16)).astype(np.float32))
+    >>> np.save(os.path.join(d, "y.npy"), np.arange(10) % 2)
+    >>> _ = stream_explain(model, os.path.join(d, "x.npy"), "saliency", os.path.join(d, "out"), progress=False)
+    >>> stream_explain(model, os.path.join(d, "x.npy"), "saliency", os.path.join(d, "out"), chunk_rows=5,
+    ...                progress=False)
+    Traceback (most recent call last):
+    ...
+    trustmap.stream.sinks.StreamConflictError: out: the output already holds a finished result made differently; ...
+    """
 
 
 class _Sink:
@@ -259,7 +279,42 @@ def maps_table(index: np.ndarray, targets: np.ndarray, maps: np.ndarray):
 
 def open_sink(format: str, out_dir, name: str, n: int, sample_shape, run: dict, chunk_rows: int, *,
               resume: bool = True, overwrite: bool = False) -> _Sink:
-    """A sink of ``format`` (``npy`` or ``parquet``) for ``n`` results named ``name`` in ``out_dir``."""
+    """A sink of ``format`` (``npy`` or ``parquet``) for ``n`` results named ``name`` in ``out_dir``.
+
+    Parameters
+    ----------
+    format : {'npy', 'parquet'}
+    out_dir : str or Path
+    name : str
+        The result's name (a method name: ``NAME.npy`` / ``NAME.parquet``).
+    n : int
+        Rows of the result.
+    sample_shape : tuple of int
+    run : dict
+        The settings recorded beside the result; a resumed run must have the same.
+    chunk_rows : int
+    resume : bool, default True
+        Keep the chunks an interrupted run with the same settings wrote.
+    overwrite : bool, default False
+        Discard what the folder holds under ``name``.
+
+    Returns
+    -------
+    sink
+        With ``write(start, maps, targets)``, ``done(start)`` and ``finish()``.
+
+    Raises
+    ------
+    InputError
+        An unknown ``format``.
+    StreamConflictError
+        The folder holds a result under ``name`` made with other settings (and not ``overwrite``).
+
+    Examples
+    --------
+    Sinks are written by :func:`stream_explain` and :func:`stream_locate`; read their results
+    with :func:`read_maps`.
+    """
     if format not in SINK_FORMATS:
         raise InputError("unknown output format", parameter="format", expected=" or ".join(SINK_FORMATS),
                          got=format, fix="pass format='npy' (one array) or 'parquet' (a folder of parts)")
@@ -272,6 +327,40 @@ def read_maps(path, *, mmap: bool = True) -> tuple[np.ndarray, np.ndarray, dict[
 
     ``.npy`` maps come back memory-mapped (``mmap=True``), so a result larger than memory can be
     read in pieces; Parquet results are read whole, in row order.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``NAME.npy``, ``NAME.parquet`` or ``NAME.json``.
+    mmap : bool, default True
+
+    Returns
+    -------
+    maps : ndarray (N, *sample_shape)
+    targets : ndarray (N,) of int
+    record : dict
+        The run's settings (method, parameters, data fingerprint).
+
+    Raises
+    ------
+    MissingFileError
+        No result at ``path``.
+    RunDirError
+        The result is unfinished or its files are corrupt.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, torch, trustmap
+    >>> from trustmap.stream import stream_explain, read_maps
+    >>> d = tempfile.mkdtemp()
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+    >>> model = trustmap.load_model(net, input_shape=(1, 16))
+    >>> np.save(os.path.join(d, "x.npy"), np.random.default_rng(0).normal(size=(10, 1, 16)).astype(np.float32))
+    >>> np.save(os.path.join(d, "y.npy"), np.arange(10) % 2)
+    >>> out = stream_explain(model, os.path.join(d, "x.npy"), "saliency", os.path.join(d, "out"), progress=False)
+    >>> maps, targets, record = read_maps(out["files"]["saliency"])
+    >>> maps.shape, targets.shape
+    ((10, 1, 16), (10,))
     """
     p = Path(path)
     if p.suffix == ".json":

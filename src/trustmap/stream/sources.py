@@ -46,6 +46,21 @@ class Source:
         The layout of ``X`` as returned by :meth:`read` (e.g. ``NL``, ``NLC``, ``NCHW``).
     classes : list of str
         Class names (empty without labels).
+
+    Raises
+    ------
+    DataError
+        From :meth:`read`: a block of the file is unreadable or holds NaN/Inf.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np
+    >>> from trustmap.stream import open_source
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.npy")
+    >>> np.save(path, np.zeros((5, 2, 8), np.float32))
+    >>> src = open_source(path, layout="NCL")
+    >>> src.chunks(2)
+    [(0, 2), (2, 4), (4, 5)]
     """
 
     format = "?"
@@ -523,6 +538,39 @@ def open_source(path: str | os.PathLike, *, layout: str | Layout | None = None, 
     labels
         Labels kept beside the data (an ``.npy`` file holds X only): an array or a ``.npy`` /
         one-label-per-line text file.
+
+    Returns
+    -------
+    Source
+
+    Raises
+    ------
+    MissingFileError
+        No file at ``path``.
+    InputError
+        An unknown file type, or a ``label`` / ``key`` column that does not exist.
+    DataError
+        An unreadable or empty file, non-numeric samples, or labels of another length.
+    ShapeError, LayoutError
+        Ragged samples, or a shape whose layout is ambiguous without ``layout``.
+    DependencyError
+        pyarrow (Parquet) or h5py (HDF5) is not installed.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, torch, trustmap
+    >>> from trustmap.stream import open_source
+    >>> d = tempfile.mkdtemp()
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+    >>> model = trustmap.load_model(net, input_shape=(1, 16))
+    >>> np.save(os.path.join(d, "x.npy"), np.random.default_rng(0).normal(size=(10, 1, 16)).astype(np.float32))
+    >>> np.save(os.path.join(d, "y.npy"), np.arange(10) % 2)
+    >>> src = open_source(os.path.join(d, "x.npy"), labels=os.path.join(d, "y.npy"))
+    >>> src.n, src.sample_shape, src.layout, src.classes
+    (10, (1, 16), 'NCL', ['0', '1'])
+    >>> X, y = src.read(0, 4)
+    >>> X.shape, y.tolist()
+    ((4, 1, 16), [0, 1, 0, 1])
     """
     if isinstance(path, Source):
         return path

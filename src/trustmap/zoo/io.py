@@ -114,7 +114,31 @@ def save(module: nn.Module, path: str | os.PathLike, *, history: History | dict 
 
 
 def read_info(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON record of a saved model (arch, config, input_shape, classes, history, meta, ...)."""
+    """The JSON record of a saved model (arch, config, input_shape, classes, history, meta, ...).
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.safetensors`` file, its ``.json``, or their folder.
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    ModelLoadError
+        No saved model at ``path``, or its JSON is not a trustmap.zoo record.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from trustmap import zoo
+    >>> path = zoo.save(zoo.mnist1d_cnn(), os.path.join(tempfile.mkdtemp(), "m"))
+    >>> info = zoo.read_info(path)
+    >>> info["arch"], info["input_shape"]
+    ('mnist1d_cnn', [1, 40])
+    """
     weights = _weights_path(path, for_save=False)
     json_path = weights.with_suffix(".json")
     if not json_path.exists() and not weights.exists():

@@ -95,7 +95,23 @@ class SameConv1d(nn.Conv1d):
 
 
 def n_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
+    """Number of trainable parameters.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> import torch
+    >>> from trustmap.zoo import n_parameters
+    >>> n_parameters(torch.nn.Linear(3, 2))
+    8
+    """
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
@@ -133,6 +149,32 @@ def mnist1d_cnn(n_classes: int = 10, length: int = 40, channels: int = 25) -> Zo
 
     Input ``(N, 1, length)``; output logits ``(N, n_classes)``. With the defaults it has
     exactly 13,960 parameters (150 + 1,900 + 1,900 + 10,010).
+
+    Parameters
+    ----------
+    n_classes : int, default 10
+    length : int, default 40
+        Input length (the Linear layer's width depends on it).
+    channels : int, default 25
+        Filters of each convolution.
+
+    Returns
+    -------
+    ZooModel
+        A ``torch.nn.Module`` that :func:`save` can write.
+
+    Raises
+    ------
+    InputError
+        A size that is not a positive int (or a ``length`` too short for the convolutions).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from trustmap import zoo
+    >>> net = zoo.mnist1d_cnn()
+    >>> zoo.n_parameters(net), net(torch.zeros(2, 1, 40)).shape
+    (13960, torch.Size([2, 10]))
     """
     n_classes = _positive_int(n_classes, "n_classes")
     length = _positive_int(length, "length")
@@ -161,6 +203,30 @@ def ecg_fcn(in_channels: int = 12, length: int = 250, n_classes: int = 1,
     logit unit (binary, trained with BCE-with-logits). Input ``(N, in_channels, length)``;
     the network itself accepts any length, ``length`` is what ``input_shape`` declares.
     Outputs logits unless ``final_activation`` is 'sigmoid' or 'softmax'.
+
+    Parameters
+    ----------
+    in_channels : int, default 12
+    length : int, default 250
+        The length ``input_shape`` declares.
+    n_classes : int, default 1
+    final_activation : {None, 'sigmoid', 'softmax'}, optional
+
+    Returns
+    -------
+    ZooModel
+
+    Raises
+    ------
+    InputError
+        A size that is not a positive int, or an unknown ``final_activation``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from trustmap import zoo
+    >>> zoo.ecg_fcn(in_channels=2, length=50, n_classes=3)(torch.zeros(1, 2, 50)).shape
+    torch.Size([1, 3])
     """
     in_channels = _positive_int(in_channels, "in_channels")
     length = _positive_int(length, "length")
@@ -204,6 +270,28 @@ def mnist2d_cnn(in_channels: int = 1, size: Sequence[int] | int = (28, 28), n_cl
 
     Input ``(N, in_channels, H, W)`` with ``size=(H, W)`` (28 x 28 MNIST, 8 x 8 scikit-learn
     digits, anything >= 6 x 6); output logits.
+
+    Parameters
+    ----------
+    in_channels : int, default 1
+    size : int or (int, int), default (28, 28)
+    n_classes : int, default 10
+
+    Returns
+    -------
+    ZooModel
+
+    Raises
+    ------
+    InputError
+        A size that is not a positive int, or an image smaller than 6 x 6.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from trustmap import zoo
+    >>> zoo.mnist2d_cnn(size=8, n_classes=3)(torch.zeros(1, 1, 8, 8)).shape
+    torch.Size([1, 3])
     """
     in_channels = _positive_int(in_channels, "in_channels")
     n_classes = _positive_int(n_classes, "n_classes")
