@@ -92,6 +92,22 @@ def test_memory_and_stream_engines_give_the_same_maps_with_the_same_chunks(tmp_p
     assert rec["data"]["fingerprint"] and rec["model"]["fingerprint"] and rec["params"]["smoothgrad"]["n_samples"] == 4
 
 
+def test_a_plain_module_whose_classes_show_only_on_data_is_explained_from_a_file(tmp_path):
+    """A fully convolutional module (no last Linear to read K from), passed as is: the job lets it see the
+    data's first row, so an explicit class index is checked and the record names K."""
+    X = np.random.default_rng(2).normal(size=(20, 1, 16)).astype("float32")
+    np.save(tmp_path / "X.npy", X)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 3, 3), nn.AdaptiveAvgPool1d(1), nn.Flatten())
+    for engine in ("memory", "stream"):
+        res = explain(model, str(tmp_path / "X.npy"), "saliency", tmp_path / engine, target=2, engine=engine,
+                      plots=0)
+        rec = json.loads((tmp_path / engine / "run.json").read_text())
+        assert rec["model"]["n_classes"] == 3 and res["n"] == 20
+    with pytest.raises(TargetError):
+        explain(model, str(tmp_path / "X.npy"), "saliency", tmp_path / "bad", target=3, plots=0)
+
+
 def test_cli_param_errors_are_one_line_and_exit_2(tmp_path, capsys):
     from trustmap import zoo
 
