@@ -41,7 +41,14 @@ def fitted(beats):
 def test_backbone_names_and_default():
     for objective in ("remove", "prior", "preserve"):
         assert default_backbone_kind("trust", objective) == "unet"
+        assert default_backbone_kind("trust", objective, (96,)) == "unet"  # short signals, MNIST-1D, 28x28
+        assert default_backbone_kind("trust", objective, (28, 28)) == "unet"
+    # beats of 187 samples: the fast network for the removal objectives, the U-Net to keep ('preserve')
+    assert default_backbone_kind("trust", "remove", (187,)) == "strided"
+    assert default_backbone_kind("trust", "prior", (187,)) == "strided"
+    assert default_backbone_kind("trust", "preserve", (187,)) == "unet"
     assert default_backbone_kind("paper", "paper") == "paper"
+    assert default_backbone_kind("paper", "paper", (187,)) == "paper"
     assert {"strided", "unet", "dilated", "paper"} <= set(BACKBONES)
 
 

@@ -174,8 +174,11 @@ class Localizer:
         ``g``: a module ``(N, C, *spatial) -> (N, M, *spatial)`` (M = C, or 1 with
         ``per_channel=False``), or a Keras 3 network (torch backend) mapping channels-last
         ``(N, *spatial, C) -> (N, *spatial, M)`` (:class:`~trustmap.localizer.model.KerasBackbone`; pass the
-        same architecture to :meth:`load`). None: 'unet', a small full-resolution conv encoder–decoder with
-        coordinate channels (paper mode: the dnn-locate ECG example's network, 'paper'). 'strided': a light
+        same architecture to :meth:`load`). None: chosen by
+        :func:`~trustmap.localizer.model.default_backbone_kind`: 'strided' for the removal objectives on
+        inputs of at least 128 entries per axis (beats of 187 samples), else 'unet', a small
+        full-resolution conv encoder–decoder with coordinate channels (paper mode: the dnn-locate ECG
+        example's network, 'paper'). 'strided': a light
         encoder–decoder that convolves at 1/2 to 1/8 of the input's size (~12x fewer multiply-adds than
         'unet', several times faster ``locate``; as good as 'unet' on the 187-sample distractor task with
         the removal objective, worse with 'preserve' on short signals). 'dilated': a stack of dilated
@@ -468,7 +471,7 @@ class Localizer:
             import copy
 
             return copy.deepcopy(b), "custom"
-        kind = b or default_backbone_kind(self.mode, self.settings_["objective"])
+        kind = b or default_backbone_kind(self.mode, self.settings_["objective"], self.spatial_)
         if kind == "paper":
             return paper_backbone(rank, channels, mask_channels), "paper"
         return default_backbone(rank, channels, mask_channels, width=int(self.width), kind=kind), kind

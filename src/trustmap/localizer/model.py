@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from ..errors import InputError
 
-__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "MaskNet", "DilatedBackbone", "UNetBackbone", "StridedBackbone",
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "STRIDED_MIN_SIZE", "MaskNet", "DilatedBackbone", "UNetBackbone", "StridedBackbone",
            "PaperBackbone",
            "default_backbone", "default_backbone_kind", "paper_backbone", "masks_from_probs", "KerasBackbone",
            "is_keras_model",
@@ -128,7 +128,8 @@ def _conv_with_coords(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class StridedBackbone(nn.Module):
-    """The fast ``g`` (``backbone='strided'``): a rank-generic
+    """The fast ``g`` (``backbone='strided'``; the default for the removal objectives on inputs of at least
+    :data:`STRIDED_MIN_SIZE` entries per axis, see :func:`default_backbone_kind`): a rank-generic
     encoder–decoder that never convolves at the input's full resolution. Two stride-2 convolutions
     take the input (plus coordinate channels) to 1/4 of its size, one more level goes to 1/8 and
     comes back with a skip; the mask logits are made at 1/4 resolution and interpolated (linear) to
@@ -219,16 +220,30 @@ class PaperBackbone(nn.Sequential):
 
 #: the backbones known by name (``Localizer(backbone=...)``); 'paper' is dnn-locate's ECG network
 BACKBONES = ("strided", "dilated", "unet", "paper")
-#: the default (``backbone=None``, trust mode). 'strided' is several times faster and localizes as well
-#: with the removal objective, but puts less of a preserve mask on the region on short signals and
-#: does not reproduce a single-process fit under DDP as closely (benchmarks/RESULTS.md, issue 14)
+#: the default (``backbone=None``, trust mode) for short inputs and for ``objective='preserve'``
 DEFAULT_BACKBONE = "unet"
+#: removal objectives on inputs at least this long on every axis get 'strided' by default: its logits
+#: are made at 1/4 resolution, fine for a 187-sample beat (as good as the U-Net on the distractor task,
+#: ~6x faster masks, benchmarks/bench_locate.py), coarse for MNIST-1D's 40 samples or a 28x28 image
+STRIDED_MIN_SIZE = 128
 
 
-def default_backbone_kind(mode: str, objective: str) -> str:
-    """The backbone ``Localizer(backbone=None)`` uses: 'paper' in paper mode, else :data:`DEFAULT_BACKBONE`
-    (for every objective)."""
-    return "paper" if mode == "paper" else DEFAULT_BACKBONE
+def default_backbone_kind(mode: str, objective: str, spatial: tuple[int, ...] = ()) -> str:
+    """The backbone ``Localizer(backbone=None)`` uses: 'paper' in paper mode; 'strided' for the removal
+    objectives on inputs of at least :data:`STRIDED_MIN_SIZE` entries along every axis (beats of 187
+    samples: ~6x faster ``locate``, the same localization on the distractor task); else
+    :data:`DEFAULT_BACKBONE` ('unet': on short signals the light networks put less of a mask on the region,
+    and with ``objective='preserve'`` ~0.87 where the U-Net puts ~0.92 on 96-sample tasks).
+
+    Under DDP in float32 a 'strided' fit drifts further from the single-process fit than a 'unet' fit
+    (masks 0.049 vs < 5e-3 apart after 3 epochs on the 96-sample DDP test task); in float64 both agree
+    with it to rounding (tests/test_localizer_ddp.py): the drift is float32 rounding amplified by
+    training, not a difference in what is computed."""
+    if mode == "paper":
+        return "paper"
+    if objective != "preserve" and spatial and min(spatial) >= STRIDED_MIN_SIZE:
+        return "strided"
+    return DEFAULT_BACKBONE
 
 
 def default_backbone(rank: int, in_channels: int, out_channels: int, width: int = 16, kind: str = DEFAULT_BACKBONE
