@@ -89,6 +89,18 @@ def activation_call(func, args, kwargs):
 
 
 # ---- deconvolution -------------------------------------------------------------------------
+def _rule_forward(ctx, x, fn, inplace: bool):
+    """The forward of a rule-carrying activation (``fn`` applied as the model did, in place when it was);
+    records ``fn`` on ``ctx`` and returns ``(its input, its output)``."""
+    ctx.fn = fn
+    if inplace:
+        xin = x.detach().clone()
+        x.copy_(fn(xin))
+        ctx.mark_dirty(x)
+        return xin, x
+    return x, fn(x)
+
+
 class _DeconvReLU(torch.autograd.Function):
     """ReLU forward; backward ``relu(grad)`` whatever the input's sign (Zeiler & Fergus' deconvnet)."""
 
@@ -137,15 +149,7 @@ class _Rescale(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, fn, inplace: bool):
-        if inplace:
-            xin = x.detach().clone()
-            x.copy_(fn(xin))
-            ctx.mark_dirty(x)
-            out = x
-        else:
-            xin = x
-            out = fn(x)
-        ctx.fn = fn
+        xin, out = _rule_forward(ctx, x, fn, inplace)
         ctx.save_for_backward(xin, out.detach() if not inplace else out)
         return out
 
@@ -268,15 +272,7 @@ class _PairedRescale(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, fn, inplace: bool, x_ref, y_ref):
-        if inplace:
-            xin = x.detach().clone()
-            x.copy_(fn(xin))
-            ctx.mark_dirty(x)
-            out = x
-        else:
-            xin = x
-            out = fn(x)
-        ctx.fn = fn
+        xin, out = _rule_forward(ctx, x, fn, inplace)
         ctx.save_for_backward(xin, out.detach() if not inplace else out, x_ref, y_ref)
         return out
 
