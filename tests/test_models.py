@@ -242,7 +242,7 @@ def test_float64_runs_on_a_private_copy():
 
 
 # ---------------------------------------------------------------- ONNX
-def _linear_onnx(path, w, b):
+def _linear_onnx(path, w, b, batch="N"):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -250,8 +250,8 @@ def _linear_onnx(path, w, b):
         [helper.make_node("Flatten", ["x"], ["f"], axis=1),
          helper.make_node("Gemm", ["f", "W", "B"], ["z"]),
          helper.make_node("Softmax", ["z"], ["p"], axis=1)],
-        "lin", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 10])],
-        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 3])],
+        "lin", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 2, 10])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [batch, 3])],
         [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -274,6 +274,24 @@ def test_onnx_forward_matches_numpy_and_refuses_gradients(tmp_path):
     t, _ = m.to_internal(x)
     with pytest.raises(UnsupportedError, match="forward-only method: .*lime.*occlusion"):
         m.logits_t(t.requires_grad_(True))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_onnx_graph_with_a_fixed_batch_size_runs_any_number_of_rows(tmp_path, batch):
+    """torch.onnx.export fixes the batch axis (to 1) unless told otherwise: such a file runs in blocks of that
+    size (the last one padded), not into onnxruntime's raw shape error."""
+    rng = np.random.default_rng(9)
+    w = rng.normal(size=(20, 3)).astype("float32")
+    b = rng.normal(size=3).astype("float32")
+    path = tmp_path / "fixed.onnx"
+    _linear_onnx(path, w, b, batch=batch)
+    m = trustmap.load_model(path, output="probs")
+    x = rng.normal(size=(7, 2, 10)).astype("float32")
+    z = x.reshape(7, -1) @ w + b
+    p = np.exp(z - z.max(1, keepdims=True)); p /= p.sum(1, keepdims=True)
+    np.testing.assert_allclose(m.probs(x, layout="NCL"), p, atol=1e-5)
+    a = trustmap.explain(m, x[:5], "occlusion", layout="NCL")  # a black-box method: many batches of rows
+    assert a.maps.shape == (5, 2, 10) and np.isfinite(a.maps).all()
 
 
 # ---------------------------------------------------------------- bad inputs

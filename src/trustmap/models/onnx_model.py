@@ -79,6 +79,9 @@ class OnnxModel(Model):
         else:
             raise ModelLoadError("only 1D and 2D inputs are supported", parameter="path",
                                  expected="input of 2, 3 or 4 axes", got=inp.shape, fix="export a 1D or 2D model")
+        # a graph exported with a fixed batch size (torch.onnx.export's default: 1) runs in blocks of that size,
+        # the last block padded by repeating its last row
+        self._fixed_batch = int(inp.shape[0]) if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
         self._np_dtype = np.float64 if "double" in inp.type else np.float32
         self.path = path
         super().__init__(rank=rank, channels=channels, spatial=spatial, output=output, max_batch=max_batch,
@@ -90,8 +93,18 @@ class OnnxModel(Model):
             x = x[:, 0]
         elif self._native == "last":
             x = np.moveaxis(x, 1, -1)
-        out = self.session.run(None, {self._input_name: np.ascontiguousarray(x)})[0]
-        return torch.from_numpy(np.asarray(out, dtype=np.float32))
+        b = self._fixed_batch
+        if b is None or len(x) == b:
+            out = self.session.run(None, {self._input_name: np.ascontiguousarray(x)})[0]
+            return torch.from_numpy(np.asarray(out, dtype=np.float32))
+        outs = []
+        for i in range(0, len(x), b):
+            block = x[i:i + b]
+            n = len(block)
+            if n < b:
+                block = np.concatenate([block, np.repeat(block[-1:], b - n, axis=0)])
+            outs.append(np.asarray(self.session.run(None, {self._input_name: np.ascontiguousarray(block)})[0])[:n])
+        return torch.from_numpy(np.concatenate(outs).astype(np.float32, copy=False))
 
     def logits_t(self, t: torch.Tensor) -> torch.Tensor:
         if t.requires_grad:
