@@ -133,6 +133,23 @@ class Model:
     Inputs are accepted in any layout (:mod:`trustmap.layout`); a single sigmoid output is a
     two-class model.
 
+    Parameters
+    ----------
+    rank : int
+        1 for signals, 2 for images.
+    channels : int
+        Input channels.
+    spatial : sequence of int or None
+        The input's spatial sizes (``None`` entries, or ``None``: learnt from the first input).
+    output : 'auto' | 'logits' | 'probs' | 'sigmoid'
+        What the model returns; ``'auto'`` looks at the first outputs.
+    max_batch : int, optional
+        At most this many samples per forward call (default: sized by ``budget_bytes``).
+    budget_bytes : int
+        The memory budget that sizes forward chunks.
+    name : str, optional
+        A name for messages (default: the class name).
+
     Raises
     ------
     InputError
