@@ -73,6 +73,19 @@ class Dataset:
     Made by :func:`trustmap.datasets.load` (built-in sets), :func:`trustmap.datasets.read` (files)
     and :func:`trustmap.datasets.from_arrays` (arrays; the place to name classes).
 
+    Raises
+    ------
+    ShapeError
+        ``X`` without the rank of ``layout`` (or without a batch and a data axis), ``y`` not one per
+        sample, a ``mask`` without ``X``'s shape, or a
+        ``per_sample`` array without one entry per sample.
+    DataError
+        ``X`` empty, ragged, not numeric or not finite; a label that is not an index into ``classes``.
+    LabelError
+        Labels that are not integer class indices.
+    LayoutError
+        An unknown ``layout`` name, or none given and ``X``'s shape fits more than one.
+
     Examples
     --------
     >>> from trustmap import datasets
@@ -971,8 +984,39 @@ def _read_parquet(p: Path, *, label, key) -> dict:
 def read_ts(path: str | os.PathLike) -> tuple[np.ndarray, list[str], list[str] | None, dict[str, Any]]:
     """Parse a UEA/UCR ``.ts`` file (equal-length series, no time stamps).
 
-    Returns ``(X (N, C, L) float64, labels per sample (str), class names from the header or
-    None, header fields)``.
+    Parameters
+    ----------
+    path : str or Path
+        The ``.ts`` file (UTF-8; missing values written ``?`` become NaN).
+
+    Returns
+    -------
+    X : ndarray of float64, shape (N, C, L)
+        The series.
+    labels : list of str
+        One label per sample (empty when ``@classLabel false``).
+    classes : list of str or None
+        The class names listed by ``@classLabel``, or ``None``.
+    header : dict
+        The other ``@`` fields (lower-case names, e.g. ``problemname``), as strings.
+
+    Raises
+    ------
+    DataError
+        A line before ``@data`` that is not a tag, a non-numeric value, no series, or ragged series.
+    UnsupportedError
+        A file with time stamps (``@timeStamps true``).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from trustmap.datasets import read_ts
+    >>> path = os.path.join(tempfile.mkdtemp(), "tiny.ts")
+    >>> with open(path, "w") as fh:
+    ...     _ = fh.write("@problemName Tiny\\n@classLabel true a b\\n@data\\n1,2,3:a\\n4,5,?:b\\n")
+    >>> X, labels, classes, header = read_ts(path)
+    >>> X.shape, labels, classes, header["problemname"]
+    ((2, 1, 3), ['a', 'b'], ['a', 'b'], 'Tiny')
     """
     p = Path(path)
     header: dict[str, Any] = {}

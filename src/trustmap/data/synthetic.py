@@ -222,6 +222,32 @@ def make_synthetic(
         Everything is drawn from ``np.random.default_rng(seed)``.
     layout
         Output layout; default ``NL`` (one channel) / ``NCL`` in 1D, ``NHW`` / ``NCHW`` in 2D.
+    name
+        The data set's name (``Dataset.name``).
+
+    Returns
+    -------
+    Dataset
+        ``X`` (float32), ``y``, class names, the ground-truth ``mask`` (the class region, the same
+        shape as ``X``) and the generator's arguments in ``meta``.
+
+    Raises
+    ------
+    InputError
+        An argument out of range or of the wrong type, a region that does not fit inside the input,
+        or a class region that overlaps the distractor.
+    LayoutError
+        A ``layout`` of the wrong rank, or without a channel axis when ``channels > 1``.
+
+    Examples
+    --------
+    >>> from trustmap.datasets import make_synthetic
+    >>> ds = make_synthetic(30, size=64, n_classes=3, seed=0)
+    >>> ds.X.shape, ds.layout, ds.mask.shape, len(ds.classes)
+    ((30, 64), 'NL', (30, 64), 3)
+    >>> img = make_synthetic(8, rank=2, size=(24, 24), channels=2, seed=1)
+    >>> img.X.shape, img.layout
+    ((8, 2, 24, 24), 'NCHW')
     """
     n = _int(n, "n", low=1)
     rank = _int(rank, "rank", low=1)

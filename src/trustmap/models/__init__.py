@@ -61,16 +61,26 @@ def load_model(obj, *, safe_mode: bool = True, custom_objects: dict | None = Non
         Outputs that are not ``(N, K)`` class scores.
     BackendError
         Keras was imported with a backend other than torch.
+    DependencyError
+        The file needs keras or onnxruntime, and it is not installed.
+    InputError
+        An unknown ``output`` kind, or a torch ``input_shape`` that is not ``(C, L)`` or ``(C, H, W)``.
 
     Examples
     --------
-    >>> import trustmap
-    >>> m = trustmap.load_model("ecg_model.h5")         # legacy tf.keras file, run on torch
+    >>> import os, tempfile, numpy as np, trustmap
+    >>> from trustmap import zoo
+    >>> m = trustmap.load_model(zoo.mnist1d_cnn())      # a torch module
     >>> m.n_classes, m.framework
-    (5, 'keras')
-    >>> m.probs(X[:8]).shape                           # probabilities, (8, 5)
-    (8, 5)
+    (10, 'torch')
+    >>> m.probs(np.zeros((8, 40), np.float32)).shape   # probabilities, (8, 10)
+    (8, 10)
     >>> m.default_layer()                              # the last convolution, for CAM methods
+    'relu3'
+    >>> path = os.path.join(tempfile.mkdtemp(), "cnn.keras")
+    >>> zoo.keras_mnist1d_cnn().save(path)
+    >>> trustmap.load_model(path).framework             # a Keras file, run on torch
+    'keras'
     """
     if isinstance(obj, Model):
         return obj

@@ -44,7 +44,26 @@ CONV_NAMES = ("conv",)
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """A layer: its name (what ``capture`` takes), its class, and its output shape for one sample."""
+    """A layer: its name (what ``capture`` takes), its class, and its output shape for one sample.
+
+    Attributes
+    ----------
+    name : str
+        The layer's name, as :meth:`Model.capture` takes it.
+    kind : str
+        The layer's class name (``'Conv1d'``, ``'ReLU'``, ``'Dense'``...).
+    output_shape : tuple or None
+        The output shape for one sample, in the framework's own order; ``None`` where unknown.
+
+    Examples
+    --------
+    >>> import torch, trustmap
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool1d(1),
+    ...                           torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    >>> m = trustmap.load_model(net, input_shape=(1, 32))
+    >>> m.layers()[0].name, m.layers()[0].kind
+    ('0', 'Conv1d')
+    """
 
     name: str
     kind: str
@@ -55,7 +74,29 @@ class LayerInfo:
 
 
 class Capture:
-    """Holds the activation of one layer during a forward pass, in ``(N, K, *spatial)`` order."""
+    """Holds the activation of one layer during a forward pass, in ``(N, K, *spatial)`` order.
+
+    What :meth:`Model.capture` yields; ``activation`` is set by the forward passes run inside the block.
+
+    Parameters
+    ----------
+    layer : str
+        The layer's name.
+    edit : callable, optional
+        ``edit(activation) -> activation``: what the network continues with instead (e.g. an
+        ablated activation); ``None`` leaves it unchanged.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool1d(1),
+    ...                           torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    >>> m = trustmap.load_model(net, input_shape=(1, 32))
+    >>> with m.capture("1") as cap:                 # the ReLU after the convolution
+    ...     _ = m.logits(np.zeros((2, 32), np.float32))
+    >>> tuple(cap.activation.shape)
+    (2, 4, 30)
+    """
 
     def __init__(self, layer: str, edit: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.layer = layer
@@ -92,11 +133,35 @@ class Model:
     Inputs are accepted in any layout (:mod:`trustmap.layout`); a single sigmoid output is a
     two-class model.
 
+    Parameters
+    ----------
+    rank : int
+        1 for signals, 2 for images.
+    channels : int
+        Input channels.
+    spatial : sequence of int or None
+        The input's spatial sizes (``None`` entries, or ``None``: learnt from the first input).
+    output : 'auto' | 'logits' | 'probs' | 'sigmoid'
+        What the model returns; ``'auto'`` looks at the first outputs.
+    max_batch : int, optional
+        At most this many samples per forward call (default: sized by ``budget_bytes``).
+    budget_bytes : int
+        The memory budget that sizes forward chunks.
+    name : str, optional
+        A name for messages (default: the class name).
+
+    Raises
+    ------
+    InputError
+        An unknown ``output`` kind.
+
     Examples
     --------
-    >>> m = trustmap.load_model(net)
-    >>> m.probs(X[:4]).sum(axis=1)                    # rows sum to 1 (float32)
-    array([0.9999999, 1.       , 1.       , 1.       ], dtype=float32)
+    >>> import numpy as np, trustmap
+    >>> from trustmap import zoo
+    >>> m = trustmap.load_model(zoo.mnist1d_cnn())
+    >>> m.probs(np.zeros((4, 40), np.float32)).sum(axis=1).round(5)     # rows sum to 1
+    array([1., 1., 1., 1.], dtype=float32)
     >>> [layer.name for layer in m.layers()][:3]      # the MNIST-1D reference CNN
     ['conv1', 'relu1', 'conv2']
 
@@ -437,7 +502,36 @@ class TorchView(torch.nn.Module):
 
 
 def check_array(x, parameter: str = "x"):
-    """Numeric, finite, non-empty; returns a numpy array or a float tensor."""
+    """Numeric, finite, non-empty; returns a numpy array or a float tensor.
+
+    Parameters
+    ----------
+    x : array-like or torch.Tensor
+        A batch: the leading axis holds the samples. Lists and tuples are converted with ``np.asarray``.
+    parameter : str
+        The argument's name, for error messages.
+
+    Returns
+    -------
+    ndarray or torch.Tensor
+        ``x`` (integer arrays as float32, a tensor detached and made floating-point).
+
+    Raises
+    ------
+    DataError
+        Not an array, ragged, not real-valued, empty, or with NaN or Inf values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.models import check_array
+    >>> check_array([[1, 2], [3, 4]]).dtype
+    dtype('float32')
+    >>> check_array(np.array([[1.0, np.nan]]))
+    Traceback (most recent call last):
+    ...
+    trustmap.errors.DataError: x: 1 NaN or Inf value(s), the first at index (0, 1); ...
+    """
     if isinstance(x, torch.Tensor):
         if x.dtype in (torch.bool,) or x.is_complex():
             raise DataError("tensor dtype is not real-valued", parameter=parameter, expected="a float tensor",
@@ -481,7 +575,18 @@ def check_array(x, parameter: str = "x"):
 def preserved_rng() -> Iterator[None]:
     """The global random states (torch CPU and initialized CUDA devices, NumPy's legacy global, Python's
     ``random``) are exactly what they were on entry when the block ends, however it ends: building
-    layers (Keras clones, zoo modules) draws from them, and the user's random streams must not move."""
+    layers (Keras clones, zoo modules) draws from them, and the user's random streams must not move.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.models import preserved_rng
+    >>> np.random.seed(0)
+    >>> with preserved_rng():
+    ...     _ = np.random.rand(5)                   # draws inside the block...
+    >>> np.random.rand() == np.random.RandomState(0).rand()     # ...do not move the stream
+    True
+    """
     import random
 
     torch_state = torch.random.get_rng_state()

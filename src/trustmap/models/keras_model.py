@@ -35,7 +35,27 @@ _ACTIVATION_LAYERS = ("Activation", "Softmax", "ReLU")
 
 
 def import_keras():
-    """Import keras on the torch backend (setting ``KERAS_BACKEND=torch`` first)."""
+    """Import keras on the torch backend (setting ``KERAS_BACKEND=torch`` first).
+
+    Returns
+    -------
+    module
+        The ``keras`` module, running on torch.
+
+    Raises
+    ------
+    BackendError
+        keras was already imported with another backend.
+    DependencyError
+        keras is not installed.
+
+    Examples
+    --------
+    >>> from trustmap.models import import_keras
+    >>> keras = import_keras()
+    >>> keras.backend.backend()
+    'torch'
+    """
     if "keras" in sys.modules:
         keras = sys.modules["keras"]
         backend = keras.backend.backend()
@@ -198,7 +218,44 @@ def _linear_clone(keras, model):
 
 
 class KerasModel(Model):
-    """A Keras 3 model on the torch backend; channels-last models are converted at the boundary."""
+    """A Keras 3 model on the torch backend; channels-last models are converted at the boundary.
+
+    trustmap runs a private clone of the model (same weights, a final softmax or sigmoid made
+    linear); the user's model is never changed.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A built Keras model with 1D ``(N, L, C)`` or 2D ``(N, H, W, C)`` input (or channels-first).
+    output : 'auto' | 'logits' | 'probs' | 'sigmoid'
+        What the model returns (ignored when a final softmax/sigmoid was stripped).
+    max_batch : int, optional
+        At most this many samples per forward call (default: sized by a memory budget).
+    name : str, optional
+        A name for messages (default: the model's name).
+
+    Raises
+    ------
+    ModelLoadError
+        ``model`` is not a built ``keras.Model``, or its input is not 1D or 2D.
+    BackendError
+        keras was imported with a backend other than torch.
+    DependencyError
+        keras is not installed.
+    InputError
+        An unknown ``output``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap import zoo
+    >>> from trustmap.models import KerasModel
+    >>> m = KerasModel(zoo.keras_mnist1d_cnn())
+    >>> m.framework, m.n_classes, m.default_layer()
+    ('keras', 10, 'conv3')
+    >>> m.probs(np.zeros((2, 40), np.float32)).shape
+    (2, 10)
+    """
 
     framework = "keras"
 

@@ -14,7 +14,19 @@ from .base import LayerInfo, Model
 __all__ = ["OnnxModel", "BLACK_BOX_METHODS", "black_box_methods"]
 
 def black_box_methods() -> tuple[str, ...]:
-    """The forward-only explainers (derived from their classes; imported lazily: explain imports models)."""
+    """The forward-only explainers (derived from their classes; imported lazily: explain imports models).
+
+    Returns
+    -------
+    tuple of str
+        The method names that need no gradients: the ones an :class:`OnnxModel` can run.
+
+    Examples
+    --------
+    >>> from trustmap.models import black_box_methods
+    >>> "occlusion" in black_box_methods(), "gradcam" in black_box_methods()
+    (True, False)
+    """
     from ..explain.registry import methods_where
 
     return tuple(methods_where(needs_gradients=False))
@@ -39,6 +51,32 @@ class OnnxModel(Model):
         ``(N, L)`` is a single-channel 1D model either way.
     output : 'auto' | 'logits' | 'probs' | 'sigmoid'
         What the graph returns; 'auto' looks at the first outputs it sees.
+    max_batch : int, optional
+        At most this many samples per run (default: sized by a memory budget).
+    name : str, optional
+        A name for messages (default: the file's stem).
+
+    Raises
+    ------
+    DependencyError
+        onnxruntime is not installed.
+    ModelLoadError
+        A missing or unreadable file, an input that is not 1D or 2D, or no fixed channel count.
+    InputError
+        An unknown ``output``.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, torch
+    >>> from trustmap.models import OnnxModel
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool1d(1),
+    ...                           torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    >>> path = os.path.join(tempfile.mkdtemp(), "net.onnx")
+    >>> torch.onnx.export(net, torch.zeros(1, 1, 32), path, input_names=["x"], dynamic_axes={"x": {0: "n"}},
+    ...                   dynamo=False)
+    >>> m = OnnxModel(path, output="logits")
+    >>> m.differentiable, m.predict(np.zeros((2, 32), np.float32)).shape
+    (False, (2,))
     """
 
     framework = "onnx"

@@ -43,6 +43,31 @@ class TorchModel(Model):
         ``nn.Sequential`` is stripped and logits are read before it.
     dtype : torch dtype, optional
         Run in this dtype (e.g. ``torch.float64``) on a private copy of the module.
+    device : str or torch.device, optional
+        Where to run (default: where the module's parameters are).
+    max_batch : int, optional
+        At most this many samples per forward call (default: sized by a memory budget).
+    name : str, optional
+        A name for messages (default: the module's class name).
+
+    Raises
+    ------
+    ModelLoadError
+        ``module`` is not an ``nn.Module``, or it has no Conv1d/Conv2d and no ``input_shape``.
+    InputError
+        An ``input_shape`` that is not ``(C, L)`` or ``(C, H, W)``, or an unknown ``output``.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from trustmap.models import TorchModel
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool1d(1),
+    ...                           torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    >>> m = TorchModel(net, input_shape=(1, 32))
+    >>> m.n_classes, m.framework, m.default_layer()
+    (3, 'torch', '1')
+    >>> m.probs(np.zeros((2, 32), np.float32)).shape           # (N, L) signals: one channel
+    (2, 3)
     """
 
     framework = "torch"

@@ -69,12 +69,25 @@ def save(module: nn.Module, path: str | os.PathLike, *, history: History | dict 
     Returns
     -------
     Path
-        The ``.safetensors`` file written.
+        The ``.safetensors`` file written (its ``.json`` record lies beside it).
+
+    Raises
+    ------
+    UnsupportedError
+        ``module`` is not a :mod:`trustmap.zoo` model (no ``arch`` and ``config``).
+    InputError
+        A file name that does not end in ``.safetensors`` (nor names a directory), or a
+        ``history`` / ``meta`` of the wrong type.
 
     Examples
     --------
+    >>> import os, tempfile
     >>> from trustmap import zoo
-    >>> path = zoo.save(net, "runs/model/model.safetensors", classes=[str(i) for i in range(10)])
+    >>> folder = tempfile.mkdtemp()
+    >>> path = zoo.save(zoo.mnist1d_cnn(), os.path.join(folder, "model.safetensors"),
+    ...                 classes=[str(i) for i in range(10)])
+    >>> path.name
+    'model.safetensors'
     >>> same = zoo.load(path)                  # eval mode, weights checked against their sha256
     """
     arch = getattr(module, "arch", None)
@@ -161,18 +174,35 @@ def read_info(path: str | os.PathLike) -> dict[str, Any]:
 def load(path: str | os.PathLike) -> ZooModel:
     """Rebuild a saved zoo model (eval mode), checking the weights against the recorded sha256.
 
-    ``path`` is the ``.safetensors`` file, its ``.json``, or the directory :func:`save` wrote.
     ``module.classes`` is set from the record; use :func:`read_info` for the history and meta.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.safetensors`` file, its ``.json``, or the directory :func:`save` wrote.
 
     Returns
     -------
     ZooModel
+        The rebuilt module, in eval mode, with ``classes`` set.
 
     Raises
     ------
     ModelLoadError
         A missing file, an unknown architecture or config, a record from a newer trustmap, or
         weights that do not match their record.
+    InputError
+        A path that names neither a ``.safetensors`` / ``.json`` file nor a directory.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from trustmap import zoo
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = zoo.save(zoo.mnist1d_cnn(), folder, classes=[str(i) for i in range(10)])
+    >>> net = zoo.load(folder)                 # the folder, the .safetensors file or its .json
+    >>> net.training, net.classes[:3]
+    (False, ['0', '1', '2'])
     """
     from safetensors.torch import load as st_load
 

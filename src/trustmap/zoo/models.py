@@ -56,6 +56,26 @@ class ZooModel(nn.Sequential):
         ``(C, *spatial)`` of one input sample.
     classes : list | None
         Class names, when known (set by :func:`trustmap.zoo.load` from the saved JSON).
+
+    Parameters
+    ----------
+    layers : OrderedDict of str to nn.Module
+        The layers, by name.
+    arch : str
+        The architecture's name in :data:`ARCHITECTURES`.
+    config : dict
+        The keyword arguments that rebuild it.
+    input_shape : sequence of int
+        ``(C, *spatial)`` of one input sample.
+
+    Examples
+    --------
+    >>> from trustmap import zoo
+    >>> net = zoo.build("mnist1d_cnn", n_classes=4)
+    >>> net.arch, net.config["n_classes"], net.input_shape
+    ('mnist1d_cnn', 4, (1, 40))
+    >>> type(net[:2]).__name__                      # a slice is a plain Sequential sharing the layers
+    'Sequential'
     """
 
     def __init__(self, layers: "OrderedDict[str, nn.Module]", *, arch: str, config: dict[str, Any],
@@ -80,6 +100,21 @@ class SameConv1d(nn.Conv1d):
 
     Same parameters and state-dict keys as ``nn.Conv1d``; torch's own ``padding='same'`` warns
     on every call for even kernels, this pads explicitly instead.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Input and output channels.
+    kernel_size : int
+        Kernel length (odd or even); the output has the input's length.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from trustmap.zoo import SameConv1d
+    >>> conv = SameConv1d(2, 3, 4)
+    >>> conv.same_padding, tuple(conv(torch.zeros(1, 2, 10)).shape)
+    ((1, 2), (1, 3, 10))
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
@@ -369,7 +404,38 @@ def _keras():
 
 
 def keras_mnist1d_cnn(n_classes: int = 10, length: int = 40, channels: int = 25):
-    """Keras twin of :func:`mnist1d_cnn`: input ``(N, length, 1)``, softmax output (13,960 parameters)."""
+    """Keras twin of :func:`mnist1d_cnn`: input ``(N, length, 1)``, softmax output (13,960 parameters).
+
+    Parameters
+    ----------
+    n_classes : int
+        Output units.
+    length : int
+        Signal length.
+    channels : int
+        Filters of each of the three convolutions.
+
+    Returns
+    -------
+    keras.Model
+        A Functional model named ``mnist1d_cnn`` (layers ``conv1``-``conv3``, ``flatten``, ``fc``).
+
+    Raises
+    ------
+    InputError
+        An argument that is not a positive integer.
+    BackendError
+        keras was imported with a backend other than torch.
+    DependencyError
+        keras is not installed.
+
+    Examples
+    --------
+    >>> from trustmap import zoo
+    >>> k = zoo.keras_mnist1d_cnn()
+    >>> k.input_shape, k.count_params()
+    ((None, 40, 1), 13960)
+    """
     keras = _keras()
     L = keras.layers
     n_classes, length, channels = (_positive_int(n_classes, "n_classes"), _positive_int(length, "length"),
@@ -385,7 +451,38 @@ def keras_mnist1d_cnn(n_classes: int = 10, length: int = 40, channels: int = 25)
 
 def keras_ecg_fcn(in_channels: int = 12, length: int = 250, n_classes: int = 1):
     """Keras twin of :func:`ecg_fcn`: input ``(N, length, in_channels)``; Conv-BN-ReLU x 3, GAP, Dense
-    with sigmoid (``n_classes=1``) or softmax. The ReLU follows the BatchNorm, so it is its own layer."""
+    with sigmoid (``n_classes=1``) or softmax. The ReLU follows the BatchNorm, so it is its own layer.
+
+    Parameters
+    ----------
+    in_channels : int
+        Input channels (leads).
+    length : int
+        Signal length.
+    n_classes : int
+        Output units: 1 for a binary sigmoid head, otherwise a softmax over ``n_classes``.
+
+    Returns
+    -------
+    keras.Model
+        A Functional model named ``ecg_fcn``.
+
+    Raises
+    ------
+    InputError
+        An argument that is not a positive integer.
+    BackendError
+        keras was imported with a backend other than torch.
+    DependencyError
+        keras is not installed.
+
+    Examples
+    --------
+    >>> from trustmap import zoo
+    >>> k = zoo.keras_ecg_fcn(in_channels=2, length=64, n_classes=3)
+    >>> k.input_shape, k.output_shape
+    ((None, 64, 2), (None, 3))
+    """
     keras = _keras()
     L = keras.layers
     in_channels, length, n_classes = (_positive_int(in_channels, "in_channels"), _positive_int(length, "length"),
@@ -402,7 +499,38 @@ def keras_ecg_fcn(in_channels: int = 12, length: int = 250, n_classes: int = 1):
 
 
 def keras_mnist2d_cnn(in_channels: int = 1, size: Sequence[int] | int = (28, 28), n_classes: int = 10):
-    """Keras twin of :func:`mnist2d_cnn` (the Keras MNIST notebook): input ``(N, H, W, C)``, softmax output."""
+    """Keras twin of :func:`mnist2d_cnn` (the Keras MNIST notebook): input ``(N, H, W, C)``, softmax output.
+
+    Parameters
+    ----------
+    in_channels : int
+        Input channels.
+    size : int or (int, int)
+        ``(height, width)``; an int means square. At least 6 x 6.
+    n_classes : int
+        Output units (softmax).
+
+    Returns
+    -------
+    keras.Model
+        A Functional model named ``mnist2d_cnn``.
+
+    Raises
+    ------
+    InputError
+        An argument that is not a positive integer, or a ``size`` that is not a pair or is too small.
+    BackendError
+        keras was imported with a backend other than torch.
+    DependencyError
+        keras is not installed.
+
+    Examples
+    --------
+    >>> from trustmap import zoo
+    >>> k = zoo.keras_mnist2d_cnn(size=12, n_classes=3)
+    >>> k.input_shape, k.output_shape
+    ((None, 12, 12, 1), (None, 3))
+    """
     keras = _keras()
     L = keras.layers
     in_channels, n_classes = _positive_int(in_channels, "in_channels"), _positive_int(n_classes, "n_classes")

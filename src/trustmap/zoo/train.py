@@ -46,6 +46,31 @@ class History:
     ``best_epoch`` is a 0-based index into the lists: the epoch whose weights the model holds
     after ``fit`` (lowest validation loss; the last epoch when there was no validation set).
     ``val_loss``/``val_acc`` hold NaN when there was no validation set.
+
+    Attributes
+    ----------
+    train_loss, train_acc : list of float
+        Mean training loss and accuracy of each epoch.
+    val_loss, val_acc : list of float
+        Validation loss and accuracy after each epoch (NaN without a validation set).
+    lr : list of float
+        The learning rate of each epoch.
+    best_epoch : int
+        0-based index of the epoch whose weights the model holds.
+    stopped_early : bool
+        Whether ``patience`` ended the run before ``epochs``.
+    seconds : float
+        Wall time of the run.
+
+    Examples
+    --------
+    >>> from trustmap.zoo import History
+    >>> h = History(train_loss=[0.9, 0.5], train_acc=[0.6, 0.8], val_loss=[float("nan")] * 2,
+    ...             val_acc=[float("nan")] * 2, lr=[1e-3, 1e-3], best_epoch=1)
+    >>> h.epochs, h.to_dict()["val_loss"]           # JSON-ready: NaN becomes None
+    (2, [None, None])
+    >>> History.from_dict(h.to_dict()).best_epoch
+    1
     """
 
     train_loss: list[float] = field(default_factory=list)
@@ -127,6 +152,23 @@ class Trainer:
         tqdm bar on stderr with loss and accuracy.
     device : str | torch.device | None
         Where to train; the module is moved there. ``None`` keeps the module's device.
+
+    Raises
+    ------
+    InputError
+        A setting out of range (checked by :meth:`fit`): a non-positive count, a negative or
+        non-finite rate, an unknown ``schedule``, ``val_fraction`` outside [0, 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap import zoo
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.normal(size=(64, 40)).astype(np.float32), np.arange(64) % 2
+    >>> net = zoo.mnist1d_cnn(n_classes=2, channels=4)
+    >>> history = zoo.Trainer(epochs=2, batch_size=16, progress=False).fit(net, X, y)
+    >>> history.epochs, net.training                # the module ends in eval mode
+    (2, False)
     """
 
     def __init__(self, epochs: int = 30, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.0,
@@ -192,6 +234,52 @@ class Trainer:
         ``(N, H, W)``, ...; pass ``layout=`` when ambiguous); ``y`` holds class indices (or
         one-hot rows). A module ending in Softmax/Sigmoid is trained on the scores before it.
         The module ends in eval mode holding the weights of ``history.best_epoch``.
+
+        Parameters
+        ----------
+        module : nn.Module
+            The classifier to train (in place). Its input is read from ``module.input_shape`` or
+            its first Conv1d/Conv2d.
+        X : array-like
+            Training inputs, one sample per row.
+        y : array-like
+            Class indices ``(N,)`` (or one-hot rows ``(N, K)``).
+        X_val, y_val : array-like, optional
+            A validation set (both or neither); otherwise ``val_fraction`` of ``X`` is held out.
+        layout : str, optional
+            The layout of ``X`` and ``X_val`` when their shape does not tell.
+
+        Returns
+        -------
+        History
+            One entry per epoch run, and the best epoch.
+
+        Raises
+        ------
+        ModelLoadError
+            ``module`` is not an ``nn.Module``, or its input cannot be told.
+        InputError
+            A bad setting, only one of ``X_val`` / ``y_val``, or no trainable parameters.
+        DataError
+            ``X`` not numeric, empty or not finite; too few samples to hold out a validation
+            set; or the training loss became NaN or Inf.
+        ShapeError
+            The module fails on the data or does not return one row of class scores per sample,
+            or the labels are not one per sample.
+        LabelError
+            Labels that are not class indices of the model's head.
+        LayoutError
+            ``X``'s shape does not fit the module's input, or fits more than one layout.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from trustmap import zoo
+        >>> X, y = np.random.default_rng(1).normal(size=(40, 40)).astype(np.float32), np.arange(40) % 2
+        >>> net = zoo.mnist1d_cnn(n_classes=2, channels=4)
+        >>> h = zoo.Trainer(epochs=1, val_fraction=0.25, progress=False).fit(net, X, y)
+        >>> h.best_epoch, len(h.val_loss)
+        (0, 1)
         """
         self._check()
         if not isinstance(module, nn.Module):
