@@ -677,12 +677,18 @@ def evaluate_explanations(model, X, y=None, attributions=None, metrics: Sequence
 
     Examples
     --------
-    >>> import trustmap
-    >>> att = trustmap.explain(model, X, method="gradcam")
-    >>> masks = trustmap.Localizer().fit(model, X_unseen).locate(X)
-    >>> scores = trustmap.evaluate(model, X, y, attributions={"gradcam": att, "trust": masks},
-    ...                            metrics=["average_drop", "increase_in_confidence", "deletion"])
-    >>> print(scores.to_markdown())                 # means with 95 % intervals, paired tests
+    >>> import numpy as np, torch, trustmap
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+    ...                           torch.nn.Linear(4 * 14, 2))
+    >>> model = trustmap.load_model(net, input_shape=(1, 16))
+    >>> X = np.random.default_rng(0).random((20, 1, 16)).astype(np.float32)
+    >>> att = {m: trustmap.explain(model, X, method=m) for m in ("gradcam", "saliency")}
+    >>> scores = trustmap.evaluate(model, X, model.predict(X), attributions=att,
+    ...                            metrics=["average_drop", "increase_in_confidence", "deletion"],
+    ...                            n_boot=200, n_perm=200)
+    >>> scores.metrics
+    ['average_drop', 'increase_in_confidence', 'deletion']
+    >>> md = scores.to_markdown()  # means with 95 % intervals, paired tests
     """
     attrs = _as_dict(attributions if attributions is not None else {})
     mk = make_masking(masking, baseline=baseline, normalize=normalize, budget=budget, channels=channels, seed=seed)
