@@ -409,7 +409,51 @@ def measure_cost(m, src, explainers: dict, target=None, *, budget_s: float = 0.1
                  max_rows: int = 1024) -> dict[str, float]:
     """Seconds per row of each explainer on this model, timed in this process on the file's first rows
     (batches of 16, 64, ... rows until one takes ``budget_s`` or ``max_rows`` rows, after a warm-up call
-    of 2 rows, which is the measure when it alone takes ``budget_s``)."""
+    of 2 rows, which is the measure when it alone takes ``budget_s``).
+
+    Parameters
+    ----------
+    m : Model
+        The loaded model.
+    src : Source
+        The open data file (:func:`~trustmap.stream.open_source`); its first rows are explained.
+    explainers : dict
+        ``{name: explainer}``, each with an ``explain(model, X, target=, layout=)`` method.
+    target : int, array of int or None, optional
+        Targets of the rows (an array covers the file's rows); ``None``: the predicted class.
+    budget_s : float, default 0.1
+        A timing stops growing its batch once one call takes this long.
+    max_rows : int, default 1024
+        The most rows timed in one call.
+
+    Returns
+    -------
+    dict
+        ``{name: seconds per row}``.
+
+    Raises
+    ------
+    DataError
+        The rows cannot be read from the file.
+    TargetError
+        A target is not a class of the model.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, torch, trustmap
+    >>> from trustmap.explain import get_explainer
+    >>> from trustmap.stream import open_source
+    >>> from trustmap.stream.ray_engine import measure_cost
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+    >>> model = trustmap.load_model(net, input_shape=(1, 16))
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.npy")
+    >>> np.save(path, np.random.default_rng(0).random((8, 1, 16)).astype(np.float32))
+    >>> src = open_source(path)
+    >>> cost = measure_cost(model, src, {"saliency": get_explainer("saliency")})
+    >>> src.close()
+    >>> sorted(cost), cost["saliency"] > 0
+    (['saliency'], True)
+    """
     k_max = int(min(max_rows, src.n))
     x, y = src.read(0, k_max)
     tgt = targets_for(target, y, 0, k_max, src.n) if not isinstance(target, np.ndarray) else target[:k_max]
