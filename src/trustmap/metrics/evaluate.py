@@ -43,6 +43,34 @@ class MetricSpec(NamedTuple):
     ``run(ctx, attribution)`` returns ``{metric name: MetricResult}``: metrics computed together
     (average drop and increase in confidence, the two randomization similarities) share ``run``
     and are computed once per attribution.
+
+    Parameters
+    ----------
+    higher_is_better : bool
+        Direction of the metric.
+    needs : tuple of str
+        What it needs: ``'model'``, ``'labels'``, ``'mask'``, ``'rerun'`` (re-explains inputs, so a
+        registered method).
+    run : callable
+        ``run(ctx, attribution) -> {metric name: MetricResult}``.
+    family : str
+        ``'faithfulness'``, ``'localization'``, ``'randomization'``, ``'robustness'``,
+        ``'complexity'`` or ``'axiomatic'``.
+    reference : str
+        The paper the metric comes from.
+    cost : str
+        Forward passes / explanations per sample.
+    random : bool, default False
+        Draws random numbers (seeded by ``seed``).
+
+    Examples
+    --------
+    >>> from trustmap.metrics import METRICS
+    >>> spec = METRICS["deletion"]
+    >>> spec.higher_is_better, spec.needs, spec.family
+    (False, ('model',), 'faithfulness')
+    >>> spec[0] is spec.higher_is_better
+    True
     """
 
     higher_is_better: bool
@@ -366,13 +394,44 @@ class ExplanationScores:
 
     Returned by :func:`trustmap.evaluate`.
 
+    Parameters
+    ----------
+    methods : list of str
+        The methods compared, in table order.
+    metrics : list of str
+        The metrics computed, in table order.
+    cells : dict
+        ``cells[method][metric]``: ``value``, ``low``, ``high``, ``n``, ``higher_is_better``.
+    comparisons : list of dict
+        One per metric and pair of methods: ``metric``, ``a``, ``b``, ``diff``, ``low``, ``high``,
+        ``p``, ``p_holm``, ``significant``, ``better``.
+    settings : dict
+        The settings of the evaluation (masking convention, budgets, seeds, ...).
+    results : dict, optional
+        ``results[method][metric]``: the :class:`MetricResult`.
+
+    Raises
+    ------
+    InputError
+        :meth:`comparison` of a metric or pair of methods the table does not hold.
+
     Examples
     --------
-    >>> scores = trustmap.evaluate(model, X, y, attributions={"gradcam": g, "lime": l},
-    ...                            metrics=["average_drop", "deletion"])
-    >>> scores.value("gradcam", "average_drop"), scores.interval("gradcam", "average_drop")
-    >>> scores.comparison("deletion", "gradcam", "lime")["p_holm"]
-    >>> print(scores.to_markdown())
+    >>> import numpy as np, torch, trustmap
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+    ...                           torch.nn.Linear(4 * 14, 2))
+    >>> model = trustmap.load_model(net, input_shape=(1, 16))
+    >>> X = np.random.default_rng(0).random((20, 1, 16)).astype(np.float32)
+    >>> att = {m: trustmap.explain(model, X, method=m) for m in ("saliency", "gradcam")}
+    >>> scores = trustmap.evaluate(model, X, model.predict(X), att, metrics=["average_drop", "deletion"],
+    ...                            n_boot=200, n_perm=200)
+    >>> scores.methods, scores.metrics
+    (['saliency', 'gradcam'], ['average_drop', 'deletion'])
+    >>> low, high = scores.interval("gradcam", "deletion")
+    >>> low <= scores.value("gradcam", "deletion") <= high
+    True
+    >>> sorted(scores.comparison("deletion", "gradcam", "saliency"))
+    ['a', 'b', 'better', 'diff', 'high', 'low', 'metric', 'p', 'p_holm', 'significant']
     """
 
     methods: list[str]
@@ -618,12 +677,18 @@ def evaluate_explanations(model, X, y=None, attributions=None, metrics: Sequence
 
     Examples
     --------
-    >>> import trustmap
-    >>> att = trustmap.explain(model, X, method="gradcam")
-    >>> masks = trustmap.Localizer().fit(model, X_unseen).locate(X)
-    >>> scores = trustmap.evaluate(model, X, y, attributions={"gradcam": att, "trust": masks},
-    ...                            metrics=["average_drop", "increase_in_confidence", "deletion"])
-    >>> print(scores.to_markdown())                 # means with 95 % intervals, paired tests
+    >>> import numpy as np, torch, trustmap
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+    ...                           torch.nn.Linear(4 * 14, 2))
+    >>> model = trustmap.load_model(net, input_shape=(1, 16))
+    >>> X = np.random.default_rng(0).random((20, 1, 16)).astype(np.float32)
+    >>> att = {m: trustmap.explain(model, X, method=m) for m in ("gradcam", "saliency")}
+    >>> scores = trustmap.evaluate(model, X, model.predict(X), attributions=att,
+    ...                            metrics=["average_drop", "increase_in_confidence", "deletion"],
+    ...                            n_boot=200, n_perm=200)
+    >>> scores.metrics
+    ['average_drop', 'increase_in_confidence', 'deletion']
+    >>> md = scores.to_markdown()  # means with 95 % intervals, paired tests
     """
     attrs = _as_dict(attributions if attributions is not None else {})
     mk = make_masking(masking, baseline=baseline, normalize=normalize, budget=budget, channels=channels, seed=seed)

@@ -159,6 +159,21 @@ def drop_increase(model, X, maps, *, frac: float = 0.3, target=None, layout=None
 def average_drop(model, X, maps, *, frac: float = 0.3, **kw) -> MetricResult:
     """Average drop in % (lower is better); see :func:`drop_increase` for the parameters.
 
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array
+        One map per input, with the input's shape.
+    frac : float, default 0.3
+        Share of each map's entries kept, in (0, 1].
+    **kw
+        The other keywords of :func:`drop_increase`: ``target``, ``layout``, ``output``,
+        ``relative``, ``tolerance``, ``masking``, ``baseline``, ``normalize``, ``budget``,
+        ``channels``, ``seed``, ``blur_sigma``, ``reference``.
+
     Returns
     -------
     MetricResult
@@ -188,6 +203,21 @@ def average_drop(model, X, maps, *, frac: float = 0.3, **kw) -> MetricResult:
 
 def increase_in_confidence(model, X, maps, *, frac: float = 0.3, **kw) -> MetricResult:
     """Increase in confidence in % of samples (higher is better); see :func:`drop_increase`.
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array
+        One map per input, with the input's shape.
+    frac : float, default 0.3
+        Share of each map's entries kept, in (0, 1].
+    **kw
+        The other keywords of :func:`drop_increase`: ``target``, ``layout``, ``output``,
+        ``relative``, ``tolerance``, ``masking``, ``baseline``, ``normalize``, ``budget``,
+        ``channels``, ``seed``, ``blur_sigma``, ``reference``.
 
     Returns
     -------
@@ -300,6 +330,27 @@ def insertion(model, X, maps, *, steps: int | str = "auto", target=None, layout=
               reference=None) -> MetricResult:
     """Insertion curve and its AUC (higher is better): from the all-baseline input, the entries
     are put back in map order, most important first. Same parameters as :func:`deletion`.
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    X : array
+        The inputs, in the caller's layout.
+    maps : Attribution or array
+        One map per input, with the input's shape.
+    steps : int or 'auto', default 'auto'
+        Number of equal shares the entries are put back in (``'auto'``: one entry per step, up to 100).
+    target : int or array of int, optional
+        Class per sample; default: the Attribution's targets, else the predicted class.
+    layout : str, optional
+        Layout of ``X`` (and of an array ``maps``) when the shape is ambiguous.
+    output : {'prob', 'logit'}, default 'prob'
+    masking : Masking, optional
+        The whole masking convention; wins over the keywords below.
+    baseline, normalize, budget, channels, seed, blur_sigma, reference
+        The masking convention of :mod:`trustmap.metrics.masking` (``baseline='zero'``,
+        ``normalize=None``, ``budget='total'``, ``channels='each'``, ``seed=0``).
 
     Returns
     -------

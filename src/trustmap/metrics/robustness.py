@@ -440,6 +440,20 @@ def random_logit(model, X, maps=None, *, explainer=None, params: dict | None = N
         ``target`` is not a class of the model.
     ModelLoadError
         ``model`` cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.metrics import random_logit, edge_detector
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+    ...                           torch.nn.Linear(4 * 14, 3))
+    >>> model = trustmap.load_model(net, input_shape=(1, 16))
+    >>> X = np.random.default_rng(0).random((4, 1, 16)).astype(np.float32)
+    >>> random_logit(model, X, explainer=edge_detector).value  # the same map for every class
+    1.0
+    >>> r = random_logit(model, X, explainer="saliency", similarity="spearman")
+    >>> r.per_sample.shape, r.higher_is_better
+    ((4,), False)
     """
     from .sanity import spearman_rows, ssim_rows
 

@@ -69,22 +69,68 @@ def run_evaluate_explanations(model, data, explanations_dir: str | os.PathLike, 
 
     Parameters
     ----------
-    model : a model object or file (anything :func:`trustmap.load_model` takes).
-    data : a built-in dataset name (its ``split``), a data file, a Dataset or an ``(X, y)`` pair: the
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts.
+    data : str, path, Dataset or (X, y)
+        A built-in dataset name (its ``split``), a data file, a Dataset or an ``(X, y)`` pair: the
         inputs that were explained (the explanations may cover its first samples only; their data
         fingerprints are checked).
-    explanations_dir : folder of saved Attributions (``trustmap explain --out DIR``).
-    out_dir : where ``scores.json``, ``scores.md`` (and ``curves.png``) go; ``None`` writes nothing.
-    metrics : names (list or comma-separated); default as :func:`evaluate_explanations` (localization
+    explanations_dir : path
+        Folder of saved Attributions (``trustmap explain --out DIR``).
+    out_dir : path, optional
+        Where ``scores.json``, ``scores.md`` (and ``curves.png``) go; ``None`` writes nothing.
+    metrics : str or sequence of str, optional
+        Names (list or comma-separated); default as :func:`evaluate_explanations` (localization
         metrics join when the data carry a ground-truth region, e.g. the synthetic datasets).
-    mask : a region mask (array or ``.npy`` file) overriding the data's own.
-    frac, baseline, normalize, steps, r2_tau, n_boot, level, n_perm, alpha, seed : see
-        :func:`trustmap.metrics.evaluate_explanations`.
+    split : str, default 'test'
+        The split of a built-in dataset.
+    layout : str, optional
+        Layout of the data when the shape is ambiguous.
+    mask : array or path, optional
+        A region mask (array or ``.npy`` file) overriding the data's own.
+    frac, baseline, normalize, steps, r2_tau, n_boot, level, n_perm, alpha, seed
+        See :func:`trustmap.metrics.evaluate_explanations`.
+    safe_mode : bool, default True
+        Passed to :func:`trustmap.load_model`.
+    plots : bool, default True
+        Write ``curves.png`` (with deletion or insertion, and an ``out_dir``).
 
     Returns
     -------
-    dict with ``scores`` (the :class:`ExplanationScores`), ``methods``, ``n`` (samples scored),
-    ``files`` (paths written) and ``markdown``.
+    dict
+        ``scores`` (the :class:`ExplanationScores`), ``methods``, ``n`` (samples scored),
+        ``files`` (paths written) and ``markdown``.
+
+    Raises
+    ------
+    MissingFileError
+        ``explanations_dir`` does not exist or holds no saved explanations, or the data file, a
+        streamed result it names or the ``mask`` file does not exist.
+    DataError
+        The explanations cover different numbers of samples or more samples than ``data``, were
+        made for other inputs, or the data file is unreadable.
+    InputError
+        An unknown metric, dataset name or setting out of range.
+    ShapeError, LayoutError, TargetError
+        The data or the maps do not fit the model.
+    ModelLoadError
+        ``model`` cannot be loaded (``UnsafeModelError`` when ``safe_mode`` refuses it).
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, torch, trustmap
+    >>> from trustmap.metrics import run_evaluate_explanations
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+    ...                           torch.nn.Linear(4 * 14, 2))
+    >>> model = trustmap.load_model(net, input_shape=(1, 16))
+    >>> X = np.random.default_rng(0).random((20, 1, 16)).astype(np.float32)
+    >>> d = tempfile.mkdtemp()
+    >>> for m in ("saliency", "gradcam"):
+    ...     _ = trustmap.explain(model, X, method=m).save(os.path.join(d, m + ".npz"))
+    >>> res = run_evaluate_explanations(model, (X, model.predict(X)), d, None, ["average_drop", "deletion"],
+    ...                                 n_boot=200, n_perm=200)
+    >>> sorted(res["methods"]), res["n"], res["files"]
+    (['gradcam', 'saliency'], 20, [])
     """
     from ..jobs.commands import score, select_explanations
     from ..jobs.data import open_data

@@ -368,6 +368,36 @@ class SanityResult:
     ``stages[s]`` names the layers randomized so far (output side first). ``spearman`` and
     ``ssim`` are ``(S, N)``. ``flagged``: the maps did not change enough under full
     randomization (see the module docstring).
+
+    Parameters
+    ----------
+    test : str
+        ``'cascading'``, ``'independent'`` or ``'label'``.
+    method : str
+        Name of the explainer.
+    stages : list of str
+        Stage names, ``'trained'`` first.
+    spearman, ssim : ndarray (S, N)
+        Similarity of each stage's maps to the trained model's, per sample.
+    threshold : float
+        Flagging threshold on the final mean similarity.
+    level : float, default 0.95
+        Level of the bootstrap intervals of :meth:`ci`.
+    n_boot : int, default 1000
+        Bootstrap resamples of :meth:`ci`.
+    extras : dict, optional
+        Test details (layers, seed, training accuracy, ...).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.metrics import SanityResult
+    >>> r = SanityResult("cascading", "demo", ["trained", "+fc"], np.array([[1.0, 1], [0.1, 0.3]]),
+    ...                  np.array([[1.0, 1], [0.2, 0.2]]), threshold=0.5)
+    >>> r.final, r.flagged
+    ({'spearman': 0.2, 'ssim': 0.2}, False)
+    >>> r.ci().shape
+    (2, 2)
     """
 
     test: str
@@ -459,6 +489,70 @@ def model_randomization(model, X, explainer, *, params: dict | None = None, targ
 
     Returns a :class:`SanityResult` whose stages are ``'trained'`` then, cascading, ``'+layer'``
     for each layer randomized (output side first); independent: ``'layer'`` each alone.
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        A PyTorch or Keras model (anything :func:`trustmap.load_model` accepts); it is never
+        changed: the layers are re-initialized on copies.
+    X : array
+        The inputs explained, in the caller's layout.
+    explainer : str, Explainer, Attribution or callable
+        A registered method name (configured by ``params``), an explainer instance, an
+        :class:`~trustmap.Attribution` (its method and parameters are re-run), or
+        ``f(model, X, target, layout)`` returning an Attribution or an array shaped like ``X``.
+    params : dict, optional
+        The method's parameters; only with a method name or an Attribution.
+    target : int or array of int, optional
+        Class per sample, kept at every stage; default: an Attribution's targets, else the
+        trained model's predicted class.
+    layout : str, optional
+        Layout of ``X`` when the shape is ambiguous.
+    cascading : bool, default True
+        Randomize the layers cumulatively, output side first (``False``: each layer alone).
+    normalize : str, optional
+        How the maps are turned into importances before comparing, as :class:`Masking`'s
+        ``normalize`` (default: the raw maps).
+    threshold : float, default 0.5
+        A method is flagged when a final mean similarity is at or above it; in [-1, 1].
+    seed : int, default 0
+        Seed of the re-initialization.
+    level : float, default 0.95
+        Level of the bootstrap intervals of :meth:`SanityResult.ci`.
+
+    Returns
+    -------
+    SanityResult
+        ``test`` is ``'cascading'`` or ``'independent'``; ``extras['layers_top_down']`` lists
+        the layers with parameters, output side first.
+
+    Raises
+    ------
+    InputError
+        ``threshold`` or ``normalize`` out of range, an unknown method name, ``params`` with an
+        explainer object or callable, or an ``explainer`` that is none of the accepted kinds.
+    UnsupportedError
+        The model is neither PyTorch nor Keras, has no parameters, or ``explainer`` is an
+        Attribution that cannot be re-run (``'trust'``, ``'edge_detector'``).
+    ShapeError, LayoutError
+        ``X`` does not fit the model, or the explainer's maps do not have ``X``'s shape.
+    TargetError
+        ``target`` is not a class of the model.
+    ModelLoadError
+        ``model`` cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from trustmap.metrics import model_randomization, edge_detector
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+    ...                           torch.nn.Linear(4 * 14, 2))
+    >>> X = np.random.default_rng(0).random((4, 1, 16)).astype(np.float32)
+    >>> r = model_randomization(net, X, "saliency")
+    >>> r.stages, r.spearman.shape
+    (['trained', '+3', '+0'], (3, 4))
+    >>> model_randomization(net, X, edge_detector).flagged  # the map ignores the model
+    True
     """
     threshold = _check_threshold(threshold)
     mk = Masking(normalize=normalize)
@@ -494,6 +588,78 @@ def label_randomization(model, X_train, y_train, X, explainer, *, params: dict |
     models — by :class:`trustmap.zoo.Trainer` for ``epochs`` epochs with no early stopping
     (the network memorizes the labels). ``extras['train_accuracy']`` is the copy's accuracy on
     the permuted labels it was trained on.
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        The trained model (never changed); a Keras model needs ``fit``.
+    X_train : array
+        Training inputs for the copy, in the caller's layout.
+    y_train : array of int
+        One label per training input; they are permuted with ``seed``.
+    X : array
+        The inputs explained, in the caller's layout.
+    explainer : str, Explainer, Attribution or callable
+        A registered method name (configured by ``params``), an explainer instance, an
+        :class:`~trustmap.Attribution` (its method and parameters are re-run), or
+        ``f(model, X, target, layout)`` returning an Attribution or an array shaped like ``X``.
+    params : dict, optional
+        The method's parameters; only with a method name or an Attribution.
+    target : int or array of int, optional
+        Class per sample, kept at every stage; default: an Attribution's targets, else the
+        trained model's predicted class.
+    layout : str, optional
+        Layout of ``X`` when the shape is ambiguous.
+    fit : callable, optional
+        ``fit(module, X_train, y_perm)`` training in place the re-initialized copy it gets
+        (a ``torch.nn.Module`` or a cloned ``keras.Model``); default (PyTorch only):
+        :class:`trustmap.zoo.Trainer`.
+    epochs : int, default 20
+        Epochs of the default training.
+    lr : float, default 3e-3
+        Learning rate of the default training.
+    normalize : str, optional
+        How the maps are turned into importances before comparing, as :class:`Masking`'s
+        ``normalize`` (default: the raw maps).
+    threshold : float, default 0.5
+        A method is flagged when a final mean similarity is at or above it; in [-1, 1].
+    seed : int, default 0
+        Seed of the permutation, the re-initialization and the default training.
+    level : float, default 0.95
+        Level of the bootstrap intervals of :meth:`SanityResult.ci`.
+
+    Returns
+    -------
+    SanityResult
+        ``test`` is ``'label'``; stages ``['trained', 'random labels']``.
+
+    Raises
+    ------
+    InputError
+        ``threshold`` or ``normalize`` out of range, an unknown method name, ``params`` with an
+        explainer object or callable, an ``explainer`` that is none of the accepted kinds, or a
+        training setting the default :class:`~trustmap.zoo.Trainer` refuses.
+    ShapeError, LayoutError
+        ``X`` or ``X_train`` does not fit the model, ``y_train`` has not one label per
+        ``X_train`` sample, or the explainer's maps do not have ``X``'s shape.
+    UnsupportedError
+        A Keras model without ``fit``, another framework, or an Attribution that cannot be
+        re-run.
+    TargetError
+        ``target`` is not a class of the model.
+    ModelLoadError
+        ``model`` cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from trustmap.metrics import label_randomization
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+    ...                           torch.nn.Linear(4 * 14, 2))
+    >>> X = np.random.default_rng(0).random((4, 1, 16)).astype(np.float32)
+    >>> r = label_randomization(net, X, np.array([0, 1, 0, 1]), X, "saliency", epochs=2)
+    >>> r.test, r.stages, r.ssim.shape
+    ('label', ['trained', 'random labels'], (2, 4))
     """
     threshold = _check_threshold(threshold)
     mk = Masking(normalize=normalize)

@@ -272,7 +272,15 @@ def _drop_pool() -> None:
 
 def shutdown_ray_pool() -> None:
     """End the cached pool of Ray workers; stop the local Ray (or leave the cluster) if :func:`ray_explain`
-    started it. A Ray the caller had started stays as it was. Called at the end of the process."""
+    started it. A Ray the caller had started stays as it was. Called at the end of the process.
+
+    Does nothing when no pool is held (e.g. Ray was never used in this process).
+
+    Examples
+    --------
+    >>> from trustmap.stream import shutdown_ray_pool
+    >>> shutdown_ray_pool()  # no pool held here: nothing to end
+    """
     ray = sys.modules.get("ray")
     _drop_pool()
     if ray is None:
@@ -401,7 +409,51 @@ def measure_cost(m, src, explainers: dict, target=None, *, budget_s: float = 0.1
                  max_rows: int = 1024) -> dict[str, float]:
     """Seconds per row of each explainer on this model, timed in this process on the file's first rows
     (batches of 16, 64, ... rows until one takes ``budget_s`` or ``max_rows`` rows, after a warm-up call
-    of 2 rows, which is the measure when it alone takes ``budget_s``)."""
+    of 2 rows, which is the measure when it alone takes ``budget_s``).
+
+    Parameters
+    ----------
+    m : Model
+        The loaded model.
+    src : Source
+        The open data file (:func:`~trustmap.stream.open_source`); its first rows are explained.
+    explainers : dict
+        ``{name: explainer}``, each with an ``explain(model, X, target=, layout=)`` method.
+    target : int, array of int or None, optional
+        Targets of the rows (an array covers the file's rows); ``None``: the predicted class.
+    budget_s : float, default 0.1
+        A timing stops growing its batch once one call takes this long.
+    max_rows : int, default 1024
+        The most rows timed in one call.
+
+    Returns
+    -------
+    dict
+        ``{name: seconds per row}``.
+
+    Raises
+    ------
+    DataError
+        The rows cannot be read from the file.
+    TargetError
+        A target is not a class of the model.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, torch, trustmap
+    >>> from trustmap.explain import get_explainer
+    >>> from trustmap.stream import open_source
+    >>> from trustmap.stream.ray_engine import measure_cost
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+    >>> model = trustmap.load_model(net, input_shape=(1, 16))
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.npy")
+    >>> np.save(path, np.random.default_rng(0).random((8, 1, 16)).astype(np.float32))
+    >>> src = open_source(path)
+    >>> cost = measure_cost(model, src, {"saliency": get_explainer("saliency")})
+    >>> src.close()
+    >>> sorted(cost), cost["saliency"] > 0
+    (['saliency'], True)
+    """
     k_max = int(min(max_rows, src.n))
     x, y = src.read(0, k_max)
     tgt = targets_for(target, y, 0, k_max, src.n) if not isinstance(target, np.ndarray) else target[:k_max]
@@ -486,6 +538,71 @@ def choose_engine(model, data, methods: str | Sequence[str], *, target=None,
     Returns ``engine`` (``'ray'`` or ``'local'``), ``reason``, ``rule``, the figures behind it
     (``rows``, ``cost_per_row_s``, ``work_s``, ``workers``, ``ray_fixed_s``, ``ray_saving_s``) and
     ``line`` (one line saying all that, as ``--engine auto`` prints it on stderr).
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` accepts; its number of classes must be known (a
+        PyTorch module needs ``load_model(..., input_shape=...)``).
+    data : path, Source or array
+        A data file :func:`~trustmap.stream.open_source` streams, or an open
+        :class:`~trustmap.stream.Source`; anything else gets ``'local'`` (Ray workers read a file).
+    methods : str or sequence of str
+        Method names (a comma-separated string or a list).
+    target : int, 'label', array or None, optional
+        As for :func:`~trustmap.stream.stream_explain`; the timing explains these targets.
+    params : dict, optional
+        ``{method: {parameter: value}}``.
+    num_workers : int, default 2
+        Ray workers asked for; those that fit on the CPUs count.
+    num_cpus_per_worker : float, default 1
+        CPUs per worker.
+    address : str, optional
+        A Ray cluster's address: its workers are not limited by this machine's CPUs.
+    layout, label, key, labels
+        How the data file is read, as for :func:`~trustmap.stream.open_source`.
+    safe_mode : bool, default True
+        Passed to :func:`trustmap.load_model`.
+    m : Model, optional
+        ``model`` already loaded (then ``model`` is not loaded again).
+
+    Returns
+    -------
+    dict
+        ``engine``, ``reason``, ``rule``, ``rows``, ``cost_per_row_s``, ``work_s``, ``workers``,
+        ``ray_fixed_s``, ``ray_saving_s``, ``ray_installed`` and ``line``.
+
+    Raises
+    ------
+    InputError
+        An unknown method or parameter, a ``num_workers`` or ``num_cpus_per_worker`` out of
+        range, or a bad ``target``.
+    TargetError, LabelError
+        ``target`` out of range, or ``'label'`` without labels.
+    MissingFileError
+        The data file (or labels file) does not exist.
+    DataError
+        The file is unreadable, empty, not numeric, or its labels do not match.
+    UnsupportedError
+        The model's number of classes is not known (a module loaded without ``input_shape``).
+    ShapeError, LayoutError
+        The samples do not fit the model (or ``layout``).
+    ModelLoadError
+        ``model`` cannot be loaded (``UnsafeModelError`` when ``safe_mode`` refuses it).
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, torch, trustmap
+    >>> from trustmap.stream import choose_engine
+    >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+    >>> model = trustmap.load_model(net, input_shape=(1, 16))
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.npy")
+    >>> np.save(path, np.random.default_rng(0).random((8, 1, 16)).astype(np.float32))
+    >>> c = choose_engine(model, path, "saliency")
+    >>> c["engine"], c["rows"], c["reason"]  # 8 rows: Ray's start-up would not pay
+    ('local', 8, 'it does not pay')
+    >>> choose_engine(model, np.zeros((2, 1, 16)), "saliency")["engine"]  # an array, not a file
+    'local'
     """
     from ..jobs.params import make_explainers
     from ..models import load_model
@@ -675,6 +792,40 @@ def ray_explain(model, data, methods: str | Sequence[str], out_dir, *, target=No
         method), ``n``, ``seconds`` and ``samples_per_s`` (the Ray work, without starting Ray),
         ``workers``, ``model_loads`` (models loaded on the workers by this call: one per new actor,
         none with a warm pool), ``pool_reused``, ``blocks`` and ``block_rows``.
+
+    Raises
+    ------
+    DependencyError
+        Ray is not installed, or a GPU worker sees no CUDA device.
+    InputError
+        An unknown method, parameter or ``target``; ``chunk_rows``, ``num_workers``,
+        ``num_cpus_per_worker`` or ``num_gpus_per_worker`` out of range; an ``address`` that is not
+        a string; a cluster that cannot be reached or lacks the CPUs/GPUs asked for; a model object
+        that cannot be sent to the workers.
+    UnsupportedError
+        GPU workers for a model that runs on CPU only.
+    StreamConflictError
+        ``out_dir`` holds a result made with other settings.
+    TargetError, LabelError
+        ``target`` out of range, or ``'label'`` without labels.
+    MissingFileError
+        The data file (or labels file) does not exist.
+    DataError
+        The file is unreadable, empty, not numeric, has NaN/Inf, or its labels do not match.
+    ShapeError, LayoutError
+        The samples do not fit the model (or ``layout``).
+    ModelLoadError
+        ``model`` cannot be loaded (``UnsafeModelError`` when ``safe_mode`` refuses it).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.stream import ray_explain, shutdown_ray_pool
+    >>> np.save("x.npy", np.random.default_rng(0).random((1000, 1, 40)).astype(np.float32))  # doctest: +SKIP
+    >>> res = ray_explain("model.pt", "x.npy", "gradcam,saliency", "maps", num_workers=2)  # doctest: +SKIP
+    >>> res["files"]["gradcam"].name, res["n"]  # doctest: +SKIP
+    ('gradcam.parquet', 1000)
+    >>> shutdown_ray_pool()  # doctest: +SKIP
     """
     from ..jobs.params import make_explainers, method_names
     from ..models import load_model
