@@ -106,6 +106,9 @@ def test_a_plain_module_whose_classes_show_only_on_data_is_explained_from_a_file
         assert rec["model"]["n_classes"] == 3 and res["n"] == 20
     with pytest.raises(TargetError):
         explain(model, str(tmp_path / "X.npy"), "saliency", tmp_path / "bad", target=3, plots=0)
+    from trustmap.stream import choose_engine
+
+    assert choose_engine(model, str(tmp_path / "X.npy"), ["saliency"], target=2)["engine"] in ("local", "ray")
 
 
 def test_cli_param_errors_are_one_line_and_exit_2(tmp_path, capsys):

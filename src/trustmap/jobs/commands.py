@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import _io
 from ..errors import InputError
-from .data import ArraySource, check_classes, class_names, open_data
+from .data import ArraySource, check_classes, class_names, open_data, see_first_row
 from .engine import (DEFAULT_CHUNK_ROWS, FileSink, MemorySink, check_chunk_rows, fill, gather, predictions,
                      progress_bar)
 from .params import make_explainers
@@ -71,13 +71,6 @@ def _load(model, safe_mode: bool):
     from ..models import Model, load_model
 
     return model if isinstance(model, Model) else load_model(model, safe_mode=safe_mode)
-
-
-def _see(m, src) -> None:
-    """A model loaded without ``input_shape`` (a plain ``nn.Module``) learns its input's shape from the data's
-    first row, so its number of classes and the run record are known before the first chunk."""
-    if (m.spatial is None or None in m.spatial) and src.n:
-        m.to_internal(src.read(0, 1)[0], layout=src.layout)
 
 
 def _save_png(fig, path: Path) -> Path:
@@ -142,7 +135,7 @@ def explain(model, data=None, methods: str | Sequence[str] = "gradcam", out_dir=
                     key=key, classes=classes, stream=engine == "stream", n=n)
     out = Path(out_dir)
     try:
-        _see(m, src)
+        see_first_row(m, src)
         check_classes(None if not classes else list(src.classes), m)
         check_target_range(target, src.y, src.n, m.n_classes)
         producers = {k: (lambda x, t, ex=ex: ex.explain(m, x, target=t, layout=src.layout))
@@ -491,7 +484,7 @@ def evaluate(model, data=None, out_dir=None, *, dataset: str | None = None, spli
     out = None if out_dir is None else Path(out_dir)
     result: dict[str, Any] = {"files": []}
     try:
-        _see(m, src)
+        see_first_row(m, src)
         check_classes(None if not classes else list(src.classes), m)
         if src.y is None and not explanations:
             raise InputError("evaluating a model needs labels", parameter="labels",

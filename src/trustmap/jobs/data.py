@@ -317,3 +317,20 @@ def check_classes(names: Sequence[str] | None, model) -> None:
         raise InputError("the class names do not match the model's classes", parameter="classes",
                          expected=f"{k} names (the model has {k} classes)", got=len(names),
                          fix=f"pass {k} comma-separated names, in class-index order")
+
+
+def see_first_row(m, src: Source) -> None:
+    """Let a model loaded without ``input_shape`` learn its input's shape from the data's first row.
+
+    A plain ``nn.Module`` whose class count shows only on data (no last ``Linear``) then knows its number of
+    classes before targets are checked and the run record is written.
+
+    Parameters
+    ----------
+    m : Model
+        The loaded model (its ``spatial`` is set in place when unknown).
+    src : Source
+        The data (one row is read).
+    """
+    if (m.spatial is None or None in m.spatial) and src.n:
+        m.to_internal(src.read(0, 1)[0], layout=src.layout)

@@ -59,6 +59,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import DataError, DependencyError, InputError, TrustmapError, UnsupportedError
+from ..jobs.data import see_first_row
 from ..jobs.engine import DEFAULT_CHUNK_ROWS, FileSink, check_chunk_rows, fill
 from ..jobs.record import model_desc, new_record, write_record
 from ..jobs.targets import check_target_range, parse_target, target_key, targets_for
@@ -542,8 +543,8 @@ def choose_engine(model, data, methods: str | Sequence[str], *, target=None,
     Parameters
     ----------
     model : Model, torch.nn.Module, keras.Model or path
-        Anything :func:`trustmap.load_model` accepts; its number of classes must be known (a
-        PyTorch module needs ``load_model(..., input_shape=...)``).
+        Anything :func:`trustmap.load_model` accepts (a module whose class count shows only on data
+        learns it from the file's first row).
     data : path, Source or array
         A data file :func:`~trustmap.stream.open_source` streams, or an open
         :class:`~trustmap.stream.Source`; anything else gets ``'local'`` (Ray workers read a file).
@@ -583,8 +584,6 @@ def choose_engine(model, data, methods: str | Sequence[str], *, target=None,
         The data file (or labels file) does not exist.
     DataError
         The file is unreadable, empty, not numeric, or its labels do not match.
-    UnsupportedError
-        The model's number of classes is not known (a module loaded without ``input_shape``).
     ShapeError, LayoutError
         The samples do not fit the model (or ``layout``).
     ModelLoadError
@@ -623,6 +622,7 @@ def choose_engine(model, data, methods: str | Sequence[str], *, target=None,
                                                             labels=labels)
     try:
         target = parse_target(target)
+        see_first_row(m, src)
         check_target_range(target, src.y, src.n, m.n_classes)
         if isinstance(target, str):
             target = np.asarray(src.y, dtype=np.int64)
@@ -859,6 +859,7 @@ def ray_explain(model, data, methods: str | Sequence[str], out_dir, *, target=No
             raise DataError("the data file holds no samples", parameter="data", expected="at least one row",
                             got=str(src.path), fix="pass a file with samples")
         target = parse_target(target)
+        see_first_row(m, src)
         check_target_range(target, src.y, src.n, m.n_classes)  # checked here rather than in every worker
         targets = np.asarray(src.y, dtype=np.int64) if isinstance(target, str) else target
         n, sample_shape = src.n, src.sample_shape
