@@ -17,7 +17,31 @@ T = TypeVar("T", bound=type)
 
 
 def register(name: str) -> Callable[[T], T]:
-    """Class decorator: make an :class:`~trustmap.explain.base.Explainer` available as ``name``."""
+    """Class decorator: make an :class:`~trustmap.explain.base.Explainer` available as ``name``.
+
+    Parameters
+    ----------
+    name : str
+        The method name the class is registered under (``get_explainer(name)``, the CLI's ``--method``).
+        Registering a second, different class under a taken name is a programming error (``ValueError``).
+
+    Returns
+    -------
+    callable
+        The decorator: it records the class in :data:`REGISTRY`, sets its ``name`` attribute and returns
+        the class unchanged.
+
+    Examples
+    --------
+    >>> from trustmap.explain import REGISTRY, register
+    >>> from trustmap.explain.gradients import Saliency
+    >>> @register("my_saliency")
+    ... class MySaliency(Saliency):
+    ...     pass
+    >>> REGISTRY["my_saliency"] is MySaliency, MySaliency.name
+    (True, 'my_saliency')
+    >>> del REGISTRY["my_saliency"]
+    """
 
     def deco(cls: T) -> T:
         if name in REGISTRY and REGISTRY[name] is not cls:
@@ -31,6 +55,11 @@ def register(name: str) -> Callable[[T], T]:
 
 def list_methods() -> list[str]:
     """The registered method names, sorted.
+
+    Returns
+    -------
+    list of str
+        Every name :func:`get_explainer` accepts, in alphabetical order (importing the method modules first).
 
     Examples
     --------
@@ -55,6 +84,17 @@ def methods_where(**facts: bool) -> list[str]:
     given one), ``methods_where(stochastic=True)`` (results depend on ``seed``).
 
     The one source of these lists: other layers derive theirs from here.
+
+    Parameters
+    ----------
+    **facts : bool
+        Keywords from :data:`METHOD_FACTS` (``needs_gradients``, ``synthesizes_inputs``, ``stochastic``);
+        a method is kept when its class attribute has the same truth value for each. No keywords: all methods.
+
+    Returns
+    -------
+    list of str
+        The matching method names, sorted.
 
     Raises
     ------

@@ -577,6 +577,11 @@ def preserved_rng() -> Iterator[None]:
     ``random``) are exactly what they were on entry when the block ends, however it ends: building
     layers (Keras clones, zoo modules) draws from them, and the user's random streams must not move.
 
+    Yields
+    ------
+    None
+        The body of the ``with`` block runs; the states are restored when it exits (normally or by an exception).
+
     Examples
     --------
     >>> import numpy as np

@@ -277,6 +277,10 @@ def shutdown_ray_pool() -> None:
 
     Does nothing when no pool is held (e.g. Ray was never used in this process).
 
+    Returns
+    -------
+    None
+
     Examples
     --------
     >>> from trustmap.stream import shutdown_ray_pool
