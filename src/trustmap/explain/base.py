@@ -48,6 +48,21 @@ class Explainer:
     as an internal tensor ``(N, C, *spatial)`` and the targets (an int64 tensor ``(N,)``, or
     ``None`` to mean "the predicted class", which the method resolves from its own forward
     pass), and returns ``(maps (N, C, *spatial) tensor, targets (N,) array, extras dict)``.
+
+    Examples
+    --------
+    No subclassing is needed to use one: :func:`~trustmap.explain.get_explainer` builds a registered
+    explainer, reusable on any batch.
+
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.explain import Explainer, get_explainer
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 2)),
+    ...                             input_shape=(1, 6))
+    >>> ex = get_explainer("saliency")
+    >>> isinstance(ex, Explainer), ex.name, ex.needs_gradients
+    (True, 'saliency', True)
+    >>> ex.explain(model, np.ones((2, 1, 6), np.float32)).maps.shape
+    (2, 1, 6)
     """
 
     name: ClassVar[str] = "?"

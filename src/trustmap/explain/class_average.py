@@ -51,6 +51,17 @@ def class_average(model, X, y=None, *, method: str = "saliency", classes: Sequen
     Attribution
         ``maps`` has one row per class (the mean maps, in ``X``'s layout), ``targets`` the classes;
         ``extras`` holds ``sem``, ``ci_low``, ``ci_high`` (shaped like ``maps``) and ``n`` (samples per class).
+
+    Examples
+    --------
+    >>> import numpy as np, torch, trustmap
+    >>> from trustmap.explain import class_average
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 2)),
+    ...                             input_shape=(1, 6))
+    >>> X = np.random.RandomState(0).rand(8, 1, 6).astype(np.float32)
+    >>> avg = class_average(model, X, np.array([0, 1] * 4), n_boot=50)
+    >>> avg.maps.shape, avg.targets.tolist(), avg.extras["n"].tolist()
+    ((2, 1, 6), [0, 1], [4, 4])
     """
     n_per_class = check_number(n_per_class, "n_per_class", minimum=1, integer=True)
     n_boot = check_number(n_boot, "n_boot", minimum=1, integer=True)

@@ -32,6 +32,51 @@ def run_explain(model, data, methods: str | Sequence[str], out_dir: str | os.Pat
     samples only. ``labels``/``classes``: labels beside the data and class names.
 
     Returns method name -> the paths written for it (the ``.npz`` first).
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module, keras.Model or path
+        Anything :func:`trustmap.load_model` takes.
+    data : path, dataset name, Dataset, ``(X, y)`` pair or array
+        The inputs (see above).
+    methods : str or sequence of str
+        Registered method names (:func:`~trustmap.explain.list_methods`).
+    out_dir : str or path
+        The folder written to.
+    target : None, ``'label'``, int, or one int per sample
+        What each sample is explained for.
+    layout : str, optional
+        The layout name of the inputs when their shape is ambiguous.
+    params : dict, optional
+        Method name -> that method's parameters.
+    n : int, optional
+        Explain only the first ``n`` samples.
+    plots : int
+        How many samples get an overlay PNG per method.
+    split : str
+        The split of a built-in dataset.
+    safe_mode : bool
+        Refuse model files that would run arbitrary code when loaded.
+    labels, classes : optional
+        Labels beside the data, and the class names.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    dict of str to list of Path
+        Method name -> the files written for it: ``M.npz``, ``M.json``, then the ``M_<i>.png`` overlays.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, torch, trustmap
+    >>> from trustmap.explain import run_explain
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 2)),
+    ...                             input_shape=(1, 6))
+    >>> X = np.random.RandomState(0).rand(2, 1, 6).astype(np.float32)
+    >>> paths = run_explain(model, X, "saliency", tempfile.mkdtemp(), plots=1)
+    >>> [p.name for p in paths["saliency"]]
+    ['saliency.npz', 'saliency.json', 'saliency_0.png']
     """
     from ..jobs.commands import explain
 
