@@ -99,7 +99,21 @@ def _still_rising(path, steps: int = 2) -> bool:
 
 
 class OptimisticFitWarning(UserWarning):
-    """The localizer is fitted on data the classifier seems to have trained on: its R² interval is optimistic."""
+    """The localizer is fitted on data the classifier seems to have trained on: its R² interval is optimistic.
+
+    :meth:`Localizer.fit` warns with it when the classifier's accuracy on the fitting data (against
+    given labels, not its own predictions) is 1, or far above ``val_accuracy`` when that is known:
+    the clean risk there is lower than on new data. Fit on a split the classifier did not train on.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from trustmap.localizer import OptimisticFitWarning
+    >>> issubclass(OptimisticFitWarning, UserWarning)
+    True
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error", OptimisticFitWarning)  # make it an error, e.g. in a pipeline
+    """
 
 
 class Localizer:

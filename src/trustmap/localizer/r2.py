@@ -37,7 +37,37 @@ METRICS = ("acc", "prob", "loss")
 
 @dataclass(frozen=True)
 class R2Estimate:
-    """An R² with its confidence interval (``low``, ``high``) at ``level``."""
+    """An R² with its confidence interval (``low``, ``high``) at ``level``.
+
+    Unpacks as ``estimate, low, high``; ``float(r2)`` is the estimate.
+
+    Parameters
+    ----------
+    estimate : float
+        The generalized partial R² = 1 - ``clean_risk`` / ``masked_risk``.
+    low, high : float
+        The confidence interval's bounds.
+    level : float
+        The interval's confidence level (e.g. 0.95).
+    metric : str
+        The risk: ``'acc'`` (0/1 errors), ``'prob'`` (``1 - p_y``) or ``'loss'`` (cross-entropy).
+    method : str
+        How the interval was computed.
+    n : int
+        The number of samples.
+    clean_risk, masked_risk : float
+        The mean risk on the inputs and on the masked inputs.
+    tau : float, optional
+        The mask budget τ the estimate is for.
+
+    Examples
+    --------
+    >>> from trustmap.localizer import R2Estimate
+    >>> r2 = R2Estimate(0.6, 0.5, 0.7, 0.95, "acc", "bootstrap", 200, 0.1, 0.25, tau=4.0)
+    >>> estimate, low, high = r2
+    >>> print(r2)
+    R² = 0.600 [0.500, 0.700] (95% bootstrap, acc, n=200)
+    """
 
     estimate: float
     low: float
@@ -66,7 +96,36 @@ class R2Estimate:
 
 @dataclass
 class R2Path:
-    """R² along the τ path on one split: monotone (isotonic) estimates and bounds, the raw ones beside."""
+    """R² along the τ path on one split: monotone (isotonic) estimates and bounds, the raw ones beside.
+
+    Parameters
+    ----------
+    tau : array (k,)
+        The mask budgets τ, one per point of the path.
+    estimate, low, high : array (k,)
+        The monotone (isotonic) R² estimates and interval bounds at each τ.
+    raw_estimate, raw_low, raw_high : array (k,)
+        The same before the monotone fit.
+    split : str
+        The data split the path is computed on.
+    n : int
+        The number of samples.
+    level : float
+        The intervals' confidence level.
+    metric : str
+        The risk (``'acc'``, ``'prob'`` or ``'loss'``).
+    target : float, optional
+        The target R² the τ search aimed for.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from trustmap.localizer import R2Path
+    >>> a = np.array([0.2, 0.5, 0.8])
+    >>> path = R2Path(np.array([1.0, 2.0, 4.0]), a, a - 0.1, a + 0.1, a, a - 0.1, a + 0.1, "val", 100, 0.95, "acc")
+    >>> len(path), R2Path.from_dict(path.to_dict()).estimate.tolist()
+    (3, [0.2, 0.5, 0.8])
+    """
 
     tau: np.ndarray
     estimate: np.ndarray
