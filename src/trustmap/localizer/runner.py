@@ -120,6 +120,22 @@ def run_locate(model, data, out_dir, *, y=None, X_val=None, y_val=None, target_r
 
     Returns a dict: the output paths, ``tau``, ``target_r2``, ``r2`` (estimate, low, high), ``target_reached``,
     ``rank`` and ``world_size``.
+
+    Examples
+    --------
+    A real fit trains the mask network for ``epochs`` passes, so this one is not run here:
+
+    >>> import tempfile, numpy as np, torch, trustmap
+    >>> from trustmap.localizer import run_locate
+    >>> lin = torch.nn.Linear(6, 2)  # class 1 when positions 2 and 3 sum above 1
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(torch.tensor([[0.0] * 6, [0, 0, 5, 5, 0, 0]]))
+    ...     _ = lin.bias.copy_(torch.tensor([0.0, -5.0]))
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), lin), input_shape=(1, 6))
+    >>> X = np.random.RandomState(0).rand(64, 1, 6).astype(np.float32)
+    >>> y = (X[:, 0, 2] + X[:, 0, 3] > 1).astype(int)
+    >>> res = run_locate(model, (X, y), tempfile.mkdtemp(), tau=2, epochs=5)  # doctest: +SKIP
+    >>> res["tau"], res["r2"]  # doctest: +SKIP
     """
     from . import distributed as _distributed
 
