@@ -52,7 +52,7 @@ class R2Estimate:
     metric : str
         The risk: ``'acc'`` (0/1 errors), ``'prob'`` (``1 - p_y``) or ``'loss'`` (cross-entropy).
     method : str
-        How the interval was computed.
+        How the interval was computed: ``'bootstrap'`` or ``'delta'`` (the Localizer's ``ci``).
     n : int
         The number of samples.
     clean_risk, masked_risk : float
