@@ -22,6 +22,29 @@ __all__ = ["default_architecture", "train", "evaluate", "demo", "TrainResult", "
 
 @dataclass
 class TrainResult:
+    """What :func:`train` wrote and measured.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The output folder.
+    model_path : Path
+        The trained model (``model.safetensors``; its record is the ``.json`` beside it).
+    report : ModelReport
+        The model report (on the test split, else on the training data).
+    history : History
+        The training history (losses and accuracies per epoch).
+    files : list of Path
+        Every file written.
+
+    Examples
+    --------
+    >>> from trustmap.workflows import train
+    >>> res = train(dataset="mnist1d", out_dir="runs/train", epochs=1)  # doctest: +SKIP
+    >>> res.to_dict()["model"]  # doctest: +SKIP
+    'runs/train/model.safetensors'
+    """
+
     out_dir: Path
     model_path: Path
     report: Any
@@ -59,7 +82,30 @@ def _dataset(dataset: str | None, data, *, split: str, seed: int, layout: str | 
 
 def default_architecture(channels: int, spatial: tuple[int, ...], n_classes: int) -> tuple[str, dict]:
     """The zoo network that suits data of this shape: MNIST-1D CNN for one-channel signals,
-    the FCN for multi-channel signals, the 2D CNN for images."""
+    the FCN for multi-channel signals, the 2D CNN for images.
+
+    Parameters
+    ----------
+    channels : int
+        Input channels.
+    spatial : tuple of int
+        The spatial shape: ``(length,)`` for signals, ``(height, width)`` for images.
+    n_classes : int
+        Number of classes.
+
+    Returns
+    -------
+    tuple of (str, dict)
+        The zoo name and its keyword arguments for :func:`trustmap.zoo.build`.
+
+    Examples
+    --------
+    >>> from trustmap.workflows import default_architecture
+    >>> default_architecture(1, (40,), 10)
+    ('mnist1d_cnn', {'n_classes': 10, 'length': 40})
+    >>> default_architecture(3, (28, 28), 2)[0]
+    'mnist2d_cnn'
+    """
     if len(spatial) == 2:
         return "mnist2d_cnn", {"in_channels": channels, "size": tuple(spatial), "n_classes": n_classes}
     if channels == 1:
@@ -86,7 +132,33 @@ def _figures(out_dir: Path, report, history) -> list[Path]:
 
 
 def write_model_report(out_dir: str | os.PathLike, report, history=None) -> list[Path]:
-    """``report.json``, ``report.txt``, ``history.json`` (when given) and ``model_report.png`` in ``out_dir``."""
+    """``report.json``, ``report.txt``, ``history.json`` (when given) and ``model_report.png`` in ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : str or os.PathLike
+        The output folder.
+    report : ModelReport
+        A model report (:func:`trustmap.metrics.model_report`).
+    history : History, optional
+        A training history; written to ``history.json`` and drawn in the figure.
+
+    Returns
+    -------
+    list of Path
+        The files written (no figure without matplotlib).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, torch, trustmap
+    >>> from trustmap.metrics import model_report
+    >>> from trustmap.workflows import write_model_report
+    >>> model = trustmap.load_model(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)), input_shape=(1, 4))
+    >>> X, y = np.random.default_rng(0).normal(size=(8, 1, 4)).astype(np.float32), np.array([0, 1] * 4)
+    >>> files = write_model_report(tempfile.mkdtemp(), model_report(model, X, y))
+    >>> [f.name for f in files][:2]
+    ['report.json', 'report.txt']
+    """
     out_dir = Path(out_dir)
     files = [_io.write_json(out_dir / "report.json", report.to_dict())]
     files.append(_io.write_text(out_dir / "report.txt", report.summary() + "\n"))
@@ -98,7 +170,30 @@ def write_model_report(out_dir: str | os.PathLike, report, history=None) -> list
 def validation_rows(n: int, val_fraction: float, seed: int) -> np.ndarray:
     """The rows :class:`trustmap.zoo.Trainer` holds out for validation (early stopping) when it is not
     given ``X_val``: the same seeded draw, so they can be recorded (and later used to fit the localizer
-    on data the classifier was not trained on)."""
+    on data the classifier was not trained on).
+
+    Parameters
+    ----------
+    n : int
+        Number of training rows.
+    val_fraction : float
+        The trainer's validation fraction.
+    seed : int
+        The trainer's seed.
+
+    Returns
+    -------
+    numpy.ndarray
+        The sorted int64 row indices (empty when no row, or every row, would be held out).
+
+    Examples
+    --------
+    >>> from trustmap.workflows import validation_rows
+    >>> len(validation_rows(100, 0.1, 0))
+    10
+    >>> validation_rows(100, 0.0, 0).size
+    0
+    """
     import torch
 
     n_val = int(round(n * val_fraction))
@@ -110,7 +205,26 @@ def validation_rows(n: int, val_fraction: float, seed: int) -> np.ndarray:
 
 def holdout_of(model, dataset: str | None) -> dict | None:
     """The validation rows a model trained by :func:`train` did not train on (``{"split", "rows", "seed"}``),
-    when the model file records them for this ``dataset``; else None."""
+    when the model file records them for this ``dataset``; else None.
+
+    Parameters
+    ----------
+    model : str, os.PathLike or object
+        A model file (anything else gives None).
+    dataset : str or None
+        The built-in dataset the rows must belong to.
+
+    Returns
+    -------
+    dict or None
+        The record's ``meta.holdout``, or None.
+
+    Examples
+    --------
+    >>> from trustmap.workflows import holdout_of
+    >>> holdout_of("no/such/model.safetensors", "mnist1d") is None
+    True
+    """
     if not isinstance(model, (str, os.PathLike)) or dataset is None:
         return None
     p = Path(model)
@@ -139,6 +253,45 @@ def train(*, dataset: str | None = "mnist1d", data: str | None = None, test_data
     fast recipe for the MNIST-1D CNN), else from ``zoo.Trainer``'s defaults. The validation rows the
     trainer sets aside (for early stopping; never trained on) are recorded in the model's record
     (``meta.holdout``) and ``run.json``: ``trustmap locate`` fits the localizer on them.
+
+    Parameters
+    ----------
+    dataset : str or None, default "mnist1d"
+        A built-in dataset; its test split gives the report. Give exactly one of ``dataset`` and ``data``.
+    data, test_data : str, optional
+        A data file to train on, and one to report on (else the report is on the training data).
+    arch : str, optional
+        A zoo architecture (default: :func:`default_architecture` for the data's shape).
+    out_dir : str or os.PathLike, default "runs/train"
+        The output folder.
+    epochs, batch_size, lr, patience : optional
+        Training settings (default: the recipe, else the trainer's defaults).
+    seed : int, default 0
+        Seed of the weights, the validation split and the data.
+    layout : str, optional
+        The data's layout.
+    progress : bool, default True
+        Show progress bars.
+    meta : dict, optional
+        Extra entries for the model record's ``meta``.
+    labels, classes : optional
+        Labels for ``data`` and class names.
+
+    Returns
+    -------
+    TrainResult
+        The model, the report, the history and the files written.
+
+    Raises
+    ------
+    InputError
+        Both or neither of ``dataset`` and ``data``, or unlabeled training data.
+
+    Examples
+    --------
+    >>> from trustmap.workflows import train
+    >>> res = train(dataset="mnist1d", out_dir="runs/train", epochs=1, progress=False)  # doctest: +SKIP
+    >>> res.report.accuracy  # doctest: +SKIP
     """
     import torch
 
@@ -203,7 +356,39 @@ def evaluate(model, *, dataset: str | None = None, data: str | None = None, spli
              out_dir: str | os.PathLike | None = None, layout: str | None = None, seed: int = 0,
              history=None, labels=None, classes=None):
     """Model report (accuracy, class-wise accuracy, ROC-AUC, confusion, P/R/F1) on labeled data;
-    returns ``(report, files)`` (the job: :func:`trustmap.jobs.commands.evaluate`)."""
+    returns ``(report, files)`` (the job: :func:`trustmap.jobs.commands.evaluate`).
+
+    Parameters
+    ----------
+    model : str, os.PathLike or model object
+        The model.
+    dataset : str, optional
+        A built-in dataset; or give ``data``.
+    data : str, optional
+        A labeled data file.
+    split : str, default "test"
+        The built-in dataset's split.
+    out_dir : str or os.PathLike, optional
+        Where to write the report files (none written when None).
+    layout : str, optional
+        The data's layout.
+    seed : int, default 0
+        The dataset's seed.
+    history : History, optional
+        A training history drawn in the figure.
+    labels, classes : optional
+        Labels for ``data`` and class names.
+
+    Returns
+    -------
+    tuple of (ModelReport, list of Path)
+        The report and the files written.
+
+    Examples
+    --------
+    >>> from trustmap.workflows import evaluate
+    >>> report, files = evaluate("runs/train/model.safetensors", dataset="mnist1d")  # doctest: +SKIP
+    """
     from .jobs.commands import evaluate as job
 
     res = job(model, data, out_dir, dataset=dataset, split=split, layout=layout, seed=seed, history=history,
@@ -223,6 +408,32 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class DemoResult:
+    """What :func:`demo` wrote and measured.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The run directory.
+    report_path : Path or None
+        ``report.html`` (None when the report was not asked for).
+    model_path : Path or None
+        The model trained here (None when the user gave a model).
+    report : ModelReport or None
+        The model report (None for unlabeled data).
+    manifest : dict
+        The run's record (``run.json``).
+    files : list of Path
+        Every file written.
+    failures : list of dict
+        ``{"step", "error"}`` for each step that failed (empty when all ran).
+
+    Examples
+    --------
+    >>> from trustmap.workflows import demo
+    >>> res = demo(out_dir="runs/demo", quick=True)  # doctest: +SKIP
+    >>> print(res.summary())  # doctest: +SKIP
+    """
+
     out_dir: Path
     report_path: Path | None
     model_path: Path | None
@@ -336,6 +547,24 @@ def demo(*, out_dir: str | os.PathLike = "runs/demo", dataset: str | None = "mni
     data: a ``model`` is required; its predictions stand in for the labels (the localizer and R²
     then explain the model's own decisions) and the model report is skipped; both are said in the
     report. ``DemoResult.failures`` lists every step that failed (empty when all ran).
+
+    Returns
+    -------
+    DemoResult
+        The run directory, the report, the model, the manifest and the files written.
+
+    Raises
+    ------
+    InputError
+        An unknown built-in dataset, a bad ``n_explain``, data files without a model, or unlabeled
+        data without a model.
+
+    Examples
+    --------
+    >>> from trustmap.workflows import demo
+    >>> res = demo(out_dir="runs/demo", quick=True, progress=False)  # doctest: +SKIP
+    >>> res.failures  # doctest: +SKIP
+    []
     """
     import time
     import warnings
