@@ -173,6 +173,20 @@ class _Rescale(torch.autograd.Function):
         return res, None, None
 
 
+def _maxpool_multipliers(m, dx, g, o, oref, ix, iref) -> None:
+    """Write the cross-maximum multipliers into ``m`` ``(b, C, numel_in)``: each window's ``g · Δout`` at the
+    argmax of ``x`` where ``out ≥ out_ref``, else at the reference's, over that input's ``Δin``; the plain
+    gradient where ``|Δin| < eps``. ``dx`` (a fresh tensor) is overwritten."""
+    m.scatter_add_(2, torch.where(o >= oref, ix, iref), g * (o - oref))
+    small = dx.abs() < DEEPLIFT_EPS
+    if bool(small.any()):
+        plain = torch.zeros_like(dx).scatter_add_(2, ix, g)
+        m.div_(dx.masked_fill_(small, 1.0))
+        torch.where(small, plain, m, out=m)
+    else:
+        m.div_(dx)
+
+
 class _RescaleMaxPool(torch.autograd.Function):
     """Max pooling over ``[x; x_ref]`` with a multiplier that keeps summation-to-delta: each window's
     ``Δout`` goes to the input at the argmax of ``x`` when ``out ≥ out_ref``, else at the argmax of the
@@ -195,17 +209,8 @@ class _RescaleMaxPool(torch.autograd.Function):
         o, oref = out[:b].flatten(2), out[b:].flatten(2)
         g = grad[:b].flatten(2)
         ix, iref = idx[:b].flatten(2), idx[b:].flatten(2)
-        pos = torch.where(o >= oref, ix, iref)
         res = grad.new_zeros(x.shape)  # the reference rows get no gradient
-        m = res[:b].view(b, x.shape[1], -1)
-        m.scatter_add_(2, pos, g * (o - oref))
-        small = dx.abs() < DEEPLIFT_EPS
-        if bool(small.any()):
-            plain = torch.zeros_like(dx).scatter_add_(2, ix, g)
-            m.div_(dx.masked_fill_(small, 1.0))  # dx is a fresh tensor
-            torch.where(small, plain, m, out=m)
-        else:
-            m.div_(dx)
+        _maxpool_multipliers(res[:b].view(b, x.shape[1], -1), dx, g, o, oref, ix, iref)
         del n_in
         return res, None, None
 
@@ -312,17 +317,8 @@ class _PairedMaxPool(torch.autograd.Function):
         o, oref = out.flatten(2), _tile(out_ref, b).flatten(2)
         g = grad.flatten(2)
         ix, iref = idx.flatten(2), _tile(idx_ref, b).flatten(2)
-        pos = torch.where(o >= oref, ix, iref)
         res = grad.new_zeros(x.shape)
-        m = res.view(b, x.shape[1], -1)
-        m.scatter_add_(2, pos, g * (o - oref))
-        small = dx.abs() < DEEPLIFT_EPS
-        if bool(small.any()):
-            plain = torch.zeros_like(dx).scatter_add_(2, ix, g)
-            m.div_(dx.masked_fill_(small, 1.0))  # dx is a fresh tensor
-            torch.where(small, plain, m, out=m)
-        else:
-            m.div_(dx)
+        _maxpool_multipliers(res.view(b, x.shape[1], -1), dx, g, o, oref, ix, iref)
         return res, None, None, None, None, None
 
 
