@@ -32,7 +32,8 @@ from ..errors import InputError
 from ..layout import as_layout
 from .base import Explainer, check_choice, check_number, chunk_rows, pick_scores, row_chunks, sample_seeds
 from .shapley import (CONTROL_MAX_CLASSES, CONTROL_MAX_FEATURES, KernelPlan, draw_pairs, enumerate_coalitions,
-                      lstsq_with_cov, shapley_kernel_weights, softmax_surrogate, tol_schedule, tol_z)
+                      lstsq_with_cov, shapley_kernel_weights, softmax_surrogate, tol_schedule, tol_z,
+                      weighted_normal_equations)
 from .registry import register
 from .segments import (SCORES, SEGMENTATIONS, check_baseline_param, full_scores, progress_bar, resolve_baseline,
                        scores_of, segment)
@@ -54,18 +55,7 @@ def weighted_lstsq(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: flo
     ``X`` is ``(B, S, F)``, ``y`` and ``w`` ``(B, S)``. Rank-deficient systems get the minimum-norm
     solution (pseudo-inverse). Returns ``β (B, F)`` and ``c (B,)`` (zeros without intercept).
     """
-    X, y, w = X.double(), y.double(), w.double()
-    if intercept:
-        sw = w.sum(1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
-        xm = (w[:, None, :] @ X)[:, 0] / sw
-        ym = (w * y).sum(1, keepdim=True) / sw
-        Xc, yc = X - xm[:, None], y - ym
-    else:
-        Xc, yc = X, y
-    wXc = Xc * w[..., None]
-    A = Xc.transpose(1, 2) @ wXc  # (B, F, F); bmm, no (B, S, F, F) intermediate
-    if alpha > 0:
-        A = A + alpha * torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    X, w, Xc, yc, wXc, A, xm, ym = weighted_normal_equations(X, y, w, alpha, intercept)
     rhs = (wXc.transpose(1, 2) @ yc[..., None])[..., 0]
     if alpha > 0:  # positive definite: a Cholesky solve (several times faster than a pseudo-inverse)
         L, info = torch.linalg.cholesky_ex(A)

@@ -133,6 +133,28 @@ def draw_pairs(rng: np.random.Generator, plan: KernelPlan, n_pairs: int) -> np.n
     return np.stack([z, 1 - z], 1).reshape(2 * n_pairs, f)
 
 
+def weighted_normal_equations(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: float = 0.0,
+                              intercept: bool = True):
+    """The centred system of the batched weighted ridge ``y ~ c + X·β`` (float64; ``w`` ``(B, S)`` or
+    ``(S,)``): returns ``X, w, Xc, yc, wXc, A, xm, ym`` with ``A = Xcᵀ W Xc + alpha I`` ``(B, F, F)`` (a bmm,
+    no ``(B, S, F, F)`` intermediate) and the weighted means ``xm``, ``ym`` (None without intercept)."""
+    X, y = X.double(), y.double()
+    w = w.double().expand(y.shape) if w.dim() == 1 else w.double()
+    xm = ym = None
+    if intercept:
+        sw = w.sum(1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+        xm = (w[:, None, :] @ X)[:, 0] / sw
+        ym = (w * y).sum(1, keepdim=True) / sw
+        Xc, yc = X - xm[:, None], y - ym
+    else:
+        Xc, yc = X, y
+    wXc = Xc * w[..., None]
+    A = Xc.transpose(1, 2) @ wXc
+    if alpha > 0:
+        A = A + alpha * torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    return X, w, Xc, yc, wXc, A, xm, ym
+
+
 def lstsq_with_cov(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: float = 0.0, intercept: bool = True,
                    fixed: int = 0, unit: int = 1, fixed_dirs: int | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -153,19 +175,7 @@ def lstsq_with_cov(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: flo
     directions among the fixed rows, default ``fixed``; an antithetic unit counts once) below
     ``max(4, F / 2)`` gives an infinite covariance ("not yet estimable").
     """
-    X, y = X.double(), y.double()
-    w = w.double().expand(y.shape) if w.dim() == 1 else w.double()
-    if intercept:
-        sw = w.sum(1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
-        xm = (w[:, None, :] @ X)[:, 0] / sw
-        ym = (w * y).sum(1, keepdim=True) / sw
-        Xc, yc = X - xm[:, None], y - ym
-    else:
-        Xc, yc = X, y
-    wXc = Xc * w[..., None]
-    A = Xc.transpose(1, 2) @ wXc
-    if alpha > 0:
-        A = A + alpha * torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    X, w, Xc, yc, wXc, A, xm, ym = weighted_normal_equations(X, y, w, alpha, intercept)
     Ainv = None
     if alpha > 0:  # positive definite: Cholesky (several times faster than a pseudo-inverse)
         L, info = torch.linalg.cholesky_ex(A)
