@@ -52,18 +52,9 @@ def train(seed: int):
 def fresh_mnist1d(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` fresh MNIST-1D signals from ``mnist1d.data.make_dataset`` with generator seed ``seed``
     (the built-in set is seed 42): the same population, other draws. The caller's RNG streams are kept."""
-    import random
+    from trustmap.data.builtin import make_mnist1d
 
-    import mnist1d.data as md
-
-    args = md.get_dataset_args()
-    args.seed, args.num_samples = int(seed), int(max(n, 10) * 5 // 4)  # its own 80/20 split: keep both
-    py_state, np_state = random.getstate(), np.random.get_state()
-    try:
-        d = md.make_dataset(args)
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
+    d, _ = make_mnist1d(seed, max(n, 10) * 5 // 4)  # its own 80/20 split: keep both
     X = np.concatenate([d["x"], d["x_test"]]).astype(np.float32)[:n]
     y = np.concatenate([d["y"], d["y_test"]]).astype(np.int64)[:n]
     return X, y

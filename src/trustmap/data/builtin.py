@@ -75,21 +75,32 @@ def _seed_for(seed: int, split: str) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1)
-def _mnist1d_arrays() -> dict[str, Any]:
-    """Generate MNIST-1D once per process (about 1 s); ``make_dataset`` only computes, never downloads."""
+def make_mnist1d(seed: int | None = None, num_samples: int | None = None) -> tuple[dict[str, Any], Any]:
+    """``mnist1d.data.make_dataset`` with its default arguments (generator seed 42, 5000 samples split
+    80/20 into ``x``/``x_test``) or the given ``seed`` / ``num_samples``; it only computes, never downloads.
+    ``make_dataset`` seeds the global ``random`` and ``np.random``: the caller's streams are restored.
+    Returns ``(its dataset dict, the arguments it was made with)``."""
     try:
         import mnist1d.data as md
     except ImportError:
         raise _dependency("mnist1d", "mnist1d") from None
     args = md.get_dataset_args()
-    # make_dataset seeds the global `random` and `np.random`; leave the caller's streams as they were
+    if seed is not None:
+        args.seed = int(seed)
+    if num_samples is not None:
+        args.num_samples = int(num_samples)
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
-        d = md.make_dataset(args)
+        return md.make_dataset(args), args
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist1d_arrays() -> dict[str, Any]:
+    """Generate MNIST-1D once per process (about 1 s)."""
+    d, args = make_mnist1d()
     out = {"x": d["x"], "y": d["y"], "x_test": d["x_test"], "y_test": d["y_test"]}
     out = {k: np.asarray(v, dtype=np.float32 if k.startswith("x") else np.int64) for k, v in out.items()}
     for v in out.values():
