@@ -92,6 +92,14 @@ def rules_net(seed: int = 0) -> nn.Module:
     return net.eval()
 
 
+def pool_first_net(seed: int = 5) -> nn.Module:
+    """Max pooling straight after a convolution and nonlinearities straight after pooling: where Captum's
+    hook order drops the rule of the upper of two chained hooked modules (DeepLift's ``maxpool``)."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.MaxPool1d(2), nn.ReLU(), nn.Conv1d(4, 4, 3, padding=1),
+                         nn.ELU(), nn.MaxPool1d(2), nn.Sigmoid(), nn.Flatten(), nn.Linear(16, 3)).eval()
+
+
 def agreement(found: dict) -> list[str]:
     """Max |trustmap − peer| of the deterministic methods on rules_net (every LRP rule) and a 2D CNN."""
     lines = ["| model | method | peer | max abs difference | max abs map |", "|---|---|---|---:|---:|"]
@@ -101,6 +109,7 @@ def agreement(found: dict) -> list[str]:
     from trustmap.zoo.models import mnist1d_cnn
 
     cases = [("rules_net (1D: conv+BN, ReLU, max/avg pool, tanh, dense)", rules_net(), (2, 16)),
+             ("pool_first (1D: conv, max pool, ReLU, conv, ELU, max pool, sigmoid, dense)", pool_first_net(), (2, 16)),
              ("mnist1d_cnn (no max pooling)", mnist1d_cnn().eval(), (1, 40)),
              ("mnist2d_cnn 16×16", mnist2d_cnn(size=(16, 16)).eval(), (1, 16, 16))]
     for label, module, shape in cases:
@@ -136,13 +145,12 @@ def agreement(found: dict) -> list[str]:
             with _quiet():
                 row(method, f"captum {found['captum']}", ours, peer().detach().numpy())
         if any(isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)) for m in module.modules()):
-            # Captum's max-pool rule falls back to grad_input[0] (the batch's first sample) where Δin < eps:
-            # one input at a time it is that sample's own gradient
-            ours = explain(module, x.numpy(), "deeplift", target=y, baseline=0.0).maps
+            # the other max-pooling rule (exact summation-to-delta for any reference) is not Captum's
+            ours = explain(module, x.numpy(), "deeplift_shap", target=y, baselines=ref.numpy(),
+                           maxpool="cross_max").maps
             with _quiet():
-                theirs = torch.cat([ca.DeepLift(module).attribute(x[i:i + 1], baselines=0.0, target=yt[i:i + 1])
-                                    for i in range(len(x))]).detach().numpy()
-            row("deeplift", f"captum {found['captum']}, one input per call", ours, theirs)
+                theirs = ca.DeepLiftShap(module).attribute(x, baselines=ref, target=yt).detach().numpy()
+            row("deeplift_shap maxpool='cross_max'", f"captum {found['captum']} (not its rule)", ours, theirs)
         a = explain(module, x.numpy(), "feature_ablation", target=y, segmentation="fixed", segment_size=4)
         mask = torch.as_tensor(a.extras["segments"]).long()[:, None]
         with _quiet():

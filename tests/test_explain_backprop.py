@@ -105,8 +105,8 @@ def test_deeplift_max_pooling_keeps_summation_to_delta(rank):
     net = nn.Sequential(conv(3, 5, 3, padding=1), nn.ReLU(inplace=True), pool(2), conv(5, 5, 3), nn.ELU(),
                         pool(2, stride=1), gap, nn.Flatten(), nn.Linear(5, 3)).eval()
     x = make_x(rank, 3, n=5)
-    for baseline in ("zero", "blur", "noise"):
-        a = explain(net, x, "deeplift", baseline=baseline)
+    for baseline in ("zero", "blur", "noise"):  # the cross maximum sums to delta for any reference
+        a = explain(net, x, "deeplift", baseline=baseline, maxpool="cross_max")
         assert np.abs(a.extras["delta"]).max() < 1e-5 * max(1.0, np.abs(a.maps).sum(axis=tuple(range(1, x.ndim)))
                                                             .max())
         assert a.extras["rules_applied"] == 4
@@ -247,10 +247,12 @@ def test_deeplift_falls_back_to_one_batch_when_the_two_passes_differ():
 
     net = _Branchy().eval()
     x = torch.as_tensor(make_x(1))
-    a = explain(load_model(net, input_shape=(2, 16)), x.numpy(), "deeplift", target=1, baseline=0.0)
+    # every rule kept (under the default 'captum' the sigmoid straight after the ReLU would pass its gradient)
+    a = explain(load_model(net, input_shape=(2, 16)), x.numpy(), "deeplift", target=1, baseline=0.0,
+                maxpool="cross_max")
     # the reference loop: one batch [x; 0] (Captum's way), where both rows see the same branch
     both = torch.cat([x, torch.zeros_like(x)]).requires_grad_(True)
-    with deeplift_rules():
+    with deeplift_rules("cross_max"):
         out = net(both)
     (g,) = torch.autograd.grad(out[:4, 1].sum(), both)
     np.testing.assert_allclose(a.maps, (g[:4] * x).numpy(), atol=1e-6)

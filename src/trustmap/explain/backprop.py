@@ -11,7 +11,8 @@ rule. The user's model is never changed and nothing is left behind after an exce
 DeepLIFT runs the input and its reference through the model as one batch ``[x; x_ref]`` (as Captum
 does), so every intercepted call sees both activations and applies the Rescale multiplier
 ``Δout / Δin`` on the way back. Linear layers (convolutions, dense, batch norm in eval mode,
-average pooling, flatten) keep their gradient, which is their exact multiplier.
+average pooling, flatten) keep their gradient, which is their exact multiplier. Max pooling has three
+rules (``maxpool=``, see :class:`DeepLift`); the default reproduces Captum's maps, hooks included.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from .registry import register
 from .segments import resolve_baseline
 
 __all__ = ["InputXGradient", "Deconvolution", "DeepLift", "DeepLiftShap", "GradientShap", "deconv_relu",
-           "deeplift_rules", "reference_distribution", "DEEPLIFT_EPS"]
+           "deeplift_rules", "reference_distribution", "DEEPLIFT_EPS", "MAXPOOL_RULES"]
 
 #: below this |Δin| the Rescale multiplier falls back to the local derivative (Captum's eps)
 DEEPLIFT_EPS = 1e-10
@@ -142,14 +143,39 @@ def deconv_relu() -> Iterator[_DeconvMode]:
 
 
 # ---- DeepLIFT Rescale ------------------------------------------------------------------------
+#: how DeepLIFT treats max pooling (see :class:`DeepLift`)
+MAXPOOL_RULES = ("captum", "cross_max", "gradient")
+
+_POOL = {1: F.max_pool1d_with_indices, 2: F.max_pool2d_with_indices}
+#: calls that only move or copy elements: a rule call's output keeps its place in a run of rule calls
+#: through them (the Keras torch backend's channels-last → channels-first ``permute(...).contiguous()``
+#: before pooling)
+_LAYOUT = _fns((torch, "permute"), (torch.Tensor, "permute"), (torch.Tensor, "contiguous"), (torch, "transpose"),
+               (torch.Tensor, "transpose"))
+
+
+def _ratio(fn, dx: torch.Tensor, dy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``Δy / Δx`` elementwise, the local derivative ``fn'(x)`` where ``|Δx| < eps``; ``dx`` and ``dy``
+    (fresh tensors) are overwritten."""
+    small = dx.abs() < DEEPLIFT_EPS
+    if bool(small.any()):
+        with torch.enable_grad():
+            xi = x.detach().requires_grad_(True)
+            (local,) = torch.autograd.grad(fn(xi), xi, torch.ones_like(xi))
+        return torch.where(small, local, dy.div_(dx.masked_fill_(small, 1.0)))
+    return dy.div_(dx)
+
+
 class _Rescale(torch.autograd.Function):
     """An elementwise nonlinearity ``y = f(x)`` over the rows ``[x; x_ref]``; backward: the x-rows get
-    ``grad · (y − y_ref) / (x − x_ref)`` (the local derivative where ``|x − x_ref| < eps``), the
-    reference rows get no gradient."""
+    ``grad · (y − y_ref) / (x − x_ref)`` (the local derivative where ``|x − x_ref| < eps``); the
+    reference rows get no gradient, or with ``both`` their own gradient times the same multiplier
+    (Captum backpropagates both halves)."""
 
     @staticmethod
-    def forward(ctx, x, fn, inplace: bool):
+    def forward(ctx, x, fn, inplace: bool, both: bool):
         xin, out = _rule_forward(ctx, x, fn, inplace)
+        ctx.both = both
         ctx.save_for_backward(xin, out.detach() if not inplace else out)
         return out
 
@@ -157,27 +183,24 @@ class _Rescale(torch.autograd.Function):
     def backward(ctx, grad):
         xin, out = ctx.saved_tensors
         b = xin.shape[0] // 2
-        dx = xin[:b] - xin[b:]
-        g = grad[:b]
-        small = dx.abs() < DEEPLIFT_EPS
+        r = _ratio(ctx.fn, xin[:b] - xin[b:], out[:b] - out[b:], xin[:b])
+        if ctx.both:
+            return grad * torch.cat([r, r]), None, None, None
         res = grad.new_zeros(grad.shape)  # the reference rows get no gradient
-        m = torch.sub(out[:b], out[b:], out=res[:b])  # Δout, written in place
-        if bool(small.any()):
-            with torch.enable_grad():
-                xi = xin[:b].detach().requires_grad_(True)
-                (local,) = torch.autograd.grad(ctx.fn(xi), xi, g)
-            m.div_(dx.masked_fill_(small, 1.0)).mul_(g)
-            torch.where(small, local, m, out=m)
-        else:
-            m.div_(dx).mul_(g)
-        return res, None, None
+        torch.mul(grad[:b], r, out=res[:b])
+        return res, None, None, None
 
 
-def _maxpool_multipliers(m, dx, g, o, oref, ix, iref) -> None:
-    """Write the cross-maximum multipliers into ``m`` ``(b, C, numel_in)``: each window's ``g · Δout`` at the
-    argmax of ``x`` where ``out ≥ out_ref``, else at the reference's, over that input's ``Δin``; the plain
-    gradient where ``|Δin| < eps``. ``dx`` (a fresh tensor) is overwritten."""
-    m.scatter_add_(2, torch.where(o >= oref, ix, iref), g * (o - oref))
+def _maxpool_multipliers(m, dx, dout, g, g_ref, ix, iref) -> None:
+    """Write the cross-maximum multipliers into ``m`` ``(b, C, numel_in)``: each window's ``g · Δout``
+    at the argmax of ``x`` where ``Δout > 0``, ``g_ref · Δout`` at the reference's argmax where
+    ``Δout < 0`` (``g_ref=None``: the same ``g``), over that input's ``Δin``; the plain gradient where
+    ``|Δin| < eps``. ``dx`` (a fresh tensor) is overwritten."""
+    if g_ref is None:
+        m.scatter_add_(2, torch.where(dout >= 0, ix, iref), g * dout)
+    else:
+        m.scatter_add_(2, ix, g * dout.clamp_min(0))
+        m.scatter_add_(2, iref, g_ref * dout.clamp_max(0))
     small = dx.abs() < DEEPLIFT_EPS
     if bool(small.any()):
         plain = torch.zeros_like(dx).scatter_add_(2, ix, g)
@@ -188,71 +211,129 @@ def _maxpool_multipliers(m, dx, g, o, oref, ix, iref) -> None:
 
 
 class _RescaleMaxPool(torch.autograd.Function):
-    """Max pooling over ``[x; x_ref]`` with a multiplier that keeps summation-to-delta: each window's
-    ``Δout`` goes to the input at the argmax of ``x`` when ``out ≥ out_ref``, else at the argmax of the
-    reference (Captum's cross-maximum rule), divided by that input's ``Δin``."""
+    """Max pooling over ``[x; x_ref]`` with the cross-maximum multipliers (:func:`_maxpool_multipliers`,
+    Captum's ``maxpool``); ``both``: the reference rows get the same multipliers and their own
+    gradient counts for the windows where the reference's maximum is larger."""
 
     @staticmethod
-    def forward(ctx, x, rank: int, opts: dict):
-        pool = F.max_pool1d_with_indices if rank == 1 else F.max_pool2d_with_indices
-        out, idx = pool(x, **opts)
-        ctx.save_for_backward(x, out, idx)
+    def forward(ctx, x, rank: int, opts: dict, both: bool):
+        out, idx = _POOL[rank](x, **opts)
+        b = x.shape[0] // 2
+        ctx.both = both
+        ctx.save_for_backward(x, out[:b] - out[b:], idx)  # Δout now: the output may be changed in place later
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, out, idx = ctx.saved_tensors
-        b = x.shape[0] // 2
-        n_in = x[0, 0].numel()
-        xf = x.flatten(2)
-        dx = xf[:b] - xf[b:]  # (b, C, numel_in)
-        o, oref = out[:b].flatten(2), out[b:].flatten(2)
-        g = grad[:b].flatten(2)
-        ix, iref = idx[:b].flatten(2), idx[b:].flatten(2)
-        res = grad.new_zeros(x.shape)  # the reference rows get no gradient
-        _maxpool_multipliers(res[:b].view(b, x.shape[1], -1), dx, g, o, oref, ix, iref)
-        del n_in
-        return res, None, None
+        x, dout, idx = ctx.saved_tensors
+        b, c = x.shape[0] // 2, x.shape[1]
+        xf, g, i = x.flatten(2), grad.flatten(2), idx.flatten(2)
+        res = grad.new_zeros(x.shape)  # the reference rows get no gradient (or, with both, the same)
+        _maxpool_multipliers(res[:b].view(b, c, -1), xf[:b] - xf[b:], dout.flatten(2), g[:b],
+                             g[b:] if ctx.both else None, i[:b], i[b:])
+        if ctx.both:
+            res[b:] = res[:b]
+        return res, None, None, None
 
 
-class _DeepLiftMode(TorchFunctionMode):
-    def __init__(self) -> None:
+def _pool_call(rank, args, kwargs):
+    """``(input, options, return_indices)`` of an intercepted max-pooling call."""
+    bound = dict(zip(_POOL_ARGS, args))
+    bound.update(kwargs)
+    x = bound.pop("input")
+    ret_idx = bool(bound.pop("return_indices", False))
+    return x, {k: v for k, v in bound.items() if v is not None or k != "stride"}, ret_idx
+
+
+class _RuleMode(TorchFunctionMode):
+    """What DeepLIFT's two modes share: which calls carry a rule, and where a call stands in a run of
+    rule calls that feed each other directly (``position``: 1 for a call whose input is not the output
+    of a rule call, its producer's + 1 otherwise). Under ``maxpool='captum'`` the calls at even
+    positions backpropagate their plain gradient, as Captum's hooks make them: each hooked module
+    records its output gradient before the next module's hook replaces it, so of two directly chained
+    modules the upper one's rule is lost (ReLU → MaxPool: the pool passes its gradient)."""
+
+    def __init__(self, maxpool: str = "captum") -> None:
         super().__init__()
+        self.maxpool = maxpool
         self.count = 0
+        self._outs: dict = {}
+        self.ruled_pool = False  # a pool with the cross-maximum rule was seen
+        self.plain_after_pool = False  # ... and a plain call after it (Captum's reference gradients differ)
+
+    def _pos_of(self, x) -> int:
+        e = self._outs.get(id(x))
+        return e[1] if e is not None and e[0] is x else 0
+
+    def _mark(self, out, pos: int):
+        t = out[0] if isinstance(out, tuple) else out
+        self._outs[id(t)] = (t, pos)
+        return out
+
+    def _plain(self, pos: int, pool: bool) -> bool:
+        plain = (self.maxpool == "captum" and pos % 2 == 0) or (self.maxpool == "gradient" and pool)
+        if plain and self.ruled_pool:
+            self.plain_after_pool = True
+        if pool and not plain:
+            self.ruled_pool = True
+        return plain
+
+    def reset(self) -> None:
+        """Forget the outputs of the last pass (a new pass starts)."""
+        self._outs.clear()
+
+    def _layout(self, func, args, kwargs):
+        out = func(*args, **kwargs)
+        pos = self._pos_of(_first_tensor(args, kwargs))
+        return self._mark(out, pos) if pos and isinstance(out, torch.Tensor) else out
+
+
+class _DeepLiftMode(_RuleMode):
+    def __init__(self, maxpool: str = "captum") -> None:
+        super().__init__(maxpool)
+        #: Captum backpropagates the reference half too; it matters where a cross-maximum pool lies below a
+        #: call with the plain gradient
+        self.both = maxpool == "captum"
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func in _LAYOUT:
+            return self._layout(func, args, kwargs)
         if func in _ELEMENTWISE:
             x, fn, inplace = activation_call(func, args, kwargs)
             if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim >= 1 and x.shape[0] % 2 == 0:
+                pos = self._pos_of(x) + 1
+                if self._plain(pos, False):
+                    return self._mark(func(*args, **kwargs), pos)
+                self.count += 1
                 # in-place activations other than ReLU are computed out of place (callers use the result)
                 inplace = inplace and (func in _RELU or func in _RELU_INPLACE)
-                self.count += 1
-                return _Rescale.apply(x, fn, inplace and not (x.is_leaf and x.requires_grad))
+                return self._mark(_Rescale.apply(x, fn, inplace and not (x.is_leaf and x.requires_grad), self.both),
+                                  pos)
         for rank, funcs in _MAXPOOL.items():
             if func in funcs:
-                bound = dict(zip(_POOL_ARGS, args))
-                bound.update(kwargs)
-                x = bound.pop("input")
-                ret_idx = bool(bound.pop("return_indices", False))
+                x, opts, ret_idx = _pool_call(rank, args, kwargs)
                 if isinstance(x, torch.Tensor) and x.ndim == rank + 2 and x.shape[0] % 2 == 0:
-                    opts = {k: v for k, v in bound.items() if v is not None or k != "stride"}
+                    pos = self._pos_of(x) + 1
+                    if self._plain(pos, True):
+                        return self._mark(func(*args, **kwargs), pos)
                     self.count += 1
-                    out = _RescaleMaxPool.apply(x, rank, opts)
+                    out = _RescaleMaxPool.apply(x, rank, opts, self.both)
                     if ret_idx:
-                        pool = F.max_pool1d_with_indices if rank == 1 else F.max_pool2d_with_indices
-                        return out, pool(x.detach(), **opts)[1]
-                    return out
+                        return self._mark((out, _POOL[rank](x.detach(), **opts)[1]), pos)
+                    return self._mark(out, pos)
         return func(*args, **kwargs)
 
 
 @contextlib.contextmanager
-def deeplift_rules() -> Iterator[_DeepLiftMode]:
+def deeplift_rules(maxpool: str = "captum") -> Iterator[_DeepLiftMode]:
     """Within this block, every elementwise nonlinearity (ReLU, sigmoid, tanh, ELU, leaky ReLU, GELU,
     SiLU, softplus, ...) and every 1D/2D max pooling call, run on a batch ``[x; x_ref]`` of even
-    length, backpropagates DeepLIFT's Rescale multipliers. Yields the mode; ``count`` is the number
-    of calls replaced."""
-    mode = _DeepLiftMode()
+    length, backpropagates DeepLIFT's Rescale multipliers (max pooling by ``maxpool``, see
+    :class:`DeepLift`). With ``maxpool='captum'`` backpropagate the scores of both halves (as Captum
+    does): the reference rows' gradients enter the cross-maximum pools. Yields the mode; ``count`` is
+    the number of calls replaced."""
+    mode = _DeepLiftMode(maxpool)
     with mode:
         yield mode
 
@@ -284,41 +365,26 @@ class _PairedRescale(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         xin, out, x_ref, y_ref = ctx.saved_tensors
-        dx = _minus(xin, x_ref)
-        small = dx.abs() < DEEPLIFT_EPS
-        m = _minus(out, y_ref)
-        if bool(small.any()):
-            with torch.enable_grad():
-                xi = xin.detach().requires_grad_(True)
-                (local,) = torch.autograd.grad(ctx.fn(xi), xi, g)
-            m.div_(dx.masked_fill_(small, 1.0)).mul_(g)
-            torch.where(small, local, m, out=m)
-        else:
-            m.div_(dx).mul_(g)
-        return m, None, None, None, None
+        return _ratio(ctx.fn, _minus(xin, x_ref), _minus(out, y_ref), xin).mul_(g), None, None, None, None
 
 
 class _PairedMaxPool(torch.autograd.Function):
-    """Max pooling of the input rows with the multipliers of :class:`_RescaleMaxPool`, the reference's
-    output and argmax recorded in a first pass."""
+    """Max pooling of the input rows with the cross-maximum multipliers of :class:`_RescaleMaxPool`, the
+    reference's output and argmax recorded in a first pass."""
 
     @staticmethod
     def forward(ctx, x, rank: int, opts: dict, x_ref, out_ref, idx_ref):
-        pool = F.max_pool1d_with_indices if rank == 1 else F.max_pool2d_with_indices
-        out, idx = pool(x, **opts)
-        ctx.save_for_backward(x, out, idx, x_ref, out_ref, idx_ref)
+        out, idx = _POOL[rank](x, **opts)
+        ctx.save_for_backward(x, _minus(out, out_ref), idx, x_ref, idx_ref)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, out, idx, x_ref, out_ref, idx_ref = ctx.saved_tensors
+        x, dout, idx, x_ref, idx_ref = ctx.saved_tensors
         b = x.shape[0]
-        dx = _minus(x, x_ref).flatten(2)
-        o, oref = out.flatten(2), _tile(out_ref, b).flatten(2)
-        g = grad.flatten(2)
-        ix, iref = idx.flatten(2), _tile(idx_ref, b).flatten(2)
         res = grad.new_zeros(x.shape)
-        _maxpool_multipliers(res.view(b, x.shape[1], -1), dx, g, o, oref, ix, iref)
+        _maxpool_multipliers(res.view(b, x.shape[1], -1), _minus(x, x_ref).flatten(2), dout.flatten(2),
+                             grad.flatten(2), None, idx.flatten(2), _tile(idx_ref, b).flatten(2))
         return res, None, None, None, None, None
 
 
@@ -326,14 +392,13 @@ class _PairMismatch(RuntimeError):
     pass
 
 
-class _PairedMode(TorchFunctionMode):
-    """Two passes of the model: ``record`` (the references, no gradient) keeps every nonlinearity's input and
+class _PairedMode(_RuleMode):
+    """Two passes of the model: ``record`` (the references, no gradient) keeps every rule call's input and
     output; ``pair`` (the inputs) applies the Rescale multipliers against the recorded call of the same
     rank in the sequence. The backward pass then runs over the inputs' rows only."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
+    def __init__(self, maxpool: str = "captum") -> None:
+        super().__init__(maxpool)
         self.recorded: list = []
         self.phase = "record"
         self.k = 0
@@ -348,77 +413,96 @@ class _PairedMode(TorchFunctionMode):
         self.k += 1
         return rec[2:]
 
+    def _plain_call(self, kind, x, pos, func, args, kwargs):
+        if self.phase == "record":
+            self.recorded.append((kind, tuple(x.shape)))
+        else:
+            self._next(kind, tuple(x.shape))
+        return self._mark(func(*args, **kwargs), pos)
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func in _LAYOUT:
+            return self._layout(func, args, kwargs)
         if func in _ELEMENTWISE:
             x, fn, inplace = activation_call(func, args, kwargs)
             if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim >= 1:
                 relu = func in _RELU or func in _RELU_INPLACE
                 inplace = inplace and relu
                 kind = "relu" if relu else getattr(func, "__name__", repr(func))
+                pos = self._pos_of(x) + 1
+                if self._plain(pos, False):
+                    return self._plain_call(kind, x, pos, func, args, kwargs)
                 if self.phase == "record":
                     xr = x.detach().clone()
                     out = func(*args, **kwargs)
                     self.recorded.append((kind, tuple(x.shape), xr, out.detach().clone() if inplace else out.detach()))
-                    return out
+                    return self._mark(out, pos)
                 x_ref, y_ref = self._next(kind, tuple(x.shape))
                 self.count += 1
-                return _PairedRescale.apply(x, fn, inplace and not (x.is_leaf and x.requires_grad), x_ref, y_ref)
+                return self._mark(_PairedRescale.apply(x, fn, inplace and not (x.is_leaf and x.requires_grad), x_ref,
+                                                       y_ref), pos)
         for rank, funcs in _MAXPOOL.items():
             if func in funcs:
-                bound = dict(zip(_POOL_ARGS, args))
-                bound.update(kwargs)
-                x = bound.pop("input")
-                ret_idx = bool(bound.pop("return_indices", False))
+                x, opts, ret_idx = _pool_call(rank, args, kwargs)
                 if isinstance(x, torch.Tensor) and x.ndim == rank + 2:
-                    opts = {k: v for k, v in bound.items() if v is not None or k != "stride"}
-                    pool = F.max_pool1d_with_indices if rank == 1 else F.max_pool2d_with_indices
+                    pos = self._pos_of(x) + 1
+                    if self._plain(pos, True):
+                        return self._plain_call("pool", x, pos, func, args, kwargs)
                     if self.phase == "record":
-                        out, idx = pool(x.detach(), **opts)
+                        out, idx = _POOL[rank](x.detach(), **opts)
                         self.recorded.append(("pool", tuple(x.shape), x.detach(), out, idx))
-                        return (out, idx) if ret_idx else out
+                        return self._mark((out, idx) if ret_idx else out, pos)
                     x_ref, out_ref, idx_ref = self._next("pool", tuple(x.shape))
                     self.count += 1
                     out = _PairedMaxPool.apply(x, rank, opts, x_ref, out_ref, idx_ref)
                     if ret_idx:
-                        return out, pool(x.detach(), **opts)[1]
-                    return out
+                        return self._mark((out, _POOL[rank](x.detach(), **opts)[1]), pos)
+                    return self._mark(out, pos)
         return func(*args, **kwargs)
 
 
 def deeplift_pairs(model: Model, x: torch.Tensor, ref: torch.Tensor, targets: torch.Tensor, *,
-                   period: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+                   period: int | None = None, maxpool: str = "captum") -> tuple[torch.Tensor, torch.Tensor, int]:
     """DeepLIFT attributions of rows ``x`` against rows ``ref`` (same shape) for ``targets``, in chunks;
-    also ``f(x) − f(ref)`` per row and the nonlinearity calls replaced.
+    also ``f(x) − f(ref)`` per row and the rule calls per pass.
 
     The references run first without gradients (every nonlinearity's input and output kept), then the
     inputs with the Rescale multipliers against them, so the backward pass covers the inputs' rows only.
     ``period``: the reference rows repeat with this period (``ref[i] == ref[i % period]``, references
     shared by every input): they run once. A model whose two passes do not make the same sequence of
-    nonlinearity calls (data-dependent control flow) runs as one batch ``[x; x_ref]`` instead
-    (:func:`deeplift_rules`, as Captum does)."""
+    rule calls (data-dependent control flow), or, under ``maxpool='captum'``, where a cross-maximum pool
+    lies below a call with the plain gradient (there Captum's reference rows get gradients of their
+    own), runs as one batch ``[x; x_ref]`` instead (:func:`deeplift_rules`, as Captum does)."""
     maps = torch.empty_like(x)
     dscore = torch.empty(len(x), dtype=x.dtype, device=x.device)
     count = 0
     rows = chunk_rows(model, x)
     shared = None
+    batched = False  # Captum's reference gradients matter: every chunk runs as one batch [x; x_ref]
     if period:
         rows = max(period, rows // period * period)
-        shared = _PairedMode()
+        shared = _PairedMode(maxpool)
         with torch.no_grad(), shared:
             shared_logits = model.logits_t(ref[:period])
+        batched = shared.plain_after_pool
     for s in row_chunks(len(x), rows):
         tg = targets[s]
         try:
+            if batched:
+                raise _PairMismatch("captum")
+            mode = _PairedMode(maxpool)
             if shared is not None:
-                mode = _PairedMode()
                 mode.recorded = shared.recorded
                 idx = torch.arange(s.start, s.stop, device=x.device) % period
                 ref_scores = shared_logits[idx].gather(1, tg.view(-1, 1).to(x.device)).view(-1)
             else:
-                mode = _PairedMode()
                 with torch.no_grad(), mode:
                     ref_scores = pick_scores(model.logits_t(ref[s]), tg)[0]
+                if mode.plain_after_pool:
+                    batched = True
+                    raise _PairMismatch("captum")
+                mode.reset()
             mode.phase = "pair"
             xi = x[s].detach().requires_grad_(True)
             with torch.enable_grad():
@@ -429,22 +513,25 @@ def deeplift_pairs(model: Model, x: torch.Tensor, ref: torch.Tensor, targets: to
                 (g,) = torch.autograd.grad(scores.sum(), xi)
             n_rules = mode.count
         except _PairMismatch:
-            g, scores, ref_scores, n_rules = _batched_pair(model, x[s], ref[s], tg)
+            g, scores, ref_scores, n_rules = _batched_pair(model, x[s], ref[s], tg, maxpool)
         count = max(count, n_rules)
         maps[s] = g * (x[s] - ref[s])
         dscore[s] = scores.detach() - ref_scores
     return maps, dscore, count
 
 
-def _batched_pair(model, x, ref, tg):
+def _batched_pair(model, x, ref, tg, maxpool="captum"):
     """One chunk of DeepLIFT as one batch ``[x; x_ref]``: (gradient multipliers, scores, reference scores, count)."""
     b = len(x)
     both = torch.cat([x, ref]).detach().requires_grad_(True)
     with torch.enable_grad():
-        with deeplift_rules() as mode:
+        with deeplift_rules(maxpool) as mode:
             logits = model.logits_t(both)
         scores = pick_scores(logits[:b], tg)[0]
-        (g,) = torch.autograd.grad(scores.sum(), both)
+        total = scores.sum()
+        if mode.both:  # Captum's objective: the reference rows' scores as well
+            total = total + pick_scores(logits[b:], tg)[0].sum()
+        (g,) = torch.autograd.grad(total, both)
     with torch.no_grad():
         ref_scores = pick_scores(logits[b:].detach(), tg)[0]
     return g[:b], scores, ref_scores, mode.count
@@ -565,24 +652,47 @@ class DeepLift(Explainer):
 
     ``map = (x − x_ref) · m`` where ``m`` is the chain of multipliers: linear layers keep their
     weights, every elementwise nonlinearity uses ``Δout / Δin`` between the input and the reference
-    (the local derivative where ``|Δin| < 1e-10``), max pooling sends each window's ``Δout`` to the
-    argmax of the input (or of the reference, where the reference's maximum is larger). The maps of a
-    sample sum to ``score_c(x) − score_c(x_ref)`` (summation-to-delta); ``extras['delta']`` holds the
-    per-sample residual (≈ 0 up to float rounding; larger when the model uses nonlinear operations
-    without a rule, e.g. products of activations or global max reductions).
+    (the local derivative where ``|Δin| < 1e-10``). ``extras['delta']`` holds the per-sample residual
+    ``Σ map − (score_c(x) − score_c(x_ref))`` (≈ 0 up to float rounding under ``maxpool='cross_max'``;
+    see ``maxpool`` for the other rules; larger when the model uses nonlinear operations without a
+    rule, e.g. products of activations or global max reductions).
 
     Parameters
     ----------
     baseline : 'zero' | 'mean' | 'blur' | 'noise' | float | array
         The reference, as for ``integrated_gradients`` / ``occlusion``.
+    maxpool : 'captum' | 'cross_max' | 'gradient'
+        How max pooling backpropagates.
+
+        - ``'cross_max'``: each window's ``Δout`` goes to the argmax of the input where its maximum is
+          larger, else to the argmax of the reference, divided by that position's ``Δin`` (Captum's
+          ``maxpool`` function). The maps sum to ``score_c(x) − score_c(x_ref)`` exactly for any
+          reference: summation-to-delta, the property the paper builds DeepLIFT on.
+        - ``'gradient'``: the pool passes its gradient (to the argmax of the input), the rule of the
+          DeepLIFT authors' own implementation (kundajelab/deeplift, ``MaxPoolDeepLiftMode.gradient``,
+          its default and only mode). Summation-to-delta holds where the reference is constant over
+          each pooling window (a zero or constant reference through convolutions without padding
+          effects), not in general.
+        - ``'captum'`` (default): Captum 0.9's result, hooks included: a pool whose input is directly
+          the output of another rule call (ReLU → MaxPool, the usual CNN block) passes its gradient,
+          any other pool uses the cross maximum. Captum's hooks make this so: each hooked module keeps
+          the gradient that reaches its output *before* the next module's hook replaces it, so of two
+          directly chained hooked modules (a nonlinearity or a pool) the upper one's rule is dropped
+          (MaxPool → ReLU: the ReLU passes its plain gradient); we drop the same ones (also through the
+          ``permute``/``contiguous`` calls a Keras channels-last pooling makes, so a Keras model
+          equals its torch twin). It is the default so that maps equal Captum's on the same torch
+          model; in the usual CNN it is also the DeepLIFT authors' ``'gradient'`` rule. Choose
+          ``'cross_max'`` for exact summation-to-delta with references that vary inside a pooling
+          window (noise, blur, training samples).
     """
 
     name = "deeplift"
 
-    def __init__(self, baseline="zero", blur_sigma: float = 0.1, seed: int = 0) -> None:
+    def __init__(self, baseline="zero", blur_sigma: float = 0.1, seed: int = 0, maxpool: str = "captum") -> None:
         self.baseline = baseline
         self.blur_sigma = blur_sigma
         self.seed = seed
+        self.maxpool = maxpool
 
     def _validate(self):
         from .segments import check_baseline_param
@@ -590,14 +700,22 @@ class DeepLift(Explainer):
         check_baseline_param(self.baseline)
         check_number(self.blur_sigma, "blur_sigma", minimum=0, open_min=True)
         check_number(self.seed, "seed", integer=True)
+        _check_maxpool(self.maxpool)
 
     def _compute(self, model, t, targets):
         ref = resolve_baseline(t, self.baseline, blur_sigma=float(self.blur_sigma), seed=int(self.seed))
-        maps, dscore, count = deeplift_pairs(model, t, ref, targets)
+        # one reference for every sample (a constant baseline): it runs once
+        same = len(ref) > 1 and bool((ref == ref[:1]).all())
+        maps, dscore, count = deeplift_pairs(model, t, ref, targets, period=1 if same else None, maxpool=self.maxpool)
         _warn_none(count, model, "deeplift", "nonlinearity")
         delta = maps.reshape(len(t), -1).sum(1) - dscore
         return maps, targets.cpu().numpy(), {"delta": delta.detach().cpu().numpy(),
                                              "rules_applied": int(count)}
+
+
+def _check_maxpool(maxpool) -> None:
+    check_choice(maxpool, MAXPOOL_RULES, "maxpool", "pass maxpool='captum' (Captum's maps) or 'cross_max' (exact "
+                                                    "summation-to-delta)")
 
 
 class _ShapBase(Explainer):
@@ -611,7 +729,8 @@ class _ShapBase(Explainer):
 class DeepLiftShap(_ShapBase):
     """DeepLIFT-SHAP (Lundberg & Lee, 2017; Captum's ``DeepLiftShap``): DeepLIFT attributions averaged
     over a distribution of references. The maps of a sample sum to ``score_c(x) − mean_ref
-    score_c(ref)``; ``extras['delta']`` is the residual.
+    score_c(ref)`` under ``maxpool='cross_max'`` (see :class:`DeepLift`); ``extras['delta']`` is the
+    residual.
 
     Parameters
     ----------
@@ -622,22 +741,30 @@ class DeepLiftShap(_ShapBase):
         inputs; a single named baseline or number gives plain DeepLIFT.
     n_baselines : int
         References drawn for ``'noise'``.
+    maxpool : 'captum' | 'cross_max' | 'gradient'
+        The max-pooling rule, as for ``deeplift``.
     """
 
     name = "deeplift_shap"
     stochastic = True
 
-    def __init__(self, baselines="noise", n_baselines: int = 8, seed: int = 0) -> None:
+    def __init__(self, baselines="noise", n_baselines: int = 8, seed: int = 0, maxpool: str = "captum") -> None:
         self.baselines = baselines
         self.n_baselines = n_baselines
         self.seed = seed
+        self.maxpool = maxpool
+
+    def _validate(self):
+        super()._validate()
+        _check_maxpool(self.maxpool)
 
     def _compute(self, model, t, targets):
         refs, shared = reference_distribution(t, self.baselines, int(self.n_baselines), seed=int(self.seed))
         n, m = len(t), refs.shape[1]
         xi = t.repeat_interleave(m, 0)
         ri = refs.expand(n, *refs.shape[1:]).reshape(n * m, *t.shape[1:])
-        maps, dscore, count = deeplift_pairs(model, xi, ri, targets.repeat_interleave(m), period=m if shared else None)
+        maps, dscore, count = deeplift_pairs(model, xi, ri, targets.repeat_interleave(m),
+                                             period=m if shared else None, maxpool=self.maxpool)
         _warn_none(count, model, "deeplift_shap", "nonlinearity")
         maps = maps.view(n, m, *t.shape[1:]).mean(1)
         dscore = dscore.view(n, m).mean(1)
