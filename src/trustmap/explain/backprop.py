@@ -215,17 +215,22 @@ class _Rescale(torch.autograd.Function):
         return res, None, None, None
 
 
-def _maxpool_multipliers(m, dx, dout, g, g_ref, ix, iref) -> None:
-    """Write the cross-maximum multipliers into ``m`` ``(b, C, numel_in)``: each window's ``g · Δout``
-    at the argmax of ``x`` where ``Δout > 0``, ``g_ref · Δout`` at the reference's argmax where
-    ``Δout < 0`` (``g_ref=None``: the same ``g``), over that input's ``Δin``; the plain gradient where
-    ``|Δin| < eps``. ``dx`` (a fresh tensor) is overwritten."""
+def _maxpool_multipliers(m, dx, dout, g, g_ref, ix, iref, scratch: _Scratch | None = None) -> None:
+    """Write the cross-maximum multipliers into ``m`` ``(b, C, numel_in)`` (zeros): each window's
+    ``g · Δout`` at the argmax of ``x`` where ``Δout > 0``, ``g_ref · Δout`` at the reference's argmax
+    where ``Δout < 0`` (``g_ref=None``: the same ``g``), over that input's ``Δin``; the plain gradient
+    where ``|Δin| < eps``. ``dx`` (fresh or scratch) is overwritten; ``iref`` may have fewer rows than
+    ``ix`` (references shared with that period: broadcast)."""
+    sc = scratch if scratch is not None else _Scratch()
     if g_ref is None:
-        m.scatter_add_(2, torch.where(dout >= 0, ix, iref), g * dout)
+        where = ix.view(-1, iref.shape[0], *ix.shape[1:])
+        pick = torch.where(torch.ge(dout, 0, out=sc.take("ge", dout, torch.bool)).view(where.shape), where, iref,
+                           out=sc.take("pick", where)).view(ix.shape)
+        m.scatter_add_(2, pick, torch.mul(g, dout, out=sc.take("gd", dout)))
     else:
         m.scatter_add_(2, ix, g * dout.clamp_min(0))
         m.scatter_add_(2, iref, g_ref * dout.clamp_max(0))
-    small = dx.abs() < DEEPLIFT_EPS
+    small = torch.lt(torch.abs(dx, out=sc.take("abs", dx)), DEEPLIFT_EPS, out=sc.take("small", dx, torch.bool))
     if bool(small.any()):
         plain = torch.zeros_like(dx).scatter_add_(2, ix, g)
         m.div_(dx.masked_fill_(small, 1.0))
@@ -362,11 +367,6 @@ def deeplift_rules(maxpool: str = "captum") -> Iterator[_DeepLiftMode]:
         yield mode
 
 
-def _tile(ref: torch.Tensor, rows: int) -> torch.Tensor:
-    """``ref`` repeated along the rows to ``rows`` (references shared by every input: recorded once)."""
-    return ref if ref.shape[0] == rows else ref.repeat(rows // ref.shape[0], *([1] * (ref.ndim - 1)))
-
-
 def _minus(a: torch.Tensor, ref: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``a − ref`` row by row, ``ref`` repeating along the rows with its own length as the period (a
     broadcast, no copy of the references); into ``out`` when given (contiguous, ``a``'s shape)."""
@@ -403,8 +403,9 @@ class _PairedMaxPool(torch.autograd.Function):
     reference's output and argmax recorded in a first pass."""
 
     @staticmethod
-    def forward(ctx, x, rank: int, opts: dict, x_ref, out_ref, idx_ref):
+    def forward(ctx, x, rank: int, opts: dict, x_ref, out_ref, idx_ref, scratch):
         out, idx = _POOL[rank](x, **opts)
+        ctx.scratch = scratch
         ctx.save_for_backward(x, _minus(out, out_ref), idx, x_ref, idx_ref)
         return out
 
@@ -413,9 +414,10 @@ class _PairedMaxPool(torch.autograd.Function):
         x, dout, idx, x_ref, idx_ref = ctx.saved_tensors
         b = x.shape[0]
         res = grad.new_zeros(x.shape)
-        _maxpool_multipliers(res.view(b, x.shape[1], -1), _minus(x, x_ref).flatten(2), dout.flatten(2),
-                             grad.flatten(2), None, idx.flatten(2), _tile(idx_ref, b).flatten(2))
-        return res, None, None, None, None, None
+        dx = _minus(x, x_ref, out=ctx.scratch.take("dx", x))
+        _maxpool_multipliers(res.view(b, x.shape[1], -1), dx.flatten(2), dout.flatten(2), grad.flatten(2), None,
+                             idx.flatten(2), idx_ref.flatten(2), ctx.scratch)
+        return res, None, None, None, None, None, None
 
 
 class _PairMismatch(RuntimeError):
@@ -486,7 +488,7 @@ class _PairedMode(_RuleMode):
                         return self._mark((out, idx) if ret_idx else out, pos)
                     x_ref, out_ref, idx_ref = self._next("pool", tuple(x.shape))
                     self.count += 1
-                    out = _PairedMaxPool.apply(x, rank, opts, x_ref, out_ref, idx_ref)
+                    out = _PairedMaxPool.apply(x, rank, opts, x_ref, out_ref, idx_ref, self.scratch)
                     if ret_idx:
                         return self._mark((out, _POOL[rank](x.detach(), **opts)[1]), pos)
                     return self._mark(out, pos)
