@@ -13,8 +13,8 @@ missing benchmarks/peers.py registers a stub before Zennit is imported (the pack
 A peer that cannot run a case is listed as "fails" with its error.
 
 Floors (benchmarks/harness.py, batched passes over the same inputs): 1 fwd+bwd for
-input_x_gradient, deconvolution and LRP-ε; 2 forward passes and 1 backward for DeepLIFT (the
-reference's pass needs no gradient); M fwd+bwd for DeepLIFT-SHAP over M references shared by the inputs (the references run once); n_samples fwd+bwd
+input_x_gradient, deconvolution and LRP-ε; 1 fwd+bwd for DeepLIFT at a constant baseline (the
+reference is one row, run once; a per-sample reference would add 1 forward without gradient); M fwd+bwd for DeepLIFT-SHAP over M references shared by the inputs (the references run once); n_samples fwd+bwd
 for GradientSHAP; F + 1 fwd for feature ablation over F features; P·F + 1 fwd for Shapley
 sampling with P permutations. LRP composites other than ε cost more than a gradient by their
 definition: the γ and αβ rules need a layer's positive and negative parts (on the non-negative
@@ -237,7 +237,7 @@ def bench_model(name, n, rows, methods):
     spec = {
         "input_x_gradient": ({}, "fb1", "1 fwd+bwd"),
         "deconvolution": ({}, "fb1", "1 fwd+bwd"),
-        "deeplift": ({"baseline": 0.0}, "f1+fb1", "2 fwd + 1 bwd"),
+        "deeplift": ({"baseline": 0.0}, "fb1", "1 fwd+bwd (the constant reference runs once)"),
         "deeplift_shap": ({"baselines": refs.numpy()}, f"fb{m}", f"{m} fwd+bwd ({m} shared references, run once)"),
         "gradient_shap": ({"baselines": refs.numpy(), "n_samples": 25}, "fb25", "25 fwd+bwd"),
         "feature_ablation": ({"segmentation": "fixed", "segment_size": 8}, f"f{n_feat + 1}",
