@@ -109,9 +109,9 @@ def agreement(found: dict) -> list[str]:
     from trustmap.zoo.models import mnist1d_cnn
 
     cases = [("rules_net (1D: conv+BN, ReLU, max/avg pool, tanh, dense)", rules_net(), (2, 16)),
-             ("pool_first (1D: conv, max pool, ReLU, conv, ELU, max pool, sigmoid, dense)", pool_first_net(), (2, 16)),
              ("mnist1d_cnn (no max pooling)", mnist1d_cnn().eval(), (1, 40)),
-             ("mnist2d_cnn 16×16", mnist2d_cnn(size=(16, 16)).eval(), (1, 16, 16))]
+             ("mnist2d_cnn 16×16", mnist2d_cnn(size=(16, 16)).eval(), (1, 16, 16)),
+             ("pool_first (1D: conv, max pool, ReLU, conv, ELU, max pool, sigmoid, dense)", pool_first_net(), (2, 16))]
     for label, module, shape in cases:
         x = torch.randn(16, *shape, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():

@@ -190,6 +190,19 @@ def _ratio(fn, dx: torch.Tensor, dy: torch.Tensor, x: torch.Tensor, scratch: _Sc
     return dy
 
 
+def _relu_ratio(dx: torch.Tensor, dy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """:func:`_ratio` for ReLU in two passes fewer: ``Δy / Δx`` lies in [0, 1] wherever ``Δx ≠ 0`` (1 where
+    both sides are positive, bit for bit, since then ``Δy`` and ``Δx`` are the same subtraction; 0 where
+    neither is) and is NaN where ``Δx = 0``, found by one read-only sum; there the local derivative
+    ``x > 0``. It equals the eps rule except where ``0 < |Δx| < 1e-10`` with the two sides of opposite
+    signs, i.e. both within 1e-10 of zero (there a share in [0, 1] instead of 0 or 1)."""
+    dy.div_(dx)
+    if not bool(torch.isfinite(dy.sum())):
+        nan = torch.isnan(dy)
+        dy[nan] = (x.detach()[nan] > 0).to(dy.dtype)
+    return dy
+
+
 class _Rescale(torch.autograd.Function):
     """An elementwise nonlinearity ``y = f(x)`` over the rows ``[x; x_ref]``; backward: the x-rows get
     ``grad · (y − y_ref) / (x − x_ref)`` (the local derivative where ``|x − x_ref| < eps``); the
@@ -385,9 +398,9 @@ class _PairedRescale(torch.autograd.Function):
     ``|x − x_ref| < eps``)."""
 
     @staticmethod
-    def forward(ctx, x, fn, inplace: bool, x_ref, y_ref, scratch):
+    def forward(ctx, x, fn, inplace: bool, x_ref, y_ref, scratch, relu: bool):
         xin, out = _rule_forward(ctx, x, fn, inplace)
-        ctx.scratch = scratch
+        ctx.scratch, ctx.relu = scratch, relu
         ctx.save_for_backward(xin, out.detach() if not inplace else out, x_ref, y_ref)
         return out
 
@@ -395,7 +408,9 @@ class _PairedRescale(torch.autograd.Function):
     def backward(ctx, g):
         xin, out, x_ref, y_ref = ctx.saved_tensors
         dx = _minus(xin, x_ref, out=ctx.scratch.take("dx", xin))
-        return _ratio(ctx.fn, dx, _minus(out, y_ref), xin, ctx.scratch).mul_(g), None, None, None, None, None
+        dy = _minus(out, y_ref)
+        r = _relu_ratio(dx, dy, xin) if ctx.relu else _ratio(ctx.fn, dx, dy, xin, ctx.scratch)
+        return r.mul_(g), None, None, None, None, None, None
 
 
 class _PairedMaxPool(torch.autograd.Function):
@@ -474,7 +489,7 @@ class _PairedMode(_RuleMode):
                 x_ref, y_ref = self._next(kind, tuple(x.shape))
                 self.count += 1
                 return self._mark(_PairedRescale.apply(x, fn, inplace and not (x.is_leaf and x.requires_grad), x_ref,
-                                                       y_ref, self.scratch), pos)
+                                                       y_ref, self.scratch, relu), pos)
         for rank, funcs in _MAXPOOL.items():
             if func in funcs:
                 x, opts, ret_idx = _pool_call(rank, args, kwargs)
