@@ -217,3 +217,20 @@ def test_bad_maxpool_rule_is_a_typed_error():
     x, _ = data(1)
     with pytest.raises(InputError, match="maxpool"):
         explain(net1d(), x, "deeplift", maxpool="max")
+
+
+def test_pool_then_inplace_relu():
+    """An in-place ReLU straight after a max pool changes the pool's output: the reference's recorded
+    pooled values must be a copy (the cross maximum then still sums to delta), and Captum's rule
+    holds."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3),
+                        nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4, 3)).eval()
+    x, refs = data(2, seed=4)
+    xt, tg = torch.as_tensor(x), np.array([0, 1, 2, 0])
+    c = explain(net, x, "deeplift_shap", target=tg, baselines=refs, maxpool="cross_max")
+    assert np.abs(c.extras["delta"]).max() < 1e-5
+    a = explain(net, x, "deeplift_shap", target=tg, baselines=refs)
+    want = torch.stack([captum_deeplift(net, xt, torch.as_tensor(r).expand_as(xt), torch.as_tensor(tg))
+                        for r in refs]).mean(0)
+    np.testing.assert_allclose(a.maps, want.numpy(), atol=1e-6, rtol=1e-5)

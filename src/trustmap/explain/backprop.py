@@ -499,7 +499,8 @@ class _PairedMode(_RuleMode):
                         return self._plain_call("pool", x, pos, func, args, kwargs)
                     if self.phase == "record":
                         out, idx = _POOL[rank](x.detach(), **opts)
-                        self.recorded.append(("pool", tuple(x.shape), x.detach(), out, idx))
+                        # the output is kept as a copy: an in-place activation may change it next
+                        self.recorded.append(("pool", tuple(x.shape), x.detach(), out.clone(), idx))
                         return self._mark((out, idx) if ret_idx else out, pos)
                     x_ref, out_ref, idx_ref = self._next("pool", tuple(x.shape))
                     self.count += 1
