@@ -309,3 +309,14 @@ def test_feature_adjacency_of_segments_patches_and_channels():
     per_channel = torch.as_tensor(np.arange(2)[:, None] * 2 + np.arange(4)[None] // 2)[None]  # (1, 2, 4)
     adj = feature_adjacency(per_channel, 4)[0]
     assert adj[0, 1] and adj[0, 2] and adj[1, 3] and not adj[0, 3]
+
+
+def test_graph_hops_of_a_chain_and_a_split_graph():
+    from trustmap.explain.shapley import graph_hops
+
+    chain = torch.as_tensor([[abs(i - j) == 1 for j in range(5)] for i in range(5)])[None]
+    torch.testing.assert_close(graph_hops(chain)[0], torch.as_tensor(
+        [[abs(i - j) for j in range(5)] for i in range(5)], dtype=torch.float64))
+    split = torch.zeros((1, 3, 3), dtype=torch.bool)
+    split[0, 0, 1] = split[0, 1, 0] = True  # feature 2 touches nothing: unreachable = F + 1
+    assert graph_hops(split)[0].tolist() == [[0, 1, 4], [1, 0, 4], [4, 4, 0]]

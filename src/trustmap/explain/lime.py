@@ -464,7 +464,9 @@ class KernelShap(_Surrogate):
     Shapley values (and fewer model rows); with ``tol``, also when a round would sample as many
     coalitions as are left. With a probability score a control variate (Goldwasser & Hooker 2023)
     takes out most of the sampling error at no extra model rows: every class's logit is fitted with a
-    quadratic in the coalition from the same rows, the softmax of those fits is a surrogate game whose
+    quadratic in the coalition from the same rows (its interactions shrunk by a ridge penalty chosen by
+    generalized cross-validation, growing with the features' distance, so it works from the
+    smallest budgets on), the softmax of those fits is a surrogate game whose
     Shapley values are enumerated exactly, and the estimate is ``KS(v) − c (KS(g) − φ(g))`` with the
     variance-minimizing ``c`` per sample (see :func:`trustmap.explain.shapley.softmax_surrogate`).
     See :mod:`trustmap.explain.shapley` for the design and the standard errors,

@@ -31,8 +31,9 @@ KernelSHAP design (what reaches a given error with the fewest model evaluations,
   coefficient of the sample (jackknife variances and covariance; efficiency is kept). The quadratic
   has more coefficients (54 per class for 10 features) than a small budget has rows, so its
   interactions are shrunk by a ridge penalty chosen by generalized cross-validation per sample and
-  class, less for neighbouring features (:func:`ridge_gcv`): the control variate then works from the
-  smallest budgets on (the softmax of additive logits needs only ``F − 1`` directions).
+  class, growing with the two features' distance in the feature graph (:func:`ridge_gcv`,
+  :func:`graph_hops`): the control variate then works from the smallest budgets on (the softmax of
+  additive logits needs only ``F − 1`` directions).
 
 Leverage-score sampling (Musco & Witter 2024) draws sizes uniformly instead of from the kernel and
 is provably accurate; with the outer strata enumerated the two differ only on the middle strata,
@@ -49,7 +50,7 @@ import numpy as np
 import torch
 
 __all__ = ["KernelPlan", "kernel_plan", "draw_pairs", "lstsq_with_cov", "enumerate_coalitions", "shapley_matrix",
-           "softmax_surrogate", "ridge_gcv", "CONTROL_MAX_FEATURES", "CONTROL_MAX_CLASSES",
+           "softmax_surrogate", "ridge_gcv", "graph_hops", "CONTROL_MAX_FEATURES", "CONTROL_MAX_CLASSES",
            "shapley_kernel_weights", "tol_schedule", "tol_z"]
 
 
@@ -258,8 +259,9 @@ CONTROL_RIDGE = 1e-9
 #: weighted sum of squares (the last, 1e4, all but removes them: softmax of additive logits)
 CONTROL_PENALTIES = tuple(float(10.0 ** e) for e in np.arange(-6.0, 4.01, 0.5))
 
-#: relative penalties of the interactions of non-neighbouring features tried by GCV (neighbours: 1)
-CONTROL_LOCALITY = (1.0, 10.0, 100.0)
+#: exponents γ tried by GCV: the interaction of two features ``h`` hops apart in the feature graph
+#: (neighbours: 1 hop) is penalized ``h^γ`` times the neighbours' (0: all pairs alike)
+CONTROL_LOCALITY = (0.0, 2.0, 4.0, 8.0, 16.0)
 
 _SHAPLEY_MATRIX: dict[int, np.ndarray] = {}
 
@@ -342,6 +344,23 @@ def ridge_gcv(X: torch.Tensor, w: torch.Tensor, Y: torch.Tensor, n_free: int,
     return torch.cat([T1 - T12 @ b_best, b_best], 1)
 
 
+def graph_hops(adjacent: torch.Tensor) -> torch.Tensor:
+    """Hop distances ``(G, F, F)`` (float64; F + 1 where unreachable) of the feature graph ``adjacent``."""
+    G, f, _ = adjacent.shape
+    hop = torch.full((G, f, f), float(f + 1), dtype=torch.float64, device=adjacent.device)
+    hop[:, torch.arange(f), torch.arange(f)] = 0
+    reach = torch.eye(f, dtype=torch.bool, device=adjacent.device).expand(G, f, f).clone()
+    a = adjacent.double()
+    for k in range(1, f):
+        nxt = (reach.double() @ a) > 0
+        new = nxt & ~reach
+        if not bool(new.any()):
+            break
+        hop[new] = float(k)
+        reach |= nxt
+    return hop
+
+
 def softmax_surrogate(Z: torch.Tensor, w: torch.Tensor, L: torch.Tensor, lx: torch.Tensor, lb: torch.Tensor,
                       targets: torch.Tensor, adjacent: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -366,8 +385,9 @@ def softmax_surrogate(Z: torch.Tensor, w: torch.Tensor, L: torch.Tensor, lx: tor
     per sample and class by generalized cross-validation (:func:`ridge_gcv`), from "none" (the plain
     quadratic, when the rows determine it) to "all" (the softmax of additive logits, determined from
     ``F − 1`` directions), so the control variate works from the smallest budgets on. With
-    ``adjacent`` the interactions of features that are not neighbours may be penalized more
-    (``CONTROL_LOCALITY``, chosen by GCV too): a convolution's interactions are mostly local.
+    ``adjacent`` the interaction of two features ``h`` hops apart in the feature graph is penalized
+    ``h^γ`` times more than a neighbour's (:func:`graph_hops`; ``γ`` from ``CONTROL_LOCALITY``, chosen by
+    GCV too): a convolution's interactions are mostly local.
     """
     G, m, f = Z.shape
     K = L.shape[-1]
@@ -379,9 +399,10 @@ def softmax_surrogate(Z: torch.Tensor, w: torch.Tensor, L: torch.Tensor, lx: tor
     Y = L - lb[:, None] - Zd[..., -1:] * D[:, None]
     scales = None
     if adjacent is not None:
-        # interactions of neighbouring features (a convolution's receptive field spans them) shrunk less
-        near = adjacent[:, iu[0], iu[1]]
-        scales = [torch.where(near, 1.0, float(r)).double() for r in CONTROL_LOCALITY]
+        # interactions of neighbouring features (a convolution's receptive field spans them) shrunk least:
+        # the penalty of a pair grows as (hops between the two features)^γ, γ chosen by GCV
+        hop = graph_hops(adjacent)[:, iu[0], iu[1]]
+        scales = [hop ** float(gm) for gm in CONTROL_LOCALITY]
     B = ridge_gcv(X, w, Y, f - 1, scales=scales)  # (G, p, K)
     a = torch.cat([B[:, :f - 1], (D - B.sum(1))[:, None]], 1)  # (G, f, K)
     b = B[:, f - 1:]
