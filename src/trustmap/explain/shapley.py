@@ -261,7 +261,7 @@ CONTROL_PENALTIES = tuple(float(10.0 ** e) for e in np.arange(-6.0, 4.01, 0.5))
 
 #: exponents γ tried by GCV: the interaction of two features ``h`` hops apart in the feature graph
 #: (neighbours: 1 hop) is penalized ``h^γ`` times the neighbours' (0: all pairs alike)
-CONTROL_LOCALITY = (0.0, 2.0, 4.0, 8.0, 16.0)
+CONTROL_LOCALITY = (0.0, 8.0)
 
 _SHAPLEY_MATRIX: dict[int, np.ndarray] = {}
 
