@@ -3,6 +3,7 @@ model evaluations for trustmap's KernelSHAP, Captum's ``KernelShap`` and the ``s
 ``KernelExplainer``, in one run; and the ``tol=`` stopping rule against its tolerance.
 
     OMP_NUM_THREADS=1 /work/main/.venv/bin/python benchmarks/bench_shapley.py [--quick] [--out FILE]
+    OMP_NUM_THREADS=1 /work/main/.venv/bin/python benchmarks/bench_shapley.py --issue4-rows
 
 Problem: the MNIST-1D CNN of the seed report (``trustmap.zoo.models.mnist1d_cnn``, trained here for a
 few epochs on ``mnist1d`` train), test inputs, 10 features = segments of 4 positions, baseline zero,
@@ -50,7 +51,7 @@ from trustmap.explain.shapley import shapley_matrix, tol_z  # noqa: E402
 from trustmap.zoo.models import mnist1d_cnn  # noqa: E402
 
 F, SEG, L = 10, 4, 40
-BUDGETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+BUDGETS = (12, 16, 20, 24, 32, 40, 48, 64, 96, 128, 192, 256, 384, 512)
 TOLS = (0.03, 0.01, 0.003)
 
 
@@ -313,12 +314,74 @@ def other_table(quick: bool, seeds):
     return lines
 
 
+def issue4_rows(quick: bool) -> str:
+    """The KernelSHAP rows of RESULTS.md's issue-4 tables (speed against the floor, pointing game),
+    re-measured with this estimator by ``bench_perturbation.py``'s protocol and functions (its models,
+    inputs, floor and pointing score; trustmap only: the peers' rows there do not change)."""
+    import bench_perturbation as bp
+
+    lines = ["| model | method | implementation | inputs timed | time for N (s) | floor rows | floor (s) | ratio |",
+             "|---|---|---|---:|---:|---|---:|---:|"]
+    for name, (build, shape, n, _k, S, seg, _w) in bp.CASES.items():
+        if quick:
+            n = bp.QUICK[name][0]
+        torch.manual_seed(0)
+        module = build().eval()
+        model = trustmap.load_model(module)
+        x = np.random.default_rng(0).normal(size=(n, *shape)).astype("float32")
+        with torch.no_grad():
+            y = module(torch.as_tensor(x)).argmax(1).numpy()
+        fl = min(bp.measure(bp.floor_forward(model, torch.randn(n * S, *shape), 1, batch=b)) for b in bp.FLOOR_BATCHES)
+        t = bp.measure(lambda: explain(model, x, "kernelshap", target=y, segmentation="fixed", segment_size=seg,
+                                       n_samples=S))
+        lines.append(f"| {name} | kernelshap | trustmap | {n} | {t:.2f} | {n} x {S} | {fl:.2f} | {t / fl:.2f}× |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    variants = [{}, {"per_channel": True, "segment_size": 16, "n_samples": 400},
+                {"segment_size": 2, "n_samples": 600}, {"segmentation": "slic"}]
+    tasks = ("synthetic-1d", "synthetic-1d-12ch", "synthetic-2d")
+    res = {}
+    from trustmap.data import load as load_task
+    for task in tasks:
+        tr, te = load_task(task, "train", n_train=600), load_task(task, "test", n_test=60 if quick else 150)
+        Xtr, Xte = tr.internal(), te.internal()
+        rank = Xtr.ndim - 2
+        net = bp.fit(bp.flat_cnn(rank, Xtr.shape[1], Xtr.shape[2:]), Xtr, tr.y, epochs=6)
+        with torch.no_grad():
+            ok = net(torch.as_tensor(Xte)).argmax(1).numpy() == te.y
+        mask = te.internal_mask()[ok]
+        for i, params in enumerate(variants):
+            if (params.get("segmentation") == "slic" and rank == 1) or (params.get("per_channel") and Xtr.shape[1] == 1):
+                continue
+            kw = {"segmentation": "fixed", "segment_size": 4, "n_samples": 300} if "segmentation" not in params \
+                else {"n_samples": 300}
+            a = explain(net, Xte[ok], "kernelshap", layout="NCL" if rank == 1 else "NCHW", **{**kw, **params})
+            res[i, task] = (bp.pointing(a.maps, mask), bp.pointing(a.maps, mask, spatial_only=True),
+                            bp.pointing_tied(a.maps, mask))
+    lines += ["", "| method | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    for i, params in enumerate(variants):
+        lab = "kernelshap" + ("" if not params else " (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")")
+        cells = []
+        for t in tasks:
+            r = res.get((i, t))
+            cells.append("—" if r is None else f"{r[0]:.2f}" + (f" (spatial {r[1]:.2f})" if t.endswith("12ch") else "")
+                         + (f" [tied max {r[2]:.2f}]" if r[2] != r[0] and not t.endswith("12ch") else ""))
+        lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer samples, seeds and epochs (about a minute)")
     ap.add_argument("--out", help="write the markdown here as well")
+    ap.add_argument("--issue4-rows", action="store_true",
+                    help="only re-measure KernelSHAP's rows of the issue-4 speed and pointing tables")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if a.issue4_rows:
+        t0 = time.perf_counter()
+        print(issue4_rows(a.quick) + f"\n\n_({time.perf_counter() - t0:.0f} s; load average "
+              f"{' '.join(f'{v:.2f}' for v in os.getloadavg())} at the end)_")
+        return
     n, seeds = (20, (0, 1)) if a.quick else (50, (0, 1, 2))
     budgets = (16, 32, 64, 128, 192, 384) if a.quick else BUDGETS
     t0 = time.perf_counter()
@@ -346,9 +409,12 @@ def main(argv=None):
                 lines.append(f"| {name} | {b} | {ev:.0f} | {m:.4f} | {md:.4f} |")
     lines += ["", "Evaluations trustmap needs for the error a peer reaches (log-log interpolation on trustmap's "
               "curve above; '≤' where trustmap's smallest budget already reaches it, '>' where its largest does not), "
-              "with the control variate (the default) and without it (control='none'):", "",
-              "| peer | peer evaluations | peer error | trustmap evaluations | fewer evaluations "
-              "| trustmap control='none' evaluations | fewer evaluations |", "|---|---:|---:|---:|---:|---:|---:|"]
+              "with the control variate (the default) and without it (control='none'). '6× means ≤': the evaluations at "
+              f"which trustmap has to reach the peer's error for the goal (peer evaluations / 6); KernelSHAP takes at "
+              f"least F + 1 = {F + 1} (the input, the baseline and F − 1 coalitions, as many as free Shapley values "
+              "under efficiency), so below that the goal cannot hold by construction:", "",
+              "| peer | peer evaluations | peer error | 6× means ≤ (evaluations) | trustmap evaluations | fewer evaluations "
+              "| trustmap control='none' evaluations | fewer evaluations |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
 
     def cells(ours_name, err, ev):
         pts = [v[2] for (nm, _), v in res.items() if nm == ours_name]
@@ -367,7 +433,8 @@ def main(argv=None):
             if (name, b) not in res:
                 continue
             err, _, ev, _ = res[name, b]
-            lines.append(f"| {name} | {ev:.0f} | {err:.4f} | {cells('trustmap KernelShap', err, ev)} "
+            six = f"{ev / 6:.1f}" + (f" (< {F + 1}: impossible)" if ev / 6 < F + 1 else "")
+            lines.append(f"| {name} | {ev:.0f} | {err:.4f} | {six} | {cells('trustmap KernelShap', err, ev)} "
                          "| " + cells("trustmap KernelShap (control='none')", err, ev) + " |")
     lines += ["", f"`tol=` stopping rule, n_samples=2048 as the cap (2^{F} = 1024: a sample for which sampling on is "
               "predicted (SE ∝ 1/√draws) to cost more rows than the coalitions left, enumerates them instead: "
@@ -385,8 +452,9 @@ def main(argv=None):
     lines += ["", "Other models (exact Shapley values enumerated the same way; trustmap with and without the control "
               f"variate, shap's KernelExplainer at the same n_samples; {len(seeds[:1] if a.quick else seeds)} seed(s)):",
               ""] + other
-    lines += ["", f"Total run time {time.perf_counter() - t0:.0f} s (shared 2-core machine; accuracy figures do not "
-              "depend on load)."]
+    lines += ["", f"Total run time {time.perf_counter() - t0:.0f} s, load average "
+              f"{' '.join(f'{v:.2f}' for v in os.getloadavg())} at the end (shared 2-core machine; accuracy figures "
+              "do not depend on load)."]
     text = "\n".join(lines)
     print(text)
     if a.out:

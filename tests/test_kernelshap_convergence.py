@@ -267,3 +267,56 @@ def test_control_variate_standard_error_waits_for_enough_rows(problem):
     assert not b.extras["control"].any() and b.extras["converged"].all()
     np.testing.assert_allclose(b.extras["coefficients"], c.extras["coefficients"], atol=1e-12)
     np.testing.assert_allclose(b.extras["coefficient_stderr"], c.extras["coefficient_stderr"], atol=1e-12)
+
+
+def test_ridge_gcv_keeps_interactions_the_rows_determine_and_drops_those_they_do_not():
+    from trustmap.explain.shapley import ridge_gcv
+
+    g = torch.Generator().manual_seed(1)
+    f, q = 6, 15
+    iu = torch.triu_indices(f, f, 1)
+
+    def design(m):
+        Z = torch.randint(0, 2, (2, m, f), generator=g).double()
+        return torch.cat([Z, Z[..., iu[0]] * Z[..., iu[1]]], -1)
+
+    a = torch.randn((2, f, 1), generator=g, dtype=torch.float64)
+    b = torch.randn((2, q, 1), generator=g, dtype=torch.float64)
+    # many rows of an exact quadratic: (almost) no penalty, the coefficients recovered
+    X = design(200)
+    Y = X @ torch.cat([a, b], 1)
+    B = ridge_gcv(X, torch.ones(200, dtype=torch.float64), Y, f)
+    torch.testing.assert_close(B, torch.cat([a, b], 1), atol=1e-3, rtol=0)
+    # fewer rows (12) than coefficients (21) of an additive game plus noise: the interactions are shrunk
+    # away and the first-order part is recovered far better than by the minimum-norm interpolant
+    X = design(12)
+    Y = X[..., :f] @ a + 0.01 * torch.randn((2, 12, 1), generator=g, dtype=torch.float64)
+    B = ridge_gcv(X, torch.ones(12, dtype=torch.float64), Y, f)
+    B0 = torch.linalg.pinv(X) @ Y
+    assert B[:, f:].abs().max() < 0.05
+    assert (B[:, :f] - a).abs().max() < 0.05 < (B0[:, :f] - a).abs().max()
+
+
+def test_feature_adjacency_of_segments_patches_and_channels():
+    from trustmap.explain.lime import feature_adjacency
+
+    seg1d = torch.as_tensor(np.arange(12) // 3)[None, None]  # (1, C=1, 12): 4 segments in a row
+    adj = feature_adjacency(seg1d, 4)[0]
+    assert adj.tolist() == [[abs(i - j) == 1 for j in range(4)] for i in range(4)]
+    patches = torch.as_tensor((np.arange(4)[:, None] // 2) * 2 + np.arange(4)[None] // 2)[None, None]  # 2x2 patches
+    adj = feature_adjacency(patches, 4)[0]
+    assert adj.sum() == 8 and not adj[0, 3] and not adj[1, 2] and adj[0, 1] and adj[0, 2]
+    per_channel = torch.as_tensor(np.arange(2)[:, None] * 2 + np.arange(4)[None] // 2)[None]  # (1, 2, 4)
+    adj = feature_adjacency(per_channel, 4)[0]
+    assert adj[0, 1] and adj[0, 2] and adj[1, 3] and not adj[0, 3]
+
+
+def test_graph_hops_of_a_chain_and_a_split_graph():
+    from trustmap.explain.shapley import graph_hops
+
+    chain = torch.as_tensor([[abs(i - j) == 1 for j in range(5)] for i in range(5)])[None]
+    torch.testing.assert_close(graph_hops(chain)[0], torch.as_tensor(
+        [[abs(i - j) for j in range(5)] for i in range(5)], dtype=torch.float64))
+    split = torch.zeros((1, 3, 3), dtype=torch.bool)
+    split[0, 0, 1] = split[0, 1, 0] = True  # feature 2 touches nothing: unreachable = F + 1
+    assert graph_hops(split)[0].tolist() == [[0, 1, 4], [1, 0, 4], [4, 4, 0]]

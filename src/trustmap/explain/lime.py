@@ -38,7 +38,7 @@ from .registry import register
 from .segments import (SCORES, SEGMENTATIONS, check_baseline_param, full_scores, progress_bar, resolve_baseline,
                        scores_of, segment)
 
-__all__ = ["Lime", "KernelShap", "weighted_lstsq", "SPREADS"]
+__all__ = ["Lime", "KernelShap", "weighted_lstsq", "feature_adjacency", "SPREADS"]
 
 SPREADS = ("copy", "split")
 CONTROLS = ("auto", "none")
@@ -81,6 +81,22 @@ def logits_of(model, t: torch.Tensor) -> torch.Tensor:
                 out = torch.empty((len(t), lg.shape[1]), dtype=lg.dtype, device=t.device)
             out[s] = lg
     return out
+
+
+def feature_adjacency(labels: torch.Tensor, f: int) -> torch.Tensor:
+    """Which features touch: ``(G, f, f)`` bool, true where two features' entries are neighbours along some
+    axis of the samples' feature labels ``(G, C, *spatial)`` (the channel axis included: per-channel
+    features of one segment in neighbouring channels touch)."""
+    g = labels.shape[0]
+    adj = torch.zeros((g, f * f), dtype=torch.uint8, device=labels.device)
+    for d in range(1, labels.dim()):
+        n_d = labels.shape[d]
+        if n_d > 1:
+            a = labels.narrow(d, 0, n_d - 1).reshape(g, -1)
+            b = labels.narrow(d, 1, n_d - 1).reshape(g, -1)
+            adj.scatter_(1, a * f + b, 1)
+    adj = adj.view(g, f, f) > 0
+    return (adj | adj.transpose(1, 2)) & ~torch.eye(f, dtype=torch.bool, device=labels.device)
 
 
 class _Surrogate(Explainer):
@@ -140,8 +156,8 @@ class _Surrogate(Explainer):
     def _check_features(self, n_features: np.ndarray) -> None:
         pass
 
-    def _switch(self, plan, m: int, se: torch.Tensor, limit: float) -> torch.Tensor:
-        """Which samples (after ``m`` drawn rows, standard errors ``se``) finish by enumeration instead
+    def _switch(self, plan, m: int, se: torch.Tensor, limit: float, Z: torch.Tensor) -> torch.Tensor:
+        """Which samples (after ``m`` drawn rows ``Z``, standard errors ``se``) finish by enumeration instead
         (:meth:`_finish_rows`, :meth:`_solve_finish`); none by default."""
         return torch.zeros(len(se), dtype=torch.bool, device=se.device)
 
@@ -189,17 +205,13 @@ class _Surrogate(Explainer):
             g = int(max(1, min(len(idx), GROUP_ELEMENTS // max(1, (m + 2) * (int(f) + 2)))))
             groups += [(int(f), idx[i:i + g]) for i in range(0, len(idx), g)]
         bar = progress_bar(bool(self.progress), sum(plans[f].schedule[-1] * len(ix) for f, ix in groups), self.name)
-        def score_rows(idx_t: torch.Tensor, Zn: torch.Tensor, keep_logits: bool = False):
-            """Scores of the coalitions ``Zn (G, r, f)`` of the samples ``idx_t``: one list of rows in order
-            (sample, draw), contiguous slices of it per model call; with ``keep_logits`` also the
-            rows' logits ``(G, r, K)`` (else None)."""
-            g_, r_, f_ = Zn.shape
-            Yn = torch.empty((g_, r_), dtype=torch.float64, device=t.device)
-            Ln = torch.empty((g_ * r_, lx.shape[1]), dtype=torch.float64, device=t.device) if keep_logits else None
-            z_rows, y_rows = Zn.reshape(-1, f_), Yn.view(-1)
-            s_rows = idx_t.repeat_interleave(r_)
+        def score_flat(s_rows: torch.Tensor, z_rows: torch.Tensor, keep_logits: bool = False):
+            """Scores of the coalitions ``z_rows (r, f)`` of the samples ``s_rows (r,)``, contiguous slices
+            per model call; with ``keep_logits`` also the rows' logits ``(r, K)`` (else None)."""
+            y_rows = torch.empty(len(z_rows), dtype=torch.float64, device=t.device)
+            Ln = torch.empty((len(z_rows), lx.shape[1]), dtype=torch.float64, device=t.device) if keep_logits else None
             with torch.inference_mode():
-                for rows in row_chunks(g_ * r_, rows_per_call):
+                for rows in row_chunks(len(z_rows), rows_per_call):
                     si = s_rows[rows]
                     on = torch.gather(z_rows[rows], 1, seg.rows(si)) > 0.5  # (rows, numel)
                     xr = torch.where(on, flat_t[si], flat_b[si]).view(len(si), *t.shape[1:])
@@ -210,7 +222,14 @@ class _Surrogate(Explainer):
                     else:
                         y_rows[rows] = scores_of(model, xr, tg[si], self.score)[0]
                     bar.update(len(si))
-            return Yn, None if Ln is None else Ln.view(g_, r_, -1)
+            return y_rows, Ln
+
+        def score_rows(idx_t: torch.Tensor, Zn: torch.Tensor, keep_logits: bool = False):
+            """Scores of the coalitions ``Zn (G, r, f)`` of the samples ``idx_t``: one list of rows in order
+            (sample, draw); with ``keep_logits`` also the rows' logits ``(G, r, K)`` (else None)."""
+            g_, r_, f_ = Zn.shape
+            y_rows, Ln = score_flat(idx_t.repeat_interleave(r_), Zn.reshape(-1, f_), keep_logits)
+            return y_rows.view(g_, r_), None if Ln is None else Ln.view(g_, r_, -1)
 
         def store(idx_t: torch.Tensor, out: dict, f: int) -> torch.Tensor:
             coef_all[idx_t, :f] = out.pop("coefficients")
@@ -241,7 +260,8 @@ class _Surrogate(Explainer):
                     aux = None
                     if cv:
                         Lg = torch.cat([Lg, Ln], 1)
-                        aux = {"logits": Lg, "lx": lx[idx_t], "lb": lb[idx_t], "targets": tg[idx_t]}
+                        aux = {"logits": Lg, "lx": lx[idx_t], "lb": lb[idx_t], "targets": tg[idx_t],
+                               "adjacent": feature_adjacency(seg.rows(idx_t).view(len(idx_t), *t.shape[1:]), f)}
                     se = store(idx_t, self._solve(Z, Y, fx[idx_t], None if fb is None else fb[idx_t], pl, aux), f)
                     n_evals[idx[active]] = m + self.fixed_evals
                     if tol is None:
@@ -249,7 +269,7 @@ class _Surrogate(Explainer):
                     limit = tol / tol_z(f)
                     keep = ~(se.max(1).values <= limit)  # NaN SE: not converged
                     # samples better finished by enumerating what is left than by sampling on
-                    sw = keep & self._switch(pl, m, se, limit)
+                    sw = keep & self._switch(pl, m, se, limit, Z)
                     if bool(sw.any()):
                         finish.append((active[sw.cpu().numpy()], Z[sw], Y[sw], m))
                     keep = keep & ~sw
@@ -259,12 +279,20 @@ class _Surrogate(Explainer):
                     if not len(active):
                         break
                 for act, Zf, Yf, m in finish:
+                    # every coalition left, scored only where the sample has not drawn it already
                     idx_t = torch.as_tensor(idx[act], device=t.device)
                     Zn = torch.as_tensor(self._finish_rows(pl), dtype=torch.float32, device=t.device)
-                    Zn = Zn[None].expand(len(act), -1, -1)
-                    Yn = score_rows(idx_t, Zn)[0]
-                    store(idx_t, self._solve_finish(Zf, Yf, Zn, Yn, fx[idx_t], fb[idx_t], pl), f)
-                    n_evals[idx[act]] = m + Zn.shape[1] + self.fixed_evals
+                    bits = 1 << torch.arange(f, device=t.device)
+                    table = torch.full((len(act), 2 ** f), float("nan"), dtype=torch.float64, device=t.device)
+                    table.scatter_(1, (Zf.long() * bits).sum(-1), Yf)
+                    Yn = table[:, (Zn.long() * bits).sum(-1)]  # (G, n_rest): NaN where not yet scored
+                    new = torch.isnan(Yn)
+                    gi, ri = torch.nonzero(new, as_tuple=True)
+                    if len(gi):
+                        Yn[gi, ri] = score_flat(idx_t[gi], Zn[ri])[0]
+                    store(idx_t, self._solve_finish(Zf, Yf, Zn[None].expand(len(act), -1, -1), Yn, fx[idx_t],
+                                                    fb[idx_t], pl), f)
+                    n_evals[idx[act]] = m + new.sum(1).cpu().numpy() + self.fixed_evals
         finally:
             bar.close()
         # spread the coefficients (and their standard errors) over the input entries of each feature
@@ -436,7 +464,9 @@ class KernelShap(_Surrogate):
     Shapley values (and fewer model rows); with ``tol``, also when a round would sample as many
     coalitions as are left. With a probability score a control variate (Goldwasser & Hooker 2023)
     takes out most of the sampling error at no extra model rows: every class's logit is fitted with a
-    quadratic in the coalition from the same rows, the softmax of those fits is a surrogate game whose
+    quadratic in the coalition from the same rows (its interactions shrunk by a ridge penalty chosen by
+    generalized cross-validation, growing with the features' distance, so it works from the
+    smallest budgets on), the softmax of those fits is a surrogate game whose
     Shapley values are enumerated exactly, and the estimate is ``KS(v) − c (KS(g) − φ(g))`` with the
     variance-minimizing ``c`` per sample (see :func:`trustmap.explain.shapley.softmax_surrogate`).
     See :mod:`trustmap.explain.shapley` for the design and the standard errors,
@@ -523,18 +553,20 @@ class KernelShap(_Surrogate):
         n_rest = (2 ** f - 2 - design.n_enum) if f < 31 else None
         return _Plan(sched[:1] if self.tol is None else sched, f=f, design=design, m=m, n_rest=n_rest)
 
-    def _switch(self, plan, m, se, limit):
+    def _switch(self, plan, m, se, limit, Z):
         """Enumerate the rest when it fits under ``n_samples`` and costs fewer rows than sampling on is
-        predicted to (the standard error falls as 1/√draws: ``s ((max SE / limit)² − 1)`` more draws),
-        or when the schedule has no further round."""
+        predicted to (the standard error falls as 1/√draws: ``s ((max SE / limit)² − 1)`` more draws;
+        the enumeration costs the coalitions not drawn yet), or when the schedule has no further round."""
         no = torch.zeros(len(se), dtype=torch.bool, device=se.device)
         d = plan.design
         if d is None or d.exact or plan.n_rest is None or m + plan.n_rest > plan.m:
             return no
         s = m - d.n_enum
         more = s * ((se.max(1).values / limit) ** 2 - 1)
+        codes = (Z[:, d.n_enum:].long() << torch.arange(plan.f, device=Z.device)).sum(-1).sort(1).values
+        drawn = (codes[:, 1:] != codes[:, :-1]).sum(1) + int(codes.shape[1] > 0)  # distinct coalitions drawn
         last = m == plan.schedule[-1]
-        return (more >= plan.n_rest) | torch.full_like(no, last)
+        return (more >= plan.n_rest - drawn) | torch.full_like(no, last)
 
     def _finish_rows(self, plan):
         return enumerate_coalitions(plan.f, plan.design.sizes)
@@ -581,7 +613,8 @@ class KernelShap(_Surrogate):
             phi, se = self._kernel_fit(Z, Y, w, fx, fb, n_fixed)
             control = no
         else:  # control variate: φ = KS(v) − c (KS(g) − φ(g)), the surrogate's sampling error known exactly
-            phi_g, g_rows, g_b, g_x = softmax_surrogate(Z, w, aux["logits"], aux["lx"], aux["lb"], aux["targets"])
+            phi_g, g_rows, g_b, g_x = softmax_surrogate(Z, w, aux["logits"], aux["lx"], aux["lb"], aux["targets"],
+                                                        aux.get("adjacent"))
             phi_v, se_v = self._kernel_fit(Z, Y, w, fx, fb, n_fixed)
             phi_s, se_s = self._kernel_fit(Z, g_rows, w, g_x, g_b, n_fixed)
             _, se_r = self._kernel_fit(Z, Y - g_rows, w, fx - g_x, fb - g_b, n_fixed)
