@@ -56,11 +56,13 @@ def wanted(method, params):
 
 
 ONLY = None
+TASKS = ("synthetic-1d", "synthetic-1d-12ch", "synthetic-2d")
+SKIP: list = []
 
 
 def preset_table():
     cols, acc, res = [], {}, {}
-    for name in ("synthetic-1d", "synthetic-1d-12ch", "synthetic-2d"):
+    for name in TASKS:
         tr, te = load(name, "train", n_train=600), load(name, "test", n_test=150)
         Xtr, Xte = tr.internal(), te.internal()
         rank = Xtr.ndim - 2
@@ -71,7 +73,8 @@ def preset_table():
         acc[name] = (ok.mean(), ok.sum())
         mask = te.internal_mask()[ok]
         for method, params in VARIANTS:
-            if (Xtr.shape[1] == 1 and params.get("per_channel")) or not wanted(method, params):
+            if (Xtr.shape[1] == 1 and params.get("per_channel")) or not wanted(method, params) \
+                    or f"{name}:{label(method, params)}" in SKIP:
                 continue
             a = explain(net, Xte[ok], method, layout="NCL" if rank == 1 else "NCHW", **params)
             res[(label(method, params), name)] = (pointing(a.maps, mask), pointing(a.maps, mask, spatial_only=True))
@@ -84,7 +87,7 @@ def preset_table():
         cells = []
         for c in cols:
             if (lab, c) not in res:
-                cells.append("(1 channel)")
+                cells.append("(1 channel)" if params.get("per_channel") and not c.endswith("12ch") else "not run")
                 continue
             full, sp = res[(lab, c)]
             cells.append(f"{full:.2f}" + (f" (spatial {sp:.2f})" if c.endswith("12ch") else ""))
@@ -120,12 +123,16 @@ def presence_table():
 
 
 def main(argv=None):
+    global ONLY, TASKS, SKIP
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=None)
     p.add_argument("--preset-only", action="store_true", help="skip the GAP-FCN presence table")
     p.add_argument("--only", default=None, help="comma-separated substrings of the method labels to run")
+    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated preset tasks (default all three)")
+    p.add_argument("--skip", default="", help="';'-separated TASK:LABEL cells not to run (e.g. a slow variant)")
     args = p.parse_args(argv)
-    global ONLY
+    TASKS = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    SKIP = [c.strip() for c in args.skip.split(";") if c.strip()]
     ONLY = None if args.only is None else [o.strip() for o in args.only.split(",") if o.strip()]
     torch.set_num_threads(1)
     h1, t1 = preset_table()

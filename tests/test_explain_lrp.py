@@ -282,3 +282,34 @@ def test_lrp_on_a_keras_2d_model_equals_its_twin_and_conserves(composite, tmp_pa
 def test_lrp_refuses_a_bad_composite():
     with pytest.raises(ValueError, match="composite"):
         explain(net1d(), np.zeros((2, 2, 16), "float32"), "lrp", composite="zplus_box")
+
+
+@pytest.mark.parametrize("composite", ["gamma", "alpha_beta"])
+def test_lrp_grouped_convolutions_conserve_relevance(composite):
+    """γ and αβ on grouped (and depthwise) convolutions, signed inputs: each group's two weight sets go
+    through their own transposed products; the maps equal those of the same net with dense block-diagonal
+    weights, and bias-free γ layers pass the logit on whole (αβ does not where a unit has no negative part)."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv1d(4, 8, 3, padding=1, groups=2, bias=False), nn.ReLU(),
+                        nn.Conv1d(8, 8, 3, padding=1, groups=8, bias=False), nn.ReLU(),
+                        nn.Conv1d(8, 6, 3, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 10, 3, bias=False)).eval()
+    x = np.random.default_rng(1).normal(size=(6, 4, 12)).astype("float32")
+    a = explain(net, x, "lrp", composite=composite)
+    if composite == "gamma":
+        np.testing.assert_allclose(a.extras["relevance_sum"], a.extras["score"], rtol=1e-4, atol=1e-5)
+    # the same net with the grouped layers written as dense block-diagonal convolutions: the same maps
+    dense = nn.Sequential(nn.Conv1d(4, 8, 3, padding=1, bias=False), nn.ReLU(), nn.Conv1d(8, 8, 3, padding=1, bias=False),
+                          nn.ReLU(), nn.Conv1d(8, 6, 3, bias=False), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(6 * 10, 3, bias=False)).eval()
+    with torch.no_grad():
+        for d, g in zip(dense, net):
+            if isinstance(d, nn.Conv1d):
+                groups, w = g.groups, g.weight
+                d.weight.zero_()
+                o, i = w.shape[0] // groups, w.shape[1]
+                for k in range(groups):
+                    d.weight[k * o:(k + 1) * o, k * i:(k + 1) * i] = w[k * o:(k + 1) * o]
+            elif isinstance(d, nn.Linear):
+                d.weight.copy_(g.weight)
+    b = explain(dense, x, "lrp", composite=composite, target=a.targets)
+    np.testing.assert_allclose(a.maps, b.maps, atol=1e-6)

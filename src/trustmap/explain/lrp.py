@@ -82,15 +82,16 @@ class AffineLayer:
     ``raw(x, w, b)``: the call (conv, linear, matmul); ``wax``: the output-channel axis of ``w``;
     ``chan``: the output-channel axis of ``out``; ``first``: it reads the model's input."""
 
-    def __init__(self, x, raw, w, b, wax, chan, dense, first, vjp_raw=None):
+    def __init__(self, x, raw, w, b, wax, chan, dense, first, vjp_raw=None, groups=1):
         self.x, self.raw, self.w, self.b = x, raw, w, b
         self.wax, self.chan, self.dense, self.first = wax, chan, dense, first
         self.perm: tuple | None = None
         self.vjp_raw = vjp_raw
+        self.groups = int(groups) if isinstance(groups, int) else 0  # 0: unknown (no stacking)
 
     def copy(self) -> "AffineLayer":
         new = AffineLayer(self.x, self.raw, self.w, self.b, self.wax, self.chan, self.dense, self.first, self.vjp_raw)
-        new.perm = self.perm
+        new.perm, new.groups = self.perm, self.groups
         return new
 
     def op(self, x, w, b):
@@ -111,6 +112,33 @@ class AffineLayer:
             (out,) = torch.autograd.grad(self.raw(xi, w, None), xi, g)
         return out
 
+    def bias_map(self, b: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """The per-channel vector ``b`` shaped to broadcast over the layer's outputs (``like``)."""
+        shape = [1] * like.ndim
+        shape[self.chan % like.ndim] = -1
+        return b.view(shape)
+
+    def stacked(self, like: torch.Tensor) -> torch.Tensor:
+        """An empty tensor holding two outputs like ``like`` side by side along the channel axis (the
+        relevance ratios of two weight sets, for :meth:`vjp2`)."""
+        shape = list(like.shape)
+        shape[self.chan % like.ndim] *= 2
+        return like.new_empty(shape)
+
+    def halves(self, g2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ch = self.chan % g2.ndim
+        o = g2.shape[ch] // 2
+        return g2.narrow(ch, 0, o), g2.narrow(ch, o, o)
+
+    def vjp2(self, x, w1, w2, g2):
+        """``vjp(x, w1, g1) + vjp(x, w2, g2)`` for ``g2`` = :meth:`stacked` holding ``g1`` and ``g2``: one
+        transposed product with the two weight sets stacked along the output channels (two calls for a
+        grouped convolution, whose groups would mix)."""
+        if self.groups == 1:
+            return self.vjp(x, torch.cat([w1, w2], self.wax), g2)
+        a, b = self.halves(g2)
+        return self.vjp(x, w1, a).add_(self.vjp(x, w2, b))
+
     def scaled(self, s: torch.Tensor | None, t: torch.Tensor | None) -> "AffineLayer":
         """The layer followed by ``out · s + t`` (``s``, ``t``: per output channel, shape (O,))."""
         new = self.copy()
@@ -127,7 +155,7 @@ class AffineLayer:
 def relevance_in(rule: str, layer: AffineLayer, x: torch.Tensor, r: torch.Tensor, *, epsilon: float, gamma: float,
                  alpha: float, beta: float, z: torch.Tensor | None = None) -> torch.Tensor:
     """Relevance of the inputs ``x`` of ``layer`` given its outputs' relevance ``r`` under ``rule``
-    (``z``: the layer's output when already known, for the ε rule)."""
+    (``z``: the layer's output when already known, for the ε, γ and αβ rules)."""
     x = x.detach()
     w = layer.w.detach()
     b = None if layer.b is None else layer.b.detach()
@@ -136,63 +164,68 @@ def relevance_in(rule: str, layer: AffineLayer, x: torch.Tensor, r: torch.Tensor
         z = op(x, w, b) if z is None else z
         d = stabilize(z, epsilon)
         return vjp(x, w, torch.div(r, d, out=d)).mul_(x)
-    if rule == "flat":
-        ones_x, ones_w = torch.ones_like(x), torch.ones_like(w)
-        return vjp(ones_x, ones_w, r / stabilize(op(ones_x, ones_w, None), 1e-6))
+    if rule == "flat":  # every row's z is the same (ones through ones): computed on one row
+        ones_x, ones_w = torch.ones_like(x[:1]), torch.ones_like(w)
+        return vjp(x, ones_w, r / stabilize(op(ones_x, ones_w, None), 1e-6))
 
-    def bias_map(bb):
-        return op(torch.zeros_like(x[:1]), torch.zeros_like(w), bb)
-
-    # γ and αβ split the inputs by sign; after a ReLU there are no negative inputs and their terms
-    # (exact zeros) are skipped
-    n = len(x)
+    # γ and αβ split the products by the signs of inputs and weights. With z = x·W + b (the layer's own
+    # output) and S = x⁺·W⁺ + x⁻·W⁻ (the positive contributions; one product, two on inputs of both
+    # signs); γ's other split is z − b − S, so one product besides the forward (αβ computes its negative
+    # part as well: it divides by it); backward, the two weight sets go through one transposed product
+    # (stacked), two on inputs of both signs. After a ReLU there are no negative inputs and their terms
+    # (exact zeros) are skipped.
     nonneg = bool((x >= 0).all())
     xp = x if nonneg else x.clamp(min=0)
     xn = None if nonneg else x.clamp(max=0)
-    if rule == "gamma":  # Zennit 0.5's generalized γ (Andéol et al., 2021): the original γ on positive inputs
-        z = op(x, w, b) if z is None else z
-        wgp, wgn = w + gamma * w.clamp(min=0), w + gamma * w.clamp(max=0)
-        if nonneg:
-            z_pos, z_neg = op(xp, wgp, None), op(xp, wgn, None)
-        else:
-            x2 = torch.cat([xp, xn])  # the positive and negative inputs go through as one batch
-            a, c = op(x2, wgp, None), op(x2, wgn, None)  # [xp·wgp; xn·wgp], [xp·wgn; xn·wgn]
-            z_pos, z_neg = a[:n] + c[n:], c[:n] + a[n:]
-        if b is not None:
-            z_pos = z_pos + bias_map(b + gamma * b.clamp(min=0))
-            z_neg = z_neg + bias_map(b + gamma * b.clamp(max=0))
-        s_pos = (z > 0).to(r) * r / stabilize(z_pos, 1e-6)
-        s_neg = (z < 0).to(r) * r / stabilize(z_neg, 1e-6)
-        if nonneg:
-            return xp * (vjp(x, wgp, s_pos) + vjp(x, wgn, s_neg))
-        s2 = torch.cat([s_pos, s_neg])
-        gp, gn = vjp(x, wgp, s2), vjp(x, wgn, s2)
-        return xp * gp[:n] + xn * gn[:n] + xp * gn[n:] + xn * gp[n:]
-    # alpha-beta (zplus: alpha=1, beta=0)
     wp, wn = w.clamp(min=0), w.clamp(max=0)
-    if nonneg:
-        z_pos = op(xp, wp, None)
-    else:  # positive part xp·wp + xn·wn; negative part xp·wn + xn·wp
-        z_pos = op(xp, wp, None) + op(xn, wn, None)
+    if z is None:
+        z = op(x, w, b)
+    z = z.detach()
+    if rule == "alpha_beta" and not beta:  # z⁺: the positive contributions only
+        d = op(xp, wp, None) if nonneg else op(xp, wp, None).add_(op(xn, wn, None))
+        if b is not None:
+            d.add_(layer.bias_map(b.clamp(min=0), d))
+        s_pos = torch.div(r, d.add_(1e-6), out=d).mul_(alpha)  # d >= 0: the stabilizer's sign is +
+        if nonneg:
+            return vjp(x, wp, s_pos).mul_(xp)
+        return vjp(x, wp, s_pos).mul_(xp).add_(vjp(x, wn, s_pos).mul_(xn))
+    S = op(xp, wp, None) if nonneg else op(xp, wp, None).add_(op(xn, wn, None))  # S >= 0
+    s2 = layer.stacked(r)
+    s_a, s_b = layer.halves(s2)
+    if rule == "gamma":
+        # Zennit 0.5's generalized γ (Andéol et al., 2021): where z > 0 the weights W + γW⁺ on positive
+        # inputs and W + γW⁻ on negative ones, bias b + γb⁺: z₊ = z + γ(S + b⁺) >= z; where z < 0 the
+        # mirror image, z₋ = z + γ(z − b − S + b⁻) = (1 + γ)z − γ(S + b⁺) <= z; ratios r/z± where the sign
+        # of z says (the stabilizer's sign is z's)
+        if b is not None:
+            S.add_(layer.bias_map(b.clamp(min=0), S))
+        torch.add(z, S, alpha=gamma, out=s_a).add_(1e-6)
+        torch.div(r, s_a, out=s_a).mul_(z > 0)
+        torch.mul(z, 1.0 + gamma, out=s_b).sub_(S, alpha=gamma).sub_(1e-6)
+        torch.div(r, s_b, out=s_b).mul_(z < 0)
+        wgp, wgn = torch.add(w, wp, alpha=gamma), torch.add(w, wn, alpha=gamma)
+        t1 = layer.vjp2(x, wgp, wgn, s2)  # Wgpᵀ s₊ + Wgnᵀ s₋: the factor of x⁺
+        if nonneg:
+            return t1.mul_(xp)
+        # the factor of x⁻, Wgnᵀ s₊ + Wgpᵀ s₋ (its own product: (2 + γ) Wᵀ(s₊ + s₋) − t1 would cancel)
+        return t1.mul_(xp).add_(layer.vjp2(x, wgn, wgp, s2).mul_(xn))
+    # alpha-beta: α (x⁺W⁺ + x⁻W⁻ + b⁺) / z₊ − β (x⁺W⁻ + x⁻W⁺ + b⁻) / z₋, z₊ = S + b⁺ >= 0, z₋ <= 0
+    # (z₋ is its own product: z − b − S cancels where the negative part is small against S, and the
+    # β term divides by it)
+    zn = op(xp, wn, None) if nonneg else op(xp, wn, None).add_(op(xn, wp, None))
     if b is not None:
-        z_pos = z_pos + bias_map(b.clamp(min=0))
-    s_pos = r / stabilize(z_pos, 1e-6)
+        torch.add(S, layer.bias_map(b.clamp(min=0), S), out=s_a)
+        torch.add(zn, layer.bias_map(b.clamp(max=0), zn), out=s_b)
+    else:
+        s_a.copy_(S)
+        s_b.copy_(zn)
+    torch.div(r, s_a.add_(1e-6), out=s_a).mul_(alpha)
+    torch.div(r, s_b.sub_(1e-6), out=s_b).mul_(-beta)
+    t1 = layer.vjp2(x, wp, wn, s2)  # W⁺ᵀ αs₊ − W⁻ᵀ βs₋: the factor of x⁺
     if nonneg:
-        out = vjp(x, wp, s_pos).mul_(xp).mul_(alpha)
-        if beta:
-            z_neg = op(xp, wn, None)
-            if b is not None:
-                z_neg = z_neg + bias_map(b.clamp(max=0))
-            out = out - beta * xp * vjp(x, wn, r / stabilize(z_neg, 1e-6))
-        return out
-    if not beta:
-        return alpha * (xp * vjp(x, wp, s_pos) + xn * vjp(x, wn, s_pos))
-    z_neg = op(xp, wn, None) + op(xn, wp, None)
-    if b is not None:
-        z_neg = z_neg + bias_map(b.clamp(max=0))
-    s2 = torch.cat([s_pos, r / stabilize(z_neg, 1e-6)])
-    gp, gn = vjp(x, wp, s2), vjp(x, wn, s2)  # [Wp s_pos; Wp s_neg], [Wn s_pos; Wn s_neg]
-    return alpha * (xp * gp[:n] + xn * gn[:n]) - beta * (xp * gn[n:] + xn * gp[n:])
+        return t1.mul_(xp)
+    # the factor of x⁻, W⁻ᵀ αs₊ − W⁺ᵀ βs₋ (its own product: Wᵀ(αs₊ − βs₋) − t1 would cancel)
+    return t1.mul_(xp).add_(layer.vjp2(x, wn, wp, s2).mul_(xn))
 
 
 class _RuleLinear(torch.autograd.Function):
@@ -202,7 +235,9 @@ class _RuleLinear(torch.autograd.Function):
     def forward(ctx, x, layer, rule, opts, value):
         ctx.layer, ctx.rule, ctx.opts = layer, rule, opts
         out = layer.op(x, layer.w, layer.b) if value is None else value()
-        ctx.saved_z = value is None and rule in ("epsilon", "gamma")  # z is the output itself
+        # z, the layer's output, is what the rules divide by (a folded layer's z is recomputed with the
+        # folded weights, as Zennit's merged layer computes it)
+        ctx.saved_z = value is None and rule in ("epsilon", "gamma", "alpha_beta")
         ctx.save_for_backward(x, out if ctx.saved_z else None)
         return out
 
@@ -283,9 +318,9 @@ class _LrpMode(TorchFunctionMode):
         self._made[id(out)] = (out, layer)
         return out
 
-    def _new(self, x, raw, w, b, wax, chan, dense, vjp_raw=None):
+    def _new(self, x, raw, w, b, wax, chan, dense, vjp_raw=None, groups=1):
         layer = AffineLayer(x, raw, w.detach(), None if b is None else b.detach(), wax, chan, dense,
-                            self.count == 0, vjp_raw)
+                            self.count == 0, vjp_raw, groups)
         self.count += 1
         return self._emit(layer)
 
@@ -358,7 +393,8 @@ class _LrpMode(TorchFunctionMode):
                     return self._new(x, raw, w, b, 0, -1, True, lambda xx, ww, g: g @ ww)
                 opts = dict(zip(("stride", "padding", "dilation", "groups"), rest_a))
                 opts.update(rest_k)
-                return self._new(x, raw, w, b, 0, 1, False, _conv_input_grad(w.ndim - 2, opts))
+                return self._new(x, raw, w, b, 0, 1, False, _conv_input_grad(w.ndim - 2, opts),
+                                 opts.get("groups", 1))
         if func in _MATMUL and len(args) == 2 and not kwargs:
             x, w = args
             if (isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor) and x.is_floating_point()

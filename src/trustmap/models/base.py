@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import math
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -609,15 +610,46 @@ def preserved_rng() -> Iterator[None]:
         random.setstate(py_state)
 
 
-def hash_tensors(named: Iterator[tuple[str, Any]]) -> str:
+#: owner (an nn.Module, a keras.Model) -> (key of its tensors' state, digest): :func:`hash_tensors` skips
+#: rehashing weights that have not changed since the last call (a per-call cost on large models)
+_HASH_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def hash_tensors(named: Iterator[tuple[str, Any]], owner: Any = None) -> str:
+    """sha256 (first 16 hex digits) of named tensors/arrays: names, shapes and bytes.
+
+    With ``owner`` (the object holding the tensors) the digest is cached: it is reused while every
+    tensor has the same storage, autograd version counter (bumped by each in-place change: optimizer
+    steps, ``load_state_dict``, ``with torch.no_grad(): p.mul_(…)``), shape, dtype and sum; a change
+    that bypasses the version counter (``p.data.copy_(…)``, writes through a NumPy view) still changes
+    the sum in practice, and the bytes are hashed again.
+    """
+    items = list(named)
+    key = None
+    if owner is not None and items and all(isinstance(v, torch.Tensor) for _, v in items):
+        with torch.no_grad():
+            sums = torch.stack([v.detach().sum().to(torch.float64) if v.is_floating_point() and v.numel()
+                                else torch.zeros((), dtype=torch.float64, device=v.device) for _, v in items])
+        key = (tuple((n, v.data_ptr(), v._version, tuple(v.shape), v.dtype, v.device) for n, v in items),
+               tuple(sums.cpu().tolist()))
+        try:
+            hit = _HASH_CACHE.get(owner)
+        except TypeError:  # not weak-referenceable: no cache
+            hit, key = None, None
+        if hit is not None and hit[0] == key:
+            return hit[1]
     h = hashlib.sha256()
-    for name, value in named:
+    for name, value in items:
         a = value.detach().cpu().contiguous() if isinstance(value, torch.Tensor) else np.asarray(value)
         a = a.numpy() if isinstance(a, torch.Tensor) else a
         h.update(name.encode())
         h.update(str(a.shape).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
+        a = np.ascontiguousarray(a)
+        h.update(memoryview(a).cast("B") if a.size else b"")  # the bytes, without a copy
+    digest = h.hexdigest()[:16]
+    if key is not None:
+        _HASH_CACHE[owner] = (key, digest)
+    return digest
 
 
 def pick_default_layer(order: list[tuple[str, str, tuple | None]]) -> str | None:

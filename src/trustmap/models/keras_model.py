@@ -382,4 +382,4 @@ class KerasModel(Model):
         return name
 
     def fingerprint(self) -> str:
-        return hash_tensors((v.path, v.value) for v in self.keras_model.weights)
+        return hash_tensors(((v.path, v.value) for v in self.keras_model.weights), owner=self.keras_model)

@@ -212,4 +212,4 @@ class TorchModel(Model):
         return max(2, int(linears[-1].out_features))
 
     def fingerprint(self) -> str:
-        return hash_tensors(iter(sorted(self.module.state_dict().items())))
+        return hash_tensors(iter(sorted(self.module.state_dict().items())), owner=self.module)
