@@ -219,7 +219,7 @@ def main(argv=None) -> int:
         L.append(f"| {name} | {sd[0] if sd else '—'} | {sd[1] if sd else '—'} | {fmt(s100, m, 'average_drop')} | "
                  f"{fmt(s100, m, 'increase_in_confidence')} | {fmt(s1000, m, 'average_drop')} | "
                  f"{fmt(s1000, m, 'increase_in_confidence')} | {fmt3(s1000, m, 'deletion')} | "
-                 f"{cost(m, main_run['info'])} | {main_run['info']['seconds'].get(m, 0.0):.1f} |")
+                 f"{cost(m, main_run['info'])} | {main_run['info']['seconds'].get(m, 0.0):.2f} |")
     for name in SEED:
         if name not in [NAMES.get(m, m) for m in methods]:
             sd = SEED[name]
