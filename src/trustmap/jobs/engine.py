@@ -188,47 +188,21 @@ def fill(src, producers: dict[str, Callable], sinks: dict[str, Any], chunk_rows:
     --------
     See :class:`MemorySink`.
     """
-    if schedule is not None:
-        return _fill_scheduled(src, list(producers), sinks, check_chunk_rows(chunk_rows), schedule, progress, desc)
-    chunks = src.chunks(check_chunk_rows(chunk_rows))
+    chunk_rows = check_chunk_rows(chunk_rows)
     names = list(producers)
-    done_all = set.intersection(*(set(sinks[k].done) for k in names)) if names else set()
-    initial = sum(b - a for c, (a, b) in enumerate(chunks) if c in done_all)
-    computed = {k: 0 for k in names}
-    skipped = {k: len(sinks[k].done) for k in names}
-    bar = progress_bar(src.n, desc, progress, initial)
-    t0, rows = time.perf_counter(), 0
-    try:
-        for c, (a, b) in enumerate(chunks):
-            todo = [k for k in names if c not in sinks[k].done]
-            if not todo:
-                continue
-            x, y = src.read(a, b)
-            tgt = targets_for(target, y, a, b, src.n) if not isinstance(target, np.ndarray) else target[a:b]
-            for k in todo:
-                sinks[k].put(c, a, producers[k](x, tgt))
-                computed[k] += 1
-            rows += b - a
-            if bar is not None:
-                bar.update(b - a)
-    finally:
-        if bar is not None:
-            bar.close()
-        for s in sinks.values():
-            s.close()
-    return {"computed": computed, "skipped": skipped, "rows": rows, "seconds": time.perf_counter() - t0}
-
-
-def _fill_scheduled(src, names: list[str], sinks: dict[str, Any], chunk_rows: int, schedule: Callable,
-                    progress: bool, desc: str) -> dict[str, Any]:
-    """:func:`fill` with the chunks computed by ``schedule``; the results are written here, in chunk order."""
-    chunks = src.chunks(chunk_rows)
-    work = [(c, a, b, [k for k in names if c not in sinks[k].done]) for c, (a, b) in enumerate(chunks)]
+    if schedule is None:
+        def schedule(work):  # in process: read and compute each chunk here, in order
+            for c, a, b, todo in work:
+                x, y = src.read(a, b)
+                tgt = targets_for(target, y, a, b, src.n) if not isinstance(target, np.ndarray) else target[a:b]
+                yield c, {k: producers[k](x, tgt) for k in todo}
+    work = [(c, a, b, [k for k in names if c not in sinks[k].done])
+            for c, (a, b) in enumerate(src.chunks(chunk_rows))]
     work = [w for w in work if w[3]]
+    bounds = {c: (a, b) for c, a, b, _ in work}
     computed = {k: 0 for k in names}
     skipped = {k: len(sinks[k].done) for k in names}
     bar = progress_bar(src.n, desc, progress, src.n - sum(b - a for _, a, b, _ in work))
-    bounds = {c: (a, b) for c, a, b, _ in work}
     t0, rows = time.perf_counter(), 0
     try:
         for c, results in schedule(work):

@@ -6,9 +6,10 @@ soon as they are computed. Started again after an interruption, a run skips the 
 written; its outputs get their final names only when complete. A progress bar on stderr shows
 samples done and samples per second.
 
-The chunk is the unit of work *and* of randomness: methods that draw random numbers seed them per
-sample within a chunk, so a run gives the same maps whether it ran in one go or was resumed, in
-memory or streamed, here or on Ray workers, with the same ``chunk_rows``.
+The chunk is the unit of work, not of randomness: methods that draw random numbers seed them per
+sample, from ``seed`` and the sample's own values (:func:`trustmap.baselines.sample_seeds`), so a
+run gives the same maps whether it ran in one go or was resumed, in memory or streamed, here or on
+Ray workers, whatever ``chunk_rows`` is.
 """
 
 from __future__ import annotations
