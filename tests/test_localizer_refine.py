@@ -237,3 +237,24 @@ def test_cli_locate_refine_on_a_keras_h5_and_unlabeled_npy(tmp_path, capsys):
                  "--refine", "-2", "--out", str(tmp_path / "bad"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "refine" in err and len(err.strip().splitlines()) == 1
+
+
+def test_smallest_tau_for_want_of_evidence_says_so():
+    """The ecg208 case of a small calibration split: no τ reaches the target and the masked risks are too
+    noisy to tell the τ apart, so the fallback takes the smallest τ: the warning says why."""
+    from types import SimpleNamespace
+
+    from trustmap.localizer import selection as S
+    from trustmap.localizer.r2 import R2Path
+
+    grid = np.array([1.0, 4.0, 16.0])
+    rng = np.random.default_rng(0)
+    e = rng.normal(0, 0.3, (3, 30))
+    masked = 0.4 + 0.03 * np.arange(3)[:, None] + e - e.mean(1, keepdims=True)  # n = 30: means 0.40 < 0.43 < 0.46
+    loc = SimpleNamespace(settings_={"objective": "remove"}, target_r2=0.99, target_r2_=0.99, confidence=0.95,
+                          n_boot=300, seed=0)
+    low = np.array([-0.5, -0.5, -0.5])
+    cal = R2Path(grid, low + 0.2, low, low + 0.6, low + 0.2, low, low + 0.6, "calibration", 30, 0.95, "prob", 0.99)
+    with pytest.warns(UserWarning, match=r"cannot tell tau = 1 from the path's best tau = 16"):
+        assert S._choose(loc, grid, masked, None, None, cal, None, None) == 0
+    assert not loc.target_reached_

@@ -103,10 +103,13 @@ def _choose(loc, grid, masked_cal, risk_c, base_cal, cal, y_cal, clean_cal) -> i
     else:
         i = int(np.flatnonzero(hi >= -1e-12)[0])
     loc.target_reached_ = False
+    vague = (f" The calibration split (n = {cal.n}) cannot tell tau = {grid[i]:.3g} from the path's best tau = "
+             f"{grid[best]:.3g}: tau_ is the smallest for want of evidence, not because a small region does as well; "
+             "fit on more samples." if i == 0 and best > 0 else "")
     warnings.warn(f"no tau on the path reached the target R² {loc.target_r2_:.3f} (calibration R² at the "
                   f"largest tau {grid[-1]:.3g}: {cal.estimate[-1]:.3f}); tau_ = {grid[i]:.3g} is the smallest "
                   f"tau whose {'kept' if preserve else 'masked'} risk is as {'low' if preserve else 'high'} as the "
-                  "path's (within its interval). Pass larger tau values or a lower target_r2.", stacklevel=5)
+                  "path's (within its interval). Pass larger tau values or a lower target_r2." + vague, stacklevel=5)
     return i
 
 
