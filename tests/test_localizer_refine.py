@@ -116,6 +116,8 @@ def test_refinement_does_not_depend_on_the_batch(task, fitted):
     whole = fitted.locate(X, refine=8).internal()
     parts = np.concatenate([fitted.locate(X[:7], refine=8).internal(), fitted.locate(X[7:], refine=8).internal()])
     np.testing.assert_allclose(whole, parts, atol=1e-5)
+    with torch.inference_mode():  # a caller under inference mode gets the same refinement
+        np.testing.assert_allclose(fitted.locate(X, refine=8).internal(), whole, atol=1e-6)
 
 
 def test_refinement_leaves_model_network_and_random_streams_alone(task, fitted):

@@ -148,8 +148,6 @@ def refine_logits(loc, model: Model, t: torch.Tensor, y: torch.Tensor, steps: in
     """Refined mask logits ``(N, M, *spatial)`` for inputs ``t`` (internal layout, the net's device and
     dtype) and targets ``y``, and per-sample ``before`` / ``after`` objectives and whether the refined
     logits were kept (``improved``)."""
-    from .training import mask_logits
-
     net = loc.net_
     preserve = loc.settings_["objective"] == "preserve"
     kind = loc.settings_["baseline"]
@@ -158,41 +156,52 @@ def refine_logits(loc, model: Model, t: torch.Tensor, y: torch.Tensor, steps: in
     zs, before, after, kept = [], [], [], []
     # a third of the inference chunk: the batch goes through the classifier forward and backward
     for s in chunks(len(t), 3 * t[0].numel()):
-        x, yb = t[s], y[s].to(t.device)
-        z0 = mask_logits(net, x).clone()  # outside inference mode: a plain tensor
-        base = baseline(x, kind, stats)
-        n = len(z0)
-        flat = z0.reshape(n, net.groups, -1)
-        mu = flat.mean(2, keepdim=True)
-        sd = flat.std(2, keepdim=True).clamp_min(1e-6)
-        u = ((flat - mu) / sd).detach().requires_grad_(True)
-        with model.frozen():
-            b0 = objective(net, model, x, yb, z0, base, fractions, preserve)
-            best_u, best = u.detach().clone(), b0.clone()
-            # one budget: every step's forward is the objective itself at the current logits, so the best
-            # iterate of each sample is tracked for free (Adam need not end on its best point)
-            track = len(fractions) == 1
-            if steps > 0:
-                opt = torch.optim.Adam([u], lr=REFINE_LR, eps=REFINE_EPS)
-                counts = _counts(fractions, flat.shape[2])
-                with torch.enable_grad():
-                    for i in range(int(steps)):
-                        m = _to_mask(region(u, counts[i % len(counts)], REFINE_TEMPERATURE), z0.shape, x).to(x.dtype)
-                        per = _per_sample(model, x, yb, m, base, preserve)
-                        if track:
-                            _keep_best(best_u, best, u.detach(), per.detach().double())
-                        opt.zero_grad(set_to_none=True)
-                        per.sum().backward()
-                        g = u.grad
-                        g /= g.pow(2).mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(1e-30)  # unit RMS per sample
-                        opt.step()
-            z1 = (mu + sd * u.detach()).reshape(z0.shape)
-            _keep_best(best_u, best, u.detach(), objective(net, model, x, yb, z1, base, fractions, preserve))
-        better = best < b0
-        shape = (-1,) + (1,) * (z0.ndim - 1)
-        zs.append(torch.where(better.reshape(shape), (mu + sd * best_u).reshape(z0.shape), z0).detach())
-        before.append(b0.cpu().numpy())
-        after.append(torch.where(better, best, b0).cpu().numpy())
-        kept.append(better.cpu().numpy())
+        with torch.inference_mode(False):  # also when the caller runs under inference mode: plain tensors
+            z, info = _refine_chunk(net, model, t[s].clone(), y[s].to(t.device).clone(), stats, kind, steps,
+                                    fractions, preserve)
+        zs.append(z)
+        before.append(info[0])
+        after.append(info[1])
+        kept.append(info[2])
     return torch.cat(zs), {"before": np.concatenate(before), "after": np.concatenate(after),
                            "improved": np.concatenate(kept)}
+
+
+def _refine_chunk(net: MaskNet, model: Model, x: torch.Tensor, yb: torch.Tensor, stats, kind: str, steps: int,
+                  fractions: Sequence[float], preserve: bool) -> tuple[torch.Tensor, tuple]:
+    """One chunk of :func:`refine_logits`: refined logits and (before, after, improved) per sample."""
+    from .training import mask_logits
+
+    z0 = mask_logits(net, x).clone()  # outside inference mode: a plain tensor
+    base = baseline(x, kind, stats)
+    n = len(z0)
+    flat = z0.reshape(n, net.groups, -1)
+    mu = flat.mean(2, keepdim=True)
+    sd = flat.std(2, keepdim=True).clamp_min(1e-6)
+    u = ((flat - mu) / sd).detach().requires_grad_(True)
+    with model.frozen():
+        b0 = objective(net, model, x, yb, z0, base, fractions, preserve)
+        best_u, best = u.detach().clone(), b0.clone()
+        # one budget: every step's forward is the objective itself at the current logits, so the best
+        # iterate of each sample is tracked for free (Adam need not end on its best point)
+        track = len(fractions) == 1
+        if steps > 0:
+            opt = torch.optim.Adam([u], lr=REFINE_LR, eps=REFINE_EPS)
+            counts = _counts(fractions, flat.shape[2])
+            with torch.enable_grad():
+                for i in range(int(steps)):
+                    m = _to_mask(region(u, counts[i % len(counts)], REFINE_TEMPERATURE), z0.shape, x).to(x.dtype)
+                    per = _per_sample(model, x, yb, m, base, preserve)
+                    if track:
+                        _keep_best(best_u, best, u.detach(), per.detach().double())
+                    opt.zero_grad(set_to_none=True)
+                    per.sum().backward()
+                    g = u.grad
+                    g /= g.pow(2).mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(1e-30)  # unit RMS per sample
+                    opt.step()
+        z1 = (mu + sd * u.detach()).reshape(z0.shape)
+        _keep_best(best_u, best, u.detach(), objective(net, model, x, yb, z1, base, fractions, preserve))
+    better = best < b0
+    shape = (-1,) + (1,) * (z0.ndim - 1)
+    z = torch.where(better.reshape(shape), (mu + sd * best_u).reshape(z0.shape), z0).detach()
+    return z, (b0.cpu().numpy(), torch.where(better, best, b0).cpu().numpy(), better.cpu().numpy())
