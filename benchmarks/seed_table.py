@@ -126,10 +126,11 @@ def cost(m: str, info: dict) -> str:
         return "300 fwd"  # n_samples=300 (the seed's setting, trustmap's default)
     if m == "ablationcam":
         return "1 fwd + 25 upper-layer fwd"  # one per channel of the last conv layer, the layers above it
+    # the localizers: one classifier forward for the explained (predicted) class, as every method has
     if m in ("localizer", "localizer_preserve"):
-        return "0 (mask network: 1 fwd)"
+        return "1 fwd (+ the mask network's 1 fwd)"
     if m in info and "fwd" in info[m]:
-        return f"{info[m]['fwd']} fwd + {info[m]['bwd']} bwd"
+        return f"{1 + info[m]['fwd']} fwd + {info[m]['bwd']} bwd"
     return "0"
 
 
