@@ -247,7 +247,7 @@ def _cmd_locate(a: argparse.Namespace) -> dict:
                  fit_samples=a.fit_samples, layout=a.layout, labels=a.labels, classes=a.classes, seed=a.seed,
                  progress=not a.quiet, overwrite=a.overwrite, safe_mode=not a.unsafe, fit_note=fit_on,
                  epochs=a.epochs, target_r2=_number(a.target_r2, "target_r2"), tau=_taus(a.tau),
-                 r_metric=a.r_metric, mode=a.mode, device=None if a.device == "cpu" else a.device,
+                 r_metric=a.r_metric, mode=a.mode, device=None if a.device == "cpu" else a.device, refine=a.refine,
                  **{k: v for k, v in (("objective", a.objective), ("backbone", a.backbone)) if v is not None})
     if res["rank"] != 0:  # under torchrun only rank 0 prints
         raise SystemExit(0)
@@ -431,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "distractor task, weaker with --objective preserve on short signals), 'dilated', "
                         "'paper'; default: the mode's")
     p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--refine", type=int, default=0,
+                   help="refine each sample's mask by N gradient steps after the mask network (Localizer.locate("
+                        "refine=N); costs N forward+backward passes of the model per sample); default 0")
     p.add_argument("--unsafe", action="store_true", help="allow Keras Lambda layers (runs code from the file)")
     p.add_argument("--fit-samples", type=int, default=20000,
                    help="fit the localizer on at most this many random samples, then locate all (default 20000)")

@@ -206,9 +206,9 @@ def locate(model, data=None, out_dir="runs/locate", *, dataset: str | None = Non
            format: str = "npy", fit_samples: int | None = 20000, layout=None, labels=None, label=None, key=None,
            classes=None, seed: int = 0, progress: bool = False, resume: bool = True, overwrite: bool = False,
            safe_mode: bool = True, localizer=None, plots: bool = True, fit_note: str | None = None,
-           distributed: Any = "auto", device: Any = None, **localizer_params) -> dict[str, Any]:
+           distributed: Any = "auto", device: Any = None, refine: int = 0, **localizer_params) -> dict[str, Any]:
     """Fit the TRUST localizer on (a seeded subset of ``fit_samples`` rows of) ``data`` and write the
-    masks of every sample.
+    masks of every sample (``refine``: per-sample refinement steps, ``Localizer.locate(refine=...)``).
 
     Without labels the model's predictions stand in for them (the record and the result say
     ``labels: predictions``). ``rows`` restricts a built-in dataset or in-memory data to those rows
@@ -227,20 +227,23 @@ def locate(model, data=None, out_dir="runs/locate", *, dataset: str | None = Non
                                     or fit_samples < 50):
         raise InputError("fit_samples must be a whole number of at least 50", parameter="fit_samples",
                          expected="an int >= 50", got=fit_samples, fix="pass e.g. fit_samples=20000")
+    from ..localizer.refine import check_refine
+
+    refine = check_refine(refine, None, "remove")[0]
     with _distributed.session(distributed, device) as sess:
         if sess.world_size > 1 and engine != "memory":
             raise InputError("a streamed locate runs in one process", parameter="engine",
                              expected="engine='memory' under torchrun", got=engine, fix="drop --stream, or torchrun")
         res = _locate(sess, model, data, Path(out_dir), dataset, split, rows, engine, chunk_rows, format, fit_samples,
                       layout, labels, label, key, classes, seed, progress, resume, overwrite, safe_mode, localizer,
-                      plots, fit_note, distributed, localizer_params)
+                      plots, fit_note, distributed, localizer_params, refine)
         sess.barrier()  # every rank returns once rank 0 has written the files
     return res
 
 
 def _locate(sess, model, data, out, dataset, split, rows, engine, chunk_rows, format, fit_samples, layout, labels,
             label, key, classes, seed, progress, resume, overwrite, safe_mode, localizer, plots, fit_note,
-            distributed, localizer_params) -> dict[str, Any]:
+            distributed, localizer_params, refine: int = 0) -> dict[str, Any]:
     from ..localizer import Localizer
     from ..localizer.runner import fit_localizer, localizer_key, sampling_rate
     from ..models import Model, load_model
@@ -307,7 +310,7 @@ def _locate(sess, model, data, out, dataset, split, rows, engine, chunk_rows, fo
                    **info, **dist}
         if not sess.is_main:  # rank 0 writes the files
             return {**summary, "masks": str(out / ("masks.npz" if engine == "memory" else "masks.npy"))}
-        producers = {"trust": lambda x, t: loc.locate(x, layout=src.layout)}
+        producers = {"trust": lambda x, t: loc.locate(x, layout=src.layout, refine=refine)}
         if engine == "memory":
             sinks = {"trust": MemorySink()}
         else:
@@ -321,6 +324,7 @@ def _locate(sess, model, data, out, dataset, split, rows, engine, chunk_rows, fo
         rec = new_record("locate", model=model, m=m, src=src, engine=engine, used_predictions=used_pred,
                          methods=["trust"], params={"trust": _io.to_jsonable(loc._json_params())},
                          settings={"chunk_rows": chunk_rows, "seed": seed, "fit_samples": info.get("fit_samples"),
+                                   "refine": refine,
                                    "split": split if dataset else None, "fit_on": fit_note, **dist})
         rec["notes"] += notes
         if engine == "memory":

@@ -141,7 +141,9 @@ class Localizer:
         data cannot tell the masked classifier from chance (its upper bound reaches it). A float
         target is reached when the R²'s lower confidence bound reaches it. When no τ reaches it,
         ``tau_`` is the smallest τ whose masked risk is as high as the path's highest (within its
-        interval), with a warning.
+        interval), with a warning. When the path's first τ already reaches it, ``fit`` warns with
+        :class:`~trustmap.localizer.FirstTauWarning` (the path may start too high, or the calibration split
+        is too small to tell the τ values apart).
     r_metric : 'auto' | 'prob' | 'acc' | 'loss'
         The risk in R²: ``1 - p_y`` ('prob': the expected error of a prediction drawn from the
         classifier's probabilities), the 0/1 error ('acc') or the cross-entropy ('loss'). 'auto'
@@ -842,17 +844,49 @@ class Localizer:
             net.train(was)
         return out
 
+    def _refined_masks(self, t: torch.Tensor, y: torch.Tensor, tau: float, steps: int, fractions) -> tuple:
+        """Masks at ``tau`` from per-sample refined logits (:mod:`.refine`), and their record."""
+        from .refine import model_passes, refine_logits
+
+        net, model = self.net_, self.model_
+        t = t.to(device=self._net_device(), dtype=self._net_dtype())
+        was = net.training
+        net.eval()
+        try:
+            z, info = refine_logits(self, model, t, y, steps, fractions)
+            with torch.inference_mode():
+                d = net.masks(z, tau)
+                if d.shape[1] != t.shape[1]:
+                    d = d.expand(-1, t.shape[1], *d.shape[2:])
+                maps = d.to(torch.float32).cpu().numpy()
+        finally:
+            net.train(was)
+        passes = model_passes(steps, fractions)
+        return maps, {"refine": int(steps), "refine_budget": [float(f) for f in fractions],
+                      "refine_objective_before": info["before"], "refine_objective_after": info["after"],
+                      "refine_improved": info["improved"], "refine_forward_passes": passes["forward"],
+                      "refine_backward_passes": passes["backward"]}
+
     def _net_device(self):
         return next(self.net_.parameters()).device
 
     def _net_dtype(self):
         return next(self.net_.parameters()).dtype
 
-    def locate(self, X, y=None, tau: float | None = None, layout: str | None = None) -> Attribution:
+    def locate(self, X, y=None, tau: float | None = None, layout: str | None = None, *, refine: int = 0,
+               refine_budget: Any = None) -> Attribution:
         """The masks δ(X) as an :class:`Attribution` in the caller's layout (entries in [0, 1)).
 
         ``targets`` are ``y`` when given, else the classifier's predictions (-1 when the
         localizer was loaded without its model).
+
+        With ``refine=n`` each sample's mask is refined after the mask network's one pass: ``n`` batched
+        gradient steps on its own mask logits of the objective the masks are ranked for (keep the
+        top ``refine_budget`` of the entries and keep the prediction, 'preserve'; remove it and spoil
+        the prediction, the removal objectives; averaged over the budgets when several), a sample that
+        does not improve keeping its amortized mask (:mod:`trustmap.localizer.refine`). It costs ``n``
+        forward + backward passes of the classifier per sample plus ``2 · len(budgets)`` forward passes,
+        where the amortized masks cost none; ``extras`` record them and the objective before / after.
 
         Parameters
         ----------
@@ -864,31 +898,68 @@ class Localizer:
             A τ of the fitted path (default ``tau_``); not for paper mode, trained for one τ.
         layout : str, optional
             Layout of ``X`` when its shape is ambiguous.
+        refine : int, default 0
+            Gradient steps of per-sample refinement (0: the mask network's masks as they are).
+        refine_budget : None, float or sequence of floats
+            The fraction(s) of the mask's entries (per budget group) the refinement keeps or removes, the
+            steps cycling through them. None: 0.1, 0.2, 0.3, 0.5 for 'preserve' (an insertion curve),
+            0.05 to 0.6 for the removal objectives (a deletion curve); 0.3 is the drop / increase
+            protocol's budget. Only with ``refine > 0``.
 
         Returns
         -------
         Attribution
-            ``maps`` with ``X``'s shape and layout, method ``'trust'``, ``params['tau']``.
+            ``maps`` with ``X``'s shape and layout, method ``'trust'``, ``params['tau']``; after refinement
+            ``extras`` also hold ``refine`` (steps), ``refine_budget``, per-sample
+            ``refine_objective_before`` / ``refine_objective_after`` and ``refine_improved``, and
+            ``refine_forward_passes`` / ``refine_backward_passes`` (classifier passes per sample).
 
         Raises
         ------
         NotFittedError
             Before ``fit`` (or ``load``).
         InputError, UnsupportedError
-            A τ that is not positive, or another τ in paper mode.
+            A τ that is not positive, or another τ in paper mode; ``refine`` not an int >= 0,
+            ``refine_budget`` not fractions in (0, 1) or given without ``refine``, or refinement asked
+            of a localizer loaded without its classifier.
+
+        Examples
+        --------
+        >>> att = loc.locate(X, refine=30, refine_budget=0.3)       # doctest: +SKIP
+        >>> att.extras["refine_objective_after"].mean() <= att.extras["refine_objective_before"].mean()  # doctest: +SKIP
+        True
         """
+        from .refine import check_refine
+
         self._check_fitted()
+        steps, fractions = check_refine(refine, refine_budget, self.settings_["objective"])
+        if refine_budget is not None and steps == 0:
+            raise InputError("refine_budget is used only by refinement", parameter="refine_budget",
+                             expected="refine > 0 with it (or no refine_budget)", got=repr(refine_budget),
+                             fix="pass refine=30 (gradient steps) too, or drop refine_budget")
+        model = getattr(self, "model_", None)
+        if steps and model is None:
+            raise InputError("refinement needs the classifier", parameter="refine",
+                             expected="a localizer with its model (fit, or Localizer.load(path, model=...))",
+                             got="a localizer loaded without its model",
+                             fix="load it with Localizer.load(path, model=...) or pass refine=0")
         t, lay = self._internal(X, layout)
         tau = self._check_tau(tau)
-        maps = self._masks_internal(t, tau)
         if y is not None:
             targets = _labels(y, len(t), self.n_classes_, "y").cpu().numpy()
-        elif getattr(self, "model_", None) is not None:
-            targets = _logits(self.model_, t).argmax(1)
+        elif model is not None:
+            targets = _logits(model, t).argmax(1)
         else:
             targets = np.full(len(t), -1, dtype=np.int64)
+        extras: dict[str, Any] = {"tau": tau}
+        if steps:
+            maps, info = self._refined_masks(t, torch.from_numpy(np.asarray(targets, dtype=np.int64)), tau, steps,
+                                             fractions)
+            extras.update(info)
+        else:
+            maps = self._masks_internal(t, tau)
         params = self._json_params()
-        extras: dict[str, Any] = {"tau": tau, "mask_sum": maps.reshape(len(maps), -1).sum(1)}
+        extras["mask_sum"] = maps.reshape(len(maps), -1).sum(1)
         if hasattr(self, "r2_"):
             extras.update({"r2": self.r2_.estimate, "r2_low": self.r2_.low, "r2_high": self.r2_.high,
                            "r2_tau": self.r2_.tau, "target_r2": self.target_r2_,

@@ -6,7 +6,8 @@ mask per channel, ``M = 1`` for one mask shared by all channels). The mask is
     δ_τ(x) = tanh(relu(τ · softmax(BN(g(x)))))
 
 where the softmax runs over every mask entry (``budget='total'``) or over space separately
-for each mask channel (``budget='per_channel'``). Every entry is < 1 and the entries sum to
+for each mask channel (``budget='per_channel'``). Every entry is < 1 (capped below 1 where tanh
+rounds to 1 in floating point: :func:`masks_from_probs`) and the entries sum to
 at most τ (per channel for ``'per_channel'``). With ``sink=True`` the softmax gets one extra
 learned entry per budget group whose share is discarded, so the mask can spend less than τ
 when nothing needs removing.
@@ -260,10 +261,15 @@ def paper_backbone(rank: int, in_channels: int, out_channels: int) -> nn.Module:
 
 
 def masks_from_probs(p: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
-    """δ = tanh(relu(τ·p)) for softmax weights ``p`` ``(N, M, *spatial)`` and τ scalar or ``(N,)``."""
+    """δ = tanh(relu(τ·p)) for softmax weights ``p`` ``(N, M, *spatial)`` and τ scalar or ``(N,)``.
+
+    tanh rounds to exactly 1 in floating point once its argument is large (τ·p > ~9 in float32), so
+    the result is capped at the largest number below 1 of ``p``'s dtype: every entry is < 1, as
+    promised (saturated entries tie there, as they tie at 1 without the cap)."""
     if isinstance(tau, torch.Tensor) and tau.ndim == 1:
         tau = tau.reshape((-1,) + (1,) * (p.ndim - 1))
-    return torch.tanh(torch.relu(tau * p))
+    below_one = 1.0 - torch.finfo(p.dtype).eps / 2
+    return torch.tanh(torch.relu(tau * p)).clamp_max(below_one)
 
 
 class MaskNet(nn.Module):

@@ -26,7 +26,7 @@ from . import r2 as _r2
 from .common import logits, mix
 from .training import baseline_risks, masked_risks, progress_bar, train
 
-__all__ = ["fit_joint", "fit_sweep", "r2_path", "summary"]
+__all__ = ["fit_joint", "fit_sweep", "r2_path", "summary", "FirstTauWarning", "first_tau_message"]
 
 
 def summary(loc, clean: np.ndarray, masked: np.ndarray, base: np.ndarray | None, seed: int) -> dict:
@@ -47,6 +47,29 @@ def r2_path(loc, clean, masked, base, seed, split) -> _r2.R2Path:
                       int(len(clean)), float(loc.confidence), loc.r_metric_, loc.target_r2_)
 
 
+class FirstTauWarning(UserWarning):
+    """The target is reached at the smallest τ of the path: the path may start too high, or the calibration
+    split is too small to tell the τ values apart (its intervals are wide and the monotone path pools them),
+    so ``tau_`` is the first τ for want of evidence, not because a small region carries the prediction.
+
+    :meth:`~trustmap.Localizer.fit` warns with it (the fit is kept); pass smaller τ values or more samples.
+
+    Examples
+    --------
+    >>> from trustmap.localizer import FirstTauWarning
+    >>> issubclass(FirstTauWarning, UserWarning)
+    True
+    """
+
+
+def first_tau_message(grid, cal) -> str:
+    return (f"the target R² is reached already at the smallest tau on the path (tau_ = {grid[0]:.3g}; calibration "
+            f"R² {cal.raw_estimate[0]:.3f} [{cal.raw_low[0]:.3f}, {cal.raw_high[0]:.3f}], n = {cal.n}, the path's "
+            f"monotone lower bound {cal.low[0]:.3f} to {cal.low[-1]:.3f}): either the path starts too high, or the "
+            "calibration split is too small to tell the tau values apart, and tau_ is the first for want of "
+            "evidence. Pass smaller tau values, or fit on more samples (a larger calibration split).")
+
+
 def _choose(loc, grid, masked_cal, risk_c, base_cal, cal, y_cal, clean_cal) -> int:
     """Index of the chosen τ on the calibration path (warns when the target is out of reach)."""
     level = float(loc.confidence)
@@ -65,6 +88,8 @@ def _choose(loc, grid, masked_cal, risk_c, base_cal, cal, y_cal, clean_cal) -> i
     hit = np.flatnonzero(reach)
     if len(hit):
         loc.target_reached_ = True
+        if hit[0] == 0 and len(grid) > 1:
+            warnings.warn(first_tau_message(grid, cal), FirstTauWarning, stacklevel=5)
         return int(hit[0])
     # the target is out of reach: the smallest tau whose risk cannot be told apart from the best the
     # path reaches (no later tau removes, or keeps, significantly more)
@@ -78,10 +103,13 @@ def _choose(loc, grid, masked_cal, risk_c, base_cal, cal, y_cal, clean_cal) -> i
     else:
         i = int(np.flatnonzero(hi >= -1e-12)[0])
     loc.target_reached_ = False
+    vague = (f" The calibration split (n = {cal.n}) cannot tell tau = {grid[i]:.3g} from the path's best tau = "
+             f"{grid[best]:.3g}: tau_ is the smallest for want of evidence, not because a small region does as well; "
+             "fit on more samples." if i == 0 and best > 0 else "")
     warnings.warn(f"no tau on the path reached the target R² {loc.target_r2_:.3f} (calibration R² at the "
                   f"largest tau {grid[-1]:.3g}: {cal.estimate[-1]:.3f}); tau_ = {grid[i]:.3g} is the smallest "
                   f"tau whose {'kept' if preserve else 'masked'} risk is as {'low' if preserve else 'high'} as the "
-                  "path's (within its interval). Pass larger tau values or a lower target_r2.", stacklevel=5)
+                  "path's (within its interval). Pass larger tau values or a lower target_r2." + vague, stacklevel=5)
     return i
 
 
