@@ -60,7 +60,7 @@ $(TFVENV)/.installed: benchmarks/requirements-dnnlocate.txt benchmarks/requireme
 	$(TFVENV)/bin/python -m pip install -q -r benchmarks/requirements-dnnlocate.txt
 	$(TFVENV)/bin/python -m pip install -q --no-deps -r benchmarks/requirements-dnnlocate-nodeps.txt
 	TF_USE_LEGACY_KERAS=1 TF_CPP_MIN_LOG_LEVEL=2 $(TFVENV)/bin/python -c \
-		"import tensorflow as tf, dnn_locate; print('dnn-locate imports; TF', tf.__version__, 'tf.keras', tf.keras.__version__)"
+		"import tensorflow as tf, dnn_locate; print('dnn-locate imports; TF', tf.__version__, 'tf-keras', __import__('tf_keras').__version__)"
 	touch $@
 
 dnnlocate-env: $(TFVENV)/.installed

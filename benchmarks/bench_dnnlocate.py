@@ -126,7 +126,7 @@ def tf_worker(work: Path) -> int:
     masks = cue.locate(d["test_X"])                     # dnn-locate's own δ(x) = -(x_noise - x) / (x + 1e-7)
     np.save(work / "dl_masks_test.npy", np.asarray(masks, dtype=np.float32))
     r2 = [float(v) for v in np.atleast_1d(cue.r_square)]
-    out = {"tf": tf.__version__, "tf_keras": keras.__version__, "dnn_locate": getattr(dnn_locate, "__version__", "0.2"),
+    out = {"tf": tf.__version__, "tf_keras": __import__("tf_keras").__version__, "dnn_locate": getattr(dnn_locate, "__version__", "0.2"),
            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
            "clf_seconds": clf_s, "clf_test_acc": float((probs_test.argmax(1) == d["test_y"]).mean()),
@@ -239,7 +239,7 @@ def table(results: list[dict], sizes: dict, dl: dict, quick: bool) -> str:
            "bump, argmax there, mass within ±10 of the distractor (`window_mass`). Load: the 1-min load average "
            "before → after each fit (2-core machine shared with other sessions: seconds are noisy, the ratio "
            "between the two columns of one seed less so).\n",
-           "| seed | tool | fit (s) | epochs | τ | R² own | target | R² common | mass | argmax | distractor | load |",
+           "| seed | tool | fit (s) | epochs | τ | R² own | target (reached on the fit's own split?) | R² common | mass | argmax | distractor | load |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         d, t = r["dl"], r["tm"]
