@@ -7,7 +7,7 @@ PIP     = $(VENV)/bin/python -m pip install -c constraints.txt
 export OMP_NUM_THREADS := 1
 export MPLBACKEND := Agg
 
-.PHONY: install demo test bench docs clean
+.PHONY: install demo test bench docs clean dnnlocate-env bench-dnnlocate
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -49,5 +49,24 @@ $(PEERS)/.installed: benchmarks/requirements-peers.txt $(VENV)/.installed
 bench: install $(PEERS)/.installed
 	TRUSTMAP_PEERS=$(PEERS) $(VENV)/bin/python benchmarks/run.py --out benchmarks/RESULTS.md
 
+# The real dnn-locate 0.2 beside trustmap's localizer (benchmarks/bench_dnnlocate.py): TensorFlow (CPU)
+# + tf-keras + dnn-locate in their own venv, never in .venv; tf-keras and dnn-locate without their declared
+# dependencies (the `tensorflow` GPU wheel; the deprecated `sklearn` name, whose build fails on purpose).
+TFVENV    ?= .venv-tf
+PYTHON311 ?= python3.11
+$(TFVENV)/.installed: benchmarks/requirements-dnnlocate.txt benchmarks/requirements-dnnlocate-nodeps.txt
+	rm -rf $(TFVENV)
+	$(PYTHON311) -m venv $(TFVENV)
+	$(TFVENV)/bin/python -m pip install -q -r benchmarks/requirements-dnnlocate.txt
+	$(TFVENV)/bin/python -m pip install -q --no-deps -r benchmarks/requirements-dnnlocate-nodeps.txt
+	TF_USE_LEGACY_KERAS=1 TF_CPP_MIN_LOG_LEVEL=2 $(TFVENV)/bin/python -c \
+		"import tensorflow as tf, dnn_locate; print('dnn-locate imports; TF', tf.__version__, 'tf-keras', __import__('tf_keras').__version__)"
+	touch $@
+
+dnnlocate-env: $(TFVENV)/.installed
+
+bench-dnnlocate: install $(TFVENV)/.installed
+	PYTHONPATH=src $(VENV)/bin/python benchmarks/bench_dnnlocate.py --tf-python $(TFVENV)/bin/python
+
 clean:
-	rm -rf $(VENV) $(BENCH) runs build *.egg-info src/*.egg-info docs/_build docs/tutorials docs/api docs/_generated
+	rm -rf $(VENV) $(BENCH) $(TFVENV) runs build *.egg-info src/*.egg-info docs/_build docs/tutorials docs/api docs/_generated
