@@ -145,7 +145,9 @@ def new_floor(method, model, x, y, params):
     if method in ("input_x_gradient", "deconvolution", "lrp"):
         return "fb1", "1 fwd+bwd"
     if method == "deeplift":
-        return "f1+fb1", "2 fwd + 1 bwd (input and reference)"
+        if isinstance(params.get("baseline", "zero"), (int, float)) or params.get("baseline", "zero") in ("zero", "dataset_mean"):
+            return "fb1", "1 fwd+bwd (a constant reference is one row, run once)"
+        return "f1+fb1", "2 fwd + 1 bwd (input and its own reference)"
     if method == "deeplift_shap":
         p = params.get("n_baselines", 8)
         return f"f{p}+fb{p}", f"{2 * p} fwd + {p} bwd"

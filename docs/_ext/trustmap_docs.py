@@ -366,8 +366,10 @@ COST = {
     "guided_backprop": "1 F + 1 B (modified ReLU backward)",
     "deconvolution": "1 F + 1 B (modified ReLU backward)",
     "input_x_gradient": "1 F + 1 B",
-    "deeplift": "2 F (input and baseline) + 1 B with the rescale rule",
-    "deeplift_shap": "per reference sample: 2 F + 1 B",
+    "deeplift": "1 F + 1 B with the rescale rule at a reference shared by all inputs ('zero', 'dataset_mean', "
+                "a number: one row, run once); "
+                "2 F + 1 B when each input has its own reference ('mean', 'blur', 'noise', an array with one row per input)",
+    "deeplift_shap": "per reference sample: 2 F + 1 B (references given as one set shared by all inputs run once: 1 F + 1 B)",
     "gradient_shap": "``n_samples`` × (1 F + 1 B) at random points between baseline and input",
     "gradcam": "1 F + 1 B (to the layer)",
     "hirescam": "1 F + 1 B (to the layer)",
