@@ -260,3 +260,23 @@ def test_smallest_tau_for_want_of_evidence_says_so():
     with pytest.warns(UserWarning, match=r"cannot tell tau = 1 from the path's best tau = 16"):
         assert S._choose(loc, grid, masked, None, None, cal, None, None) == 0
     assert not loc.target_reached_
+
+
+def test_run_locate_writes_refined_masks_and_checks_refine_before_fitting(task, tmp_path):
+    from trustmap import Attribution
+    from trustmap.localizer import run_locate
+
+    net, d, _ = task
+    with pytest.raises(InputError) as err:
+        run_locate(net, (d.X[:300], d.y[:300]), tmp_path / "bad", epochs=1, refine=-2, plots=False)
+    assert err.value.parameter == "refine" and not (tmp_path / "bad").exists()  # refused before any fit
+    X, y = d.X[:400], d.y[:400]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = run_locate(net, (X, y), tmp_path / "run", epochs=2, n_boot=200, plots=False, refine=4,
+                         refine_budget=0.3)
+    assert out["refine"] == 4
+    written = Attribution.load(out["masks"]).maps
+    loc = Localizer.load(tmp_path / "run" / "localizer.safetensors", model=net)
+    np.testing.assert_array_equal(written, loc.locate(X, y=y, refine=4, refine_budget=0.3).maps)
+    assert not np.array_equal(written, loc.locate(X, y=y).maps)  # the refinement changed the masks

@@ -95,8 +95,8 @@ def parse_taus(value: Any) -> Any:
 def run_locate(model, data, out_dir, *, y=None, X_val=None, y_val=None, target_r2: Any = "auto",
                tau: Any = "auto", r_metric: str = "auto", mode: str = "trust", layout: str | None = None,
                epochs: int = 20, seed: int = 0, progress: bool = False, resume: bool = True, plots: bool = True,
-               safe_mode: bool = True, distributed: Any = "auto", device: Any = None,
-               **localizer_kwargs) -> dict[str, Any]:
+               safe_mode: bool = True, distributed: Any = "auto", device: Any = None, refine: int = 0,
+               refine_budget: Any = None, **localizer_kwargs) -> dict[str, Any]:
     """Fit a :class:`~trustmap.localizer.Localizer` for ``model`` on ``data`` and write the run to ``out_dir``.
 
     Parameters
@@ -116,6 +116,9 @@ def run_locate(model, data, out_dir, *, y=None, X_val=None, y_val=None, target_r
     device : None | 'cpu' | 'cuda'
         Where to put a torch model (None: where it is; a model file loads on the CPU). 'cuda' under
         torchrun means ``cuda:LOCAL_RANK`` (and the nccl backend).
+    refine, refine_budget : per-sample refinement of the written masks (``Localizer.locate(refine=,
+        refine_budget=)``): ``refine`` gradient steps per sample (0: the mask network's masks), at the
+        budgets ``refine_budget`` (None: the objective's defaults). The fitted record and R² are unchanged.
     **localizer_kwargs : any other :class:`Localizer` parameter.
 
     Returns a dict: the output paths, ``tau``, ``target_r2``, ``r2`` (estimate, low, high), ``target_reached``,
@@ -139,17 +142,22 @@ def run_locate(model, data, out_dir, *, y=None, X_val=None, y_val=None, target_r
     """
     from . import distributed as _distributed
 
+    from .refine import check_refine
+
     target_r2 = parse_number(target_r2, "target_r2")
     tau = parse_taus(tau)
+    check_refine(refine, refine_budget, "remove")  # a typo fails before the fit, not after it
     with _distributed.session(distributed, device) as sess:
         res = _run_locate(sess, model, data, Path(out_dir), y, X_val, y_val, target_r2, tau, r_metric, mode, layout,
-                          epochs, seed, progress, resume, plots, safe_mode, distributed, localizer_kwargs)
+                          epochs, seed, progress, resume, plots, safe_mode, distributed, localizer_kwargs,
+                          refine, refine_budget)
         sess.barrier()  # every rank returns once rank 0 has written the files
     return res
 
 
 def _run_locate(sess, model, data, out: Path, y, X_val, y_val, target_r2, tau, r_metric, mode, layout, epochs, seed,
-                progress, resume, plots, safe_mode, distributed, localizer_kwargs) -> dict[str, Any]:
+                progress, resume, plots, safe_mode, distributed, localizer_kwargs, refine=0,
+                refine_budget=None) -> dict[str, Any]:
     from ..errors import UnsupportedError
     from ..models import Model, load_model
 
@@ -178,11 +186,11 @@ def _run_locate(sess, model, data, out: Path, y, X_val, y_val, target_r2, tau, r
                                **localizer_kwargs)
     done = {"rank": sess.rank, "world_size": sess.world_size, "out_dir": str(out), "tau": loc.tau_,
             "target_r2": loc.target_r2_, "target_reached": loc.target_reached_,
-            "r2": {"estimate": loc.r2_.estimate, "low": loc.r2_.low, "high": loc.r2_.high}}
+            "r2": {"estimate": loc.r2_.estimate, "low": loc.r2_.low, "high": loc.r2_.high}, "refine": int(refine)}
     paths["masks"] = str(out / "masks.npz")
     if not sess.is_main:  # rank 0 writes the files: the same paths, not written here
         return {**paths, **done}
-    loc.locate(X, y=yy).save(out / "masks.npz")
+    loc.locate(X, y=yy, refine=refine, refine_budget=refine_budget).save(out / "masks.npz")
     return {**paths, **done}
 
 
