@@ -173,18 +173,25 @@ def peers(method, module, x, y, labels, S, window, rank, n_win):
     return out
 
 
+def case_inputs(build, shape, n):
+    """A case's model (seeded weights, eval mode), its trustmap wrapper, ``n`` seeded normal inputs and
+    the predicted classes."""
+    torch.manual_seed(0)
+    module = build().eval()
+    model = trustmap.load_model(module)
+    x = np.random.default_rng(0).normal(size=(n, *shape)).astype("float32")
+    with torch.no_grad():
+        y = module(torch.as_tensor(x)).argmax(1).numpy()
+    return module, model, x, y
+
+
 def speed_table(quick: bool) -> str:
     lines = ["| model | method | implementation | inputs timed | time for N (s) | floor rows | floor (s) | ratio |",
              "|---|---|---|---:|---:|---|---:|---:|"]
     for name, (build, shape, n, k, S, seg, window) in CASES.items():
         if quick:
             n, k = QUICK[name]
-        torch.manual_seed(0)
-        module = build().eval()
-        model = trustmap.load_model(module)
-        x = np.random.default_rng(0).normal(size=(n, *shape)).astype("float32")
-        with torch.no_grad():
-            y = module(torch.as_tensor(x)).argmax(1).numpy()
+        module, model, x, y = case_inputs(build, shape, n)
         rank = len(shape) - 1
         labels = labels_for(shape, seg)
         win = (window,) * rank

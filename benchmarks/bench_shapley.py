@@ -2,8 +2,8 @@
 model evaluations for trustmap's KernelSHAP, Captum's ``KernelShap`` and the ``shap`` package's
 ``KernelExplainer``, in one run; and the ``tol=`` stopping rule against its tolerance.
 
-    OMP_NUM_THREADS=1 /work/main/.venv/bin/python benchmarks/bench_shapley.py [--quick] [--out FILE]
-    OMP_NUM_THREADS=1 /work/main/.venv/bin/python benchmarks/bench_shapley.py --issue4-rows
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_shapley.py [--quick] [--out FILE]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_shapley.py --issue4-rows
 
 Problem: the MNIST-1D CNN of the seed report (``trustmap.zoo.models.mnist1d_cnn``, trained here for a
 few epochs on ``mnist1d`` train), test inputs, 10 features = segments of 4 positions, baseline zero,
@@ -11,7 +11,7 @@ explained score = the predicted class's probability. Exact Shapley values are en
 coalitions, the Shapley formula in this file; independent of trustmap's code). Error of a sample:
 ``‖φ̂ − φ‖₂ / ‖φ‖₂``; evaluations: model rows counted by a wrapper around the model, per sample
 (the input and the baseline included for every implementation). Peers from
-``/work/main/.venv-bench/site`` (captum 0.9.0, shap 0.51.0): put on ``sys.path`` here.
+``.venv-bench/site`` (or ``$TRUSTMAP_PEERS``) (captum 0.9.0, shap 0.51.0): put on ``sys.path`` here.
 
 trustmap runs with its default control variate (``control='auto'``) and without it (``control='none'``);
 the surrogate uses only the logits of rows already counted. A second table repeats the comparison
@@ -36,7 +36,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(1, str(HERE))
-BENCH_SITE = "/work/main/.venv-bench/site"
+BENCH_SITE = os.environ.get("TRUSTMAP_PEERS") or str(HERE.parent / ".venv-bench" / "site")  # as benchmarks/peers.py
 if os.path.isdir(BENCH_SITE):
     sys.path.append(BENCH_SITE)
 
@@ -325,12 +325,7 @@ def issue4_rows(quick: bool) -> str:
     for name, (build, shape, n, _k, S, seg, _w) in bp.CASES.items():
         if quick:
             n = bp.QUICK[name][0]
-        torch.manual_seed(0)
-        module = build().eval()
-        model = trustmap.load_model(module)
-        x = np.random.default_rng(0).normal(size=(n, *shape)).astype("float32")
-        with torch.no_grad():
-            y = module(torch.as_tensor(x)).argmax(1).numpy()
+        _, model, x, y = bp.case_inputs(build, shape, n)
         fl = min(bp.measure(bp.floor_forward(model, torch.randn(n * S, *shape), 1, batch=b)) for b in bp.FLOOR_BATCHES)
         t = bp.measure(lambda: explain(model, x, "kernelshap", target=y, segmentation="fixed", segment_size=seg,
                                        n_samples=S))

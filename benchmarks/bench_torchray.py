@@ -2,7 +2,7 @@
 ``extremal_perturbation`` called once per image (its API explains one image at a time), same model,
 same areas and the same number of optimisation steps.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src:/work/main/.venv-bench/site .venv/bin/python benchmarks/bench_torchray.py \\
+    OMP_NUM_THREADS=1 PYTHONPATH=src:.venv-bench/site .venv/bin/python benchmarks/bench_torchray.py \\
         [--quick] [--n 100] [--steps 200] [--out benchmarks/results_torchray.md]
 
 TorchRay 1.0.0.2 (``pip install --no-deps torchray``; its extremal-perturbation module needs numpy,

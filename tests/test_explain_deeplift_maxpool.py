@@ -57,6 +57,17 @@ def rescale(inp, out, grad_out, grad_in):
     return torch.where(din.abs() < EPS, grad_in, grad_out * dout / din)
 
 
+def forward_both(net, x, ref, tg):
+    """Each layer's activations on the batch ``[x; ref]`` and the one-hot gradient of both halves' target
+    scores at the output."""
+    acts = [torch.cat([x, ref])]
+    for layer in net:
+        acts.append(run(layer, acts[-1]).detach())
+    g = torch.zeros_like(acts[-1])
+    g[torch.arange(2 * len(x)), torch.cat([tg, tg])] = 1.0
+    return acts, g
+
+
 def captum_deeplift(net, x, ref, tg):
     """Captum's DeepLift on an ``nn.Sequential`` written out: the batch ``[x; ref]``, both halves'
     target scores backpropagated; each hooked module's rule gets the gradient that reached its output
@@ -64,11 +75,7 @@ def captum_deeplift(net, x, ref, tg):
     A dropout in eval mode returns its input tensor itself: the modules around it hook the same tensor."""
     net = [layer for layer in net if not isinstance(layer, nn.Dropout)]
     b = len(x)
-    acts = [torch.cat([x, ref])]
-    for layer in net:
-        acts.append(run(layer, acts[-1]).detach())
-    g = torch.zeros_like(acts[-1])
-    g[torch.arange(2 * b), torch.cat([tg, tg])] = 1.0
+    acts, g = forward_both(net, x, ref, tg)
     a = v = g
     for i in reversed(range(len(net))):
         layer, inp, out = net[i], acts[i], acts[i + 1]
@@ -88,11 +95,7 @@ def rule_deeplift(net, x, ref, tg, pool_rule):
     (the pool's gradient) or ``'cross_max'`` (Captum's maxpool function, the reference's gradient equal
     to the input's)."""
     b = len(x)
-    acts = [torch.cat([x, ref])]
-    for layer in net:
-        acts.append(run(layer, acts[-1]).detach())
-    g = torch.zeros_like(acts[-1])
-    g[torch.arange(2 * b), torch.cat([tg, tg])] = 1.0
+    acts, g = forward_both(net, x, ref, tg)
     for i in reversed(range(len(net))):
         layer, inp, out = net[i], acts[i], acts[i + 1]
         a_in = vjp(layer, inp, g)
