@@ -69,3 +69,15 @@ def test_train_mnist1d_reaches_the_seed_accuracy(tmp_path, capsys):
                  "--json"]) == 0
     from_file = json.loads(capsys.readouterr().out)
     assert abs(from_file["accuracy"] - report["accuracy"]) < 1e-9
+
+
+def test_every_command_takes_dash_o_for_its_output():
+    from trustmap.cli import build_parser
+
+    parser = build_parser()
+    first = {"train": [], "evaluate": ["--model", "m.keras"], "explain": ["--model", "m.keras"],
+             "locate": ["--model", "m.keras"], "demo": [], "counterfactual": ["--model", "m.keras", "--reference", "r.npy"]}
+    for cmd, rest in first.items():
+        args = parser.parse_args([cmd, *rest, "-o", "somewhere"])
+        assert args.out == "somewhere", cmd
+        assert parser.parse_args([cmd, *rest, "--out", "there"]).out == "there", cmd

@@ -228,12 +228,15 @@ def test_cli_locate_refine_on_a_keras_h5_and_unlabeled_npy(tmp_path, capsys):
     capsys.readouterr()
     assert main(["locate", "--model", str(tmp_path / "model.h5"), "--data", str(tmp_path / "x.npy"), "--epochs", "1",
                  "--tau", "2,4", "--refine", "3", "--out", str(out), "--quiet", "--json"]) == 0
-    json.loads(capsys.readouterr().out)
+    assert json.loads(capsys.readouterr().out)["refine"] == 3
     masks = Attribution.load(out / "masks.npz")
     assert masks.extras["refine"] == 3 and masks.extras["refine_forward_passes"] == 3 + 2 * 6
     assert np.all(masks.extras["refine_objective_after"] <= masks.extras["refine_objective_before"])
     assert masks.maps.shape == (240, 32, 1) and np.all((masks.maps >= 0) & (masks.maps < 1))
     assert json.loads((out / "run.json").read_text())["settings"]["refine"] == 3
+    assert main(["report", str(out), "--quiet"]) == 0  # the report says the masks are refined, and whose R² it is
+    page = (out / "report.html").read_text()
+    assert "refined, 3 steps" in page and "the R² is the mask network" in page
     capsys.readouterr()
     assert main(["locate", "--model", str(tmp_path / "model.h5"), "--data", str(tmp_path / "x.npy"),
                  "--refine", "-2", "--out", str(tmp_path / "bad"), "--quiet"]) == 2

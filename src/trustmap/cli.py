@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
 def _common(p: argparse.ArgumentParser, *, out_default: str | None) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--out", default=out_default,
+    p.add_argument("-o", "--out", default=out_default,
                    help=f"output directory (default: {out_default})" if out_default else
                    "output directory for the report files (default: print only)")
 
@@ -272,7 +272,9 @@ def _locate_summary(res: dict) -> str:
     r2 = res.get("r2") or {"estimate": float("nan"), "low": float("nan"), "high": float("nan")}
     return (f"{res.get('n', '?')} samples located; tau = {res['tau']:.4g}; held-out R² = {r2['estimate']:.3f} "
             f"[{r2['low']:.3f}, {r2['high']:.3f}] (target {res['target_r2']:.3f}, "
-            f"{'reached' if res['target_reached'] else 'NOT reached'}); labels: {res.get('labels', '?')}"
+            f"{'reached' if res['target_reached'] else 'NOT reached'} on the calibration split); "
+            f"labels: {res.get('labels', '?')}"
+            + (f"; masks refined per sample ({res['refine']} steps)" if res.get("refine") else "")
             + (f"; fitted on {res['fit_on']}" if res.get("fit_on") else ""))
 
 

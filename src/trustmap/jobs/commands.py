@@ -307,7 +307,7 @@ def _locate(sess, model, data, out, dataset, split, rows, engine, chunk_rows, fo
                                                   "high": float(r2.high)},
                    "n": int(src.n), "labels": ("predictions" if used_pred and getattr(src, "labels_source", None)
                                                is None else getattr(src, "labels_source", None) or "none"),
-                   **info, **dist}
+                   "refine": refine, **info, **dist}
         if not sess.is_main:  # rank 0 writes the files
             return {**summary, "masks": str(out / ("masks.npz" if engine == "memory" else "masks.npy"))}
         producers = {"trust": lambda x, t: loc.locate(x, layout=src.layout, refine=refine)}

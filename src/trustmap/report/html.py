@@ -964,6 +964,10 @@ def _localizer(run: Run) -> _Section | None:
     lab = loc.get("labels_source") or loc.get("labels")
     if lab:
         cards.append(("labels", str(lab), "the model's own predictions" if lab == "predictions" else "the given labels"))
+    steps = (run.manifest.get("settings") or {}).get("refine") if isinstance(run.manifest, dict) else None
+    if isinstance(steps, int) and steps > 0:
+        cards.append(("masks", f"refined, {steps} steps", "per sample, after the mask network (locate --refine); "
+                                                          "the R² is the mask network's"))
     body.append(_cards(cards))
     if lr is not None:
         body.append(f'<p class="meaning">{_esc(lr.meaning)}</p>')
