@@ -60,8 +60,6 @@ def load_any(run_dir: str | os.PathLike):
             raise
         except Exception as exc:
             raise _corrupt(path, exc, f"streamed maps of {name}") from exc
-    if run.localizer is None and isinstance(rec.get("localizer"), dict) and "r2_path" in (rec.get("files") or {}):
-        pass
     labels = (rec.get("labels") or {}).get("source")
     notes = list(rec.get("notes") or [])
     if labels in ("none", "predictions") and not any("no labels" in n for n in notes):
