@@ -57,8 +57,15 @@ _AVGPOOL = {f for f in (F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d, F.ada
 
 
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """``z + eps·sign(z)``, with ``sign(0) = +1`` (Zennit's stabilizer)."""
-    return torch.where(z >= 0, eps, -eps).to(z.dtype).add_(z)
+    """``z + eps·sign(z)``, with ``sign(0) = +1`` (Zennit's stabilizer), as a fresh tensor.
+
+    Written as ``copysign(eps, z + 0) + z``: adding ``+0`` turns ``-0.0`` into ``+0.0`` (and changes no
+    other value), so both zeros get ``+eps`` as ``z >= 0`` gives them; the values are those of
+    ``torch.where(z >= 0, eps, -eps) + z`` bit for bit (NaN and ±Inf included), in three fast passes:
+    ``torch.where`` on CPU ran ~9x slower than they do together (benchmarks/RESULTS.md)."""
+    s = torch.add(z, 0.0)
+    e = torch.tensor(eps).to(device=z.device, dtype=z.dtype)  # eps rounded as the scalar form rounds it
+    return torch.copysign(e, s, out=s).add_(z)
 
 
 def _conv_input_grad(rank: int, opts: dict):
