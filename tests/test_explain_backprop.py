@@ -257,3 +257,27 @@ def test_deeplift_falls_back_to_one_batch_when_the_two_passes_differ():
     (g,) = torch.autograd.grad(out[:4, 1].sum(), both)
     np.testing.assert_allclose(a.maps, (g[:4] * x).numpy(), atol=1e-6)
     assert np.abs(a.extras["delta"]).max() < 1e-5  # the batched run's reference shares the input's branch
+
+
+def test_explainer_params_are_the_init_parameters_of_each_class():
+    """``Explainer.params`` (parameter names read once per class) names each class's own ``__init__``
+    parameters, a subclass's included, and follows an ``__init__`` replaced after first use."""
+    from trustmap.explain import Explainer, get_explainer
+
+    assert get_explainer("deeplift", baseline=0.5).params == {"baseline": 0.5, "blur_sigma": 0.1, "seed": 0,
+                                                               "maxpool": "captum"}
+    assert get_explainer("input_x_gradient").params == {}
+
+    class Scaled(Explainer):
+        name = "scaled_test"
+
+        def __init__(self, factor: float = 2.0) -> None:
+            self.factor = factor
+
+    assert Scaled().params == {"factor": 2.0}
+
+    def init(self, factor: float = 3.0, bias: float = 1.0) -> None:
+        self.factor, self.bias = factor, bias
+
+    Scaled.__init__ = init
+    assert Scaled().params == {"factor": 3.0, "bias": 1.0}

@@ -313,3 +313,21 @@ def test_lrp_grouped_convolutions_conserve_relevance(composite):
                 d.weight.copy_(g.weight)
     b = explain(dense, x, "lrp", composite=composite, target=a.targets)
     np.testing.assert_allclose(a.maps, b.maps, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_stabilizer_equals_the_where_form_bit_for_bit(dtype):
+    """``stabilize`` (copysign form) gives ``torch.where(z >= 0, eps, -eps) + z`` exactly: both zeros get
+    +eps, NaN and ±Inf pass, eps rounded as the scalar form rounds it, whatever the dtype."""
+    from trustmap.explain.lrp import stabilize
+
+    z = torch.randn(4, 3, 17, generator=torch.Generator().manual_seed(0)).to(dtype)
+    z.view(-1)[:8] = torch.tensor([0.0, -0.0, float("nan"), float("inf"), float("-inf"), 1e-7, -1e-7, -1e-6])
+    for eps in (1e-6, 0.25, 0.0):
+        want = torch.where(z >= 0, eps, -eps).to(z.dtype).add_(z)
+        got = stabilize(z, eps)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        same = (got == want) | (got.isnan() & want.isnan())
+        assert bool(same.all())
+        assert torch.equal(torch.signbit(got[~got.isnan()]), torch.signbit(want[~want.isnan()]))
+    assert torch.equal(z.view(-1)[1:2].signbit(), torch.tensor([True]))  # the input is not changed

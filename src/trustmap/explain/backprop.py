@@ -18,6 +18,7 @@ rules (``maxpool=``, see :class:`DeepLift`); the default reproduces Captum's map
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from typing import Iterator
 
@@ -197,7 +198,7 @@ def _relu_ratio(dx: torch.Tensor, dy: torch.Tensor, x: torch.Tensor) -> torch.Te
     ``x > 0``. It equals the eps rule except where ``0 < |Δx| < 1e-10`` with the two sides of opposite
     signs, i.e. both within 1e-10 of zero (there a share in [0, 1] instead of 0 or 1)."""
     dy.div_(dx)
-    if not bool(torch.isfinite(dy.sum())):
+    if not math.isfinite(float(dy.sum())):  # one read-only pass; float(): no isfinite tensor per call
         nan = torch.isnan(dy)
         dy[nan] = (x.detach()[nan] > 0).to(dy.dtype)
     return dy
@@ -521,7 +522,7 @@ DEEPLIFT_CHUNK_BYTES = 8 << 20
 def _deeplift_rows(model: Model, x: torch.Tensor, recorded: list, period: int | None) -> int:
     rows = chunk_rows(model, x)
     if x.device.type == "cpu" and model.max_batch is None and recorded:
-        per_row = max(int(np.prod(r[1][1:])) for r in recorded) * x.element_size()
+        per_row = max(math.prod(r[1][1:]) for r in recorded) * x.element_size()
         rows = min(rows, max(16, DEEPLIFT_CHUNK_BYTES // max(1, per_row)))
     return max(period, rows // period * period) if period else rows
 
