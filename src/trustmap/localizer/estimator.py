@@ -827,7 +827,9 @@ class Localizer:
         t, _ = self._internal(X, layout)
         return self._masks_internal(t, self._check_tau(tau))
 
-    def _masks_internal(self, t: torch.Tensor, tau: float) -> np.ndarray:
+    def _masks_internal(self, t: torch.Tensor, tau: float, z: torch.Tensor | None = None) -> np.ndarray:
+        """Masks at ``tau`` for the internal batch ``t``, in chunks; ``z``: mask logits to use instead of
+        the network's (refined ones, on the network's device)."""
         net = self.net_
         t = t.to(device=self._net_device(), dtype=self._net_dtype())
         was = net.training
@@ -836,7 +838,7 @@ class Localizer:
             with torch.inference_mode():
                 out = np.empty(tuple(t.shape), dtype=np.float32)
                 for s in _infer_chunks(len(t), t[0].numel()):
-                    d = net.masks(net.logits(t[s]), tau)
+                    d = net.masks(net.logits(t[s]) if z is None else z[s], tau)
                     if d.shape[1] != t.shape[1]:
                         d = d.expand(-1, t.shape[1], *d.shape[2:])
                     out[s] = d.cpu().numpy()
@@ -854,13 +856,9 @@ class Localizer:
         net.eval()
         try:
             z, info = refine_logits(self, model, t, y, steps, fractions)
-            with torch.inference_mode():
-                d = net.masks(z, tau)
-                if d.shape[1] != t.shape[1]:
-                    d = d.expand(-1, t.shape[1], *d.shape[2:])
-                maps = d.to(torch.float32).cpu().numpy()
         finally:
             net.train(was)
+        maps = self._masks_internal(t, tau, z)
         passes = model_passes(steps, fractions)
         return maps, {"refine": int(steps), "refine_budget": [float(f) for f in fractions],
                       "refine_objective_before": info["before"], "refine_objective_after": info["after"],
